@@ -1,0 +1,81 @@
+"""The FastAPI application: routes, error handlers and the gateway's lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pluggy
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from core import __version__
+from core.gateway import Gateway
+from core.responses import APIError, error_response
+from core.router import AllProvidersFailed, NoProviderAvailable, UnknownStrategy
+from core.routes import generate, health
+from core.settings import Settings
+from core.validation import problems
+
+log = logging.getLogger("modelbroker")
+
+
+def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None = None) -> FastAPI:
+    """Build the app; raises ConfigError (with a clear message) for a bad providers.yaml."""
+    gateway = Gateway.from_settings(settings, pm)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = FastAPI(title="modelbroker", version=__version__, lifespan=lifespan)
+    app.state.gateway = gateway
+    app.include_router(generate.router)
+    app.include_router(health.router)
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, exc: APIError):
+        return error_response(exc)
+
+    @app.exception_handler(NoProviderAvailable)
+    async def no_provider(_: Request, exc: NoProviderAvailable):
+        return error_response(APIError(503, f"no provider can take this request: {exc}", code="no_provider"))
+
+    @app.exception_handler(UnknownStrategy)
+    async def unknown_strategy(request: Request, exc: UnknownStrategy):
+        installed = ", ".join(request.app.state.gateway.strategies)
+        message = f"unknown strategy {exc.args[0]!r}; installed strategies: {installed}"
+        return error_response(APIError(400, message, code="unknown_strategy", param="strategy"))
+
+    @app.exception_handler(AllProvidersFailed)
+    async def all_failed(_: Request, exc: AllProvidersFailed):
+        attempts = [a.public() for a in exc.attempts]
+        message = f"all {len(attempts)} provider attempts failed: " + "; ".join(
+            f"{a['provider']}: {a.get('error')}{' ' + str(a['status']) if 'status' in a else ''}" for a in attempts
+        )
+        return error_response(APIError(502, message, code="all_providers_failed", attempts=attempts))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError):
+        found = problems(list(exc.errors()))
+        message = "; ".join(f"{field}: {text}" for field, text in found)
+        return error_response(APIError(422, message, param=found[0][0] if found else None))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException):
+        return error_response(APIError(exc.status_code, str(exc.detail), headers=exc.headers))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(APIError(500, "internal error in the gateway; the gateway log has the details"))

@@ -1,0 +1,97 @@
+"""The ``modelbroker`` command: serve, demo, check, plugins."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from core.config import ConfigError
+from core.settings import Settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    try:
+        return args.run(args)
+    except ConfigError as exc:
+        print(f"modelbroker: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelbroker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _add_common(serve)
+    serve.set_defaults(run=_serve)
+
+    demo = commands.add_parser("demo", help="run the gateway offline against a fake upstream")
+    demo.add_argument("--host", default=None)
+    demo.add_argument("--port", type=int, default=None)
+    demo.set_defaults(run=_demo)
+
+    check = commands.add_parser("check", help="validate providers.yaml and show each strategy's order")
+    check.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
+    check.set_defaults(run=_check)
+
+    plugins = commands.add_parser("plugins", help="list the installed plugins")
+    plugins.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
+    plugins.set_defaults(run=_plugins)
+    return parser
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
+    parser.add_argument("--host", default=None, help="address to listen on (MODELBROKER_HOST)")
+    parser.add_argument("--port", type=int, default=None, help="port to listen on (MODELBROKER_PORT)")
+
+
+def _settings(args: argparse.Namespace, **overrides) -> Settings:
+    values = {k: getattr(args, k, None) for k in ("config", "host", "port")}
+    values.update(overrides)
+    return Settings(**{k: v for k, v in values.items() if v is not None})
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from core.app import create_app
+
+    settings = _settings(args)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from core.demo import run_demo
+
+    return run_demo(_settings(args))
+
+
+def _check(args: argparse.Namespace) -> int:
+    from core.report import describe_config
+
+    print(describe_config(_settings(args)))
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from core.report import describe_plugins
+
+    print(describe_plugins(_settings(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

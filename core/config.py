@@ -1,0 +1,236 @@
+"""providers.yaml: reading, ``${VAR}`` interpolation and validation.
+
+The file is parsed once into ``GatewayConfig``. Every problem is reported as a
+``ConfigError`` whose message names the file, the entry and the field, for
+example ``providers.yaml: providers[1].priority: must be an integer``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from core.validation import location, message
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """providers.yaml (or a setting) is invalid; the message says where and how to fix it."""
+
+
+class ProviderConfig(BaseModel):
+    """One entry of ``providers:``. Two entries may share a name; ``id`` tells them apart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    endpoint: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    priority: int = 0
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0)
+    cost_per_1k_input_tokens: float | None = Field(default=None, ge=0)
+    cost_per_1k_output_tokens: float | None = Field(default=None, ge=0)
+    api_key: SecretStr | None = None
+    type: str = "openai"
+    id: str = ""
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, exclude=True)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        if not self.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+        split = (self.cost_per_1k_input_tokens, self.cost_per_1k_output_tokens)
+        if (split[0] is None) != (split[1] is None):
+            raise ValueError(
+                "give both cost_per_1k_input_tokens and cost_per_1k_output_tokens, or neither"
+            )
+        if self.cost_per_1k_tokens is None and split[0] is None:
+            raise ValueError(
+                "no price: set cost_per_1k_tokens (or cost_per_1k_input_tokens and "
+                "cost_per_1k_output_tokens); use 0 for a free local model"
+            )
+        if not self.id:
+            object.__setattr__(self, "id", f"{self.name}/{self.model}")
+        return self
+
+    @property
+    def input_price(self) -> float:
+        """Price of 1,000 prompt tokens."""
+        if self.cost_per_1k_input_tokens is not None:
+            return self.cost_per_1k_input_tokens
+        return self.cost_per_1k_tokens or 0.0
+
+    @property
+    def output_price(self) -> float:
+        """Price of 1,000 completion tokens."""
+        if self.cost_per_1k_output_tokens is not None:
+            return self.cost_per_1k_output_tokens
+        return self.cost_per_1k_tokens or 0.0
+
+
+class PluginsConfig(BaseModel):
+    """``plugins:``: ``disabled`` names plugins not to load; any other key holds one plugin's settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    disabled: list[str] = Field(default_factory=list)
+
+    def settings_for(self, plugin: str) -> dict[str, Any]:
+        """The settings block for ``plugin``, or an empty dict."""
+        value = (self.model_extra or {}).get(plugin)
+        return value if isinstance(value, dict) else {}
+
+
+class GatewayConfig(BaseModel):
+    """The whole of providers.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    strategy: str = "priority"
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    source: str = Field(default="providers.yaml", exclude=True)
+    warnings: list[str] = Field(default_factory=list, exclude=True)
+
+    @property
+    def enabled_providers(self) -> list[ProviderConfig]:
+        return [p for p in self.providers if p.enabled]
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> GatewayConfig:
+    """Read, interpolate and validate a providers.yaml file."""
+    path = Path(path)
+    label = path.name
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: file not found; set MODELBROKER_CONFIG to your providers.yaml "
+            "or run from the directory that holds it"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(text, label=label, environ=os.environ if environ is None else environ)
+
+
+def parse_config(text: str, *, label: str = "providers.yaml", environ: Any = None) -> GatewayConfig:
+    """Validate the YAML text of a providers.yaml; ``label`` names it in messages."""
+    environ = os.environ if environ is None else environ
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{label}: not valid YAML: {_yaml_problem(exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: the top level must be a mapping with a 'providers:' list")
+    warnings: list[str] = []
+    data = _interpolate_top(data, label, environ, warnings)
+    try:
+        config = GatewayConfig.model_validate({**data, "source": label, "warnings": warnings})
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, label, data)) from None
+    _check_unique_ids(config, label)
+    return config
+
+
+def _interpolate_top(data: dict, label: str, environ: Any, warnings: list[str]) -> dict:
+    """Replace ``${VAR}`` everywhere; a provider with an unset variable is disabled."""
+    result = {}
+    for key, value in data.items():
+        if key == "providers" and isinstance(value, list):
+            result[key] = [
+                _interpolate_provider(entry, f"{label}: providers[{i}]", environ, warnings)
+                for i, entry in enumerate(value)
+            ]
+            continue
+        missing: list[str] = []
+        result[key] = _interpolate(value, environ, missing)
+        if missing:
+            raise ConfigError(
+                f"{label}: {key}: environment variable {missing[0]} is not set; "
+                f"export it or write ${{{missing[0]}:-default}}"
+            )
+    return result
+
+
+def _interpolate_provider(entry: Any, where: str, environ: Any, warnings: list[str]) -> Any:
+    missing: list[str] = []
+    entry = _interpolate(entry, environ, missing)
+    if missing and isinstance(entry, dict):
+        names = ", ".join(dict.fromkeys(missing))
+        reason = f"environment variable {names} is not set"
+        label = entry.get("id") or f"{entry.get('name')}/{entry.get('model')}"
+        warnings.append(f"{where} ({label}): disabled: {reason}")
+        entry = {**entry, "enabled": False, "disabled_reason": reason}
+    return entry
+
+
+def _interpolate(value: Any, environ: Any, missing: list[str]) -> Any:
+    if isinstance(value, str):
+        return _VAR.sub(lambda m: _lookup(m, environ, missing), value)
+    if isinstance(value, list):
+        return [_interpolate(v, environ, missing) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, environ, missing) for k, v in value.items()}
+    return value
+
+
+def _lookup(match: re.Match[str], environ: Any, missing: list[str]) -> str:
+    name, default = match.group(1), match.group(2)
+    if name in environ:
+        return environ[name]
+    if default is not None:
+        return default
+    missing.append(name)
+    return ""
+
+
+def _describe(exc: ValidationError, label: str, data: dict) -> str:
+    """One line per problem: ``file: providers[1].priority: must be an integer``."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        text = message(error)
+        if error["type"] == "extra_forbidden":
+            text += " (docs/configuration.md lists the fields)"
+        lines.append(f"{label}: {location(error['loc'])}: {text}{_provider_hint(error['loc'], data)}")
+    return "\n".join(lines)
+
+
+def _provider_hint(loc: tuple, data: dict) -> str:
+    if len(loc) >= 2 and loc[0] == "providers" and isinstance(loc[1], int):
+        providers = data.get("providers") or []
+        if loc[1] < len(providers) and isinstance(providers[loc[1]], dict):
+            name = providers[loc[1]].get("name")
+            if name:
+                return f" (provider {name!r})"
+    return ""
+
+
+def _check_unique_ids(config: GatewayConfig, label: str) -> None:
+    seen: dict[str, int] = {}
+    for index, provider in enumerate(config.providers):
+        if provider.id in seen:
+            raise ConfigError(
+                f"{label}: providers[{index}]: id {provider.id!r} is already used by "
+                f"providers[{seen[provider.id]}]; give one of them a distinct 'id:'"
+            )
+        seen[provider.id] = index
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    if mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return problem

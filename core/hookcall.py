@@ -1,0 +1,91 @@
+"""Call hook implementations one at a time, so a failure is pinned on its plugin.
+
+pluggy's own call stops at the first exception and does not say which plugin
+raised it. The gateway needs both: a broken logger must not fail a request, and
+an error must name the plugin. The implementation lists are resolved once, when
+``HookCalls`` is built, not on every request.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pluggy
+
+log = logging.getLogger("modelbroker")
+
+Impl = tuple[str, Callable[..., Any], tuple[str, ...]]
+
+
+class PluginError(Exception):
+    """A plugin raised inside a hook."""
+
+    def __init__(self, plugin: str, hook: str, error: BaseException) -> None:
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {type(error).__name__}: {error}")
+        self.plugin = plugin
+        self.hook = hook
+        self.error = error
+
+
+class HookCalls:
+    """A snapshot of the registered implementations of each hook, in pluggy's call order."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self._impls: dict[str, list[Impl]] = {}
+        for name in dir(pm.hook):
+            caller = getattr(pm.hook, name)
+            if isinstance(caller, pluggy.HookCaller):
+                self._impls[name] = _ordered_impls(caller)
+
+    def first(self, hook: str, **kwargs: Any) -> tuple[str, Any] | tuple[None, None]:
+        """The first non-None answer and the plugin that gave it; raises PluginError."""
+        return next(self._answers(hook, kwargs), (None, None))
+
+    def each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Every implementation's non-None answer; raises PluginError at the first failure."""
+        return list(self._answers(hook, kwargs))
+
+    def _answers(self, hook: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+        for plugin, function, argnames in self._impls.get(hook, ()):
+            try:
+                answer = function(*[kwargs[a] for a in argnames])
+            except Exception as exc:
+                raise PluginError(plugin, hook, exc) from exc
+            if answer is not None:
+                yield plugin, answer
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Run every implementation; a failure is logged with the plugin's name and skipped."""
+        for plugin, function, argnames in self._impls.get(hook, ()):
+            try:
+                function(*[kwargs[a] for a in argnames])
+            except Exception:
+                log.exception("plugin %r failed in %s; the request goes on", plugin, hook)
+
+    async def each_awaited(self, hook: str, *, contain: bool = False, **kwargs: Any) -> None:
+        """Run every implementation and await what it returns.
+
+        With ``contain``, a failure is logged and the rest still run (shutdown);
+        without, the first failure raises PluginError (startup).
+        """
+        for plugin, function, argnames in self._impls.get(hook, ()):
+            try:
+                answer = function(*[kwargs[a] for a in argnames])
+                if inspect.isawaitable(answer):
+                    await answer
+            except Exception as exc:
+                if not contain:
+                    raise PluginError(plugin, hook, exc) from exc
+                log.exception("plugin %r failed in %s", plugin, hook)
+
+
+def _ordered_impls(caller: pluggy.HookCaller) -> list[Impl]:
+    impls = []
+    for impl in reversed(caller.get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            raise PluginError(impl.plugin_name, caller.name, TypeError("hook wrappers are not supported"))
+        impls.append((impl.plugin_name, impl.function, tuple(impl.argnames)))
+    return impls

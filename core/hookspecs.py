@@ -1,0 +1,153 @@
+"""The hooks a modelbroker plugin can implement, in the order a request meets them.
+
+The pluggy project name, ``modelbroker``, is also the entry-point group that
+plugins are found in. pluggy calls are synchronous: a hook that does I/O decides
+at once whether it handles the call and returns an awaitable, which the core
+awaits. Implementations may take any subset of a hook's arguments.
+
+The core calls implementations one by one, latest registered first (``tryfirst``
+and ``trylast`` still apply), so an exception is attributed to the plugin that
+raised it. Hook wrappers are not supported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    import httpx
+
+    from core.config import GatewayConfig, ProviderConfig
+    from core.settings import Settings
+    from core.types import ChatRequest, Completion, ProviderError
+
+hookspec = pluggy.HookspecMarker("modelbroker")
+hookimpl = pluggy.HookimplMarker("modelbroker")
+
+
+# --- discovery: what a plugin offers --------------------------------------------
+
+
+@hookspec
+def strategy_names() -> list[str]:
+    """Name the routing strategies this plugin implements.
+
+    Called once at startup, on every plugin; the lists are joined. providers.yaml's
+    ``strategy:`` must be one of them, or startup stops and lists them all.
+    """
+
+
+@hookspec
+def adapter_types() -> list[str]:
+    """Name the provider ``type:`` values this plugin's adapter handles.
+
+    Called once at startup, on every plugin; the lists are joined. Every enabled
+    provider's ``type`` must be one of them, or startup stops and lists them all.
+    """
+
+
+# --- lifecycle --------------------------------------------------------------------
+
+
+@hookspec
+def on_startup(
+    pm: pluggy.PluginManager,
+    settings: Settings,
+    config: GatewayConfig,
+    client: httpx.AsyncClient,
+) -> Awaitable[None] | None:
+    """The gateway is starting: open files, start background tasks.
+
+    :param pm: the plugin manager; a plugin may register a stateful object here
+        (as pytest's plugins do in ``pytest_configure``).
+    :param settings: the process settings (``MODELBROKER_*``).
+    :param config: the parsed providers.yaml; ``config.plugins.settings_for(name)``
+        gives a plugin its own block.
+    :param client: the shared, pooled HTTP client.
+
+    All implementations run; each may return an awaitable, which is awaited.
+    Raising stops startup with a message naming the plugin.
+    """
+
+
+@hookspec
+def on_shutdown() -> Awaitable[None] | None:
+    """The gateway is stopping: flush and close what ``on_startup`` opened.
+
+    All implementations run, even if one raises; each may return an awaitable.
+    """
+
+
+# --- one request ------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def select_provider(
+    request: ChatRequest, providers: list[ProviderConfig], strategy: str
+) -> list[ProviderConfig] | None:
+    """Order the providers to try for ``request``.
+
+    :param request: the client's request.
+    :param providers: the enabled providers that may serve it, in file order.
+    :param strategy: the strategy in force (providers.yaml's, or the request's).
+
+    Return None at once if ``strategy`` is not yours; else the providers to try,
+    best first (a subset is allowed). The first non-None answer wins. Must not
+    do I/O; may raise only for a bug, which fails the request with a clear error.
+    """
+
+
+@hookspec(firstresult=True)
+def call_provider(
+    provider: ProviderConfig, request: ChatRequest, client: httpx.AsyncClient
+) -> Awaitable[Completion] | None:
+    """Start one attempt at ``provider``; called per provider until one succeeds.
+
+    :param provider: the provider to call; its ``type`` says which adapter handles it.
+    :param request: the client's request.
+    :param client: the shared, pooled HTTP client; use it rather than a new one.
+
+    Return None at once if ``provider.type`` is not yours, else an awaitable
+    giving a ``Completion``. The awaitable raises ``ProviderError`` for any
+    failure of the call, with a message that holds no secret. The first
+    non-None answer wins.
+    """
+
+
+@hookspec
+def on_result(
+    provider: ProviderConfig,
+    request: ChatRequest,
+    result: Completion,
+    elapsed_ms: float,
+    attempt: int,
+) -> None:
+    """An attempt succeeded.
+
+    :param result: the completion, with ``cost`` filled in and usage as reported.
+    :param elapsed_ms: time of this attempt, from the call to its answer.
+    :param attempt: 1 for the request's first attempt, 2 for the next, ...
+
+    Every implementation runs. Must be quick (it runs on the event loop for every
+    attempt) and must not raise: an exception is logged with the plugin's name.
+    """
+
+
+@hookspec
+def on_failure(
+    provider: ProviderConfig,
+    request: ChatRequest,
+    error: ProviderError,
+    elapsed_ms: float,
+    attempt: int,
+) -> None:
+    """An attempt failed; the router goes on to the next provider.
+
+    :param error: what went wrong (``error.kind``, ``error.status``, ``error.message``).
+
+    Every implementation runs. Must be quick and must not raise: an exception
+    is logged with the plugin's name.
+    """

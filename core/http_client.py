@@ -1,0 +1,26 @@
+"""The one pooled HTTP client that every adapter shares.
+
+Built in one place so the transport can be chosen by measurement (see
+docs/performance.md) without touching any adapter.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+#: Connections kept per upstream host; enough for a few hundred requests in flight.
+MAX_CONNECTIONS = 1000
+MAX_KEEPALIVE = 256
+
+
+def make_http_client() -> httpx.AsyncClient:
+    """A new pooled client; the gateway opens one at startup and closes it at shutdown."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(
+            max_connections=MAX_CONNECTIONS,
+            max_keepalive_connections=MAX_KEEPALIVE,
+            keepalive_expiry=30,
+        ),
+        timeout=httpx.Timeout(60.0, connect=5.0),
+        follow_redirects=False,
+    )

@@ -1,0 +1,156 @@
+"""The router: order the providers, try them one by one, report every attempt.
+
+    order = select_provider(...)
+    for provider in order:
+        call_provider(...) -> on_result and answer | on_failure and next
+
+The router knows no provider and no strategy by name: the hooks decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from core.config import ProviderConfig
+from core.hookcall import HookCalls, PluginError
+from core.pricing import cost_of
+from core.types import ChatRequest, Completion, ErrorKind, ProviderError
+
+
+@dataclass(slots=True)
+class AttemptSummary:
+    """One attempt as the client is told about it (never with a secret)."""
+
+    provider: str
+    model: str
+    ok: bool
+    elapsed_ms: float
+    kind: str | None = None
+    status: int | None = None
+    message: str | None = None
+
+    def public(self) -> dict:
+        return {k: v for k, v in (
+            ("provider", self.provider), ("model", self.model), ("ok", self.ok),
+            ("error", self.kind), ("status", self.status), ("message", self.message),
+            ("elapsed_ms", round(self.elapsed_ms, 1)),
+        ) if v is not None}
+
+
+@dataclass(slots=True)
+class Routed:
+    """The answer to a request: who answered, what, and the attempts it took."""
+
+    provider: ProviderConfig
+    completion: Completion
+    attempts: list[AttemptSummary]
+
+
+class NoProviderAvailable(Exception):
+    """No provider can take the request at all (none configured, all disabled, none matches)."""
+
+
+class UnknownStrategy(Exception):
+    """No installed strategy plugin answered for the strategy name."""
+
+
+class AllProvidersFailed(Exception):
+    """Every provider in the order was tried and failed."""
+
+    def __init__(self, attempts: list[AttemptSummary]) -> None:
+        super().__init__(f"all {len(attempts)} attempts failed")
+        self.attempts = attempts
+
+
+class Router:
+    """Routes requests over a fixed set of providers with a fixed set of hooks."""
+
+    def __init__(self, hooks: HookCalls, client: httpx.AsyncClient, default_strategy: str) -> None:
+        self.hooks = hooks
+        self.client = client
+        self.default_strategy = default_strategy
+
+    def order(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
+        """The providers to try for ``request``, best first, as the strategy plugin says."""
+        strategy = request.strategy or self.default_strategy
+        _, order = self.hooks.first(
+            "select_provider", request=request, providers=providers, strategy=strategy
+        )
+        if order is None:
+            raise UnknownStrategy(strategy)
+        return list(order)
+
+    async def route(self, request: ChatRequest, providers: list[ProviderConfig]) -> Routed:
+        """Try the ordered providers until one answers; raise AllProvidersFailed otherwise."""
+        order = self.order(request, providers)
+        if not order:
+            raise NoProviderAvailable("the strategy left no provider to try")
+        attempts: list[AttemptSummary] = []
+        for number, provider in enumerate(order, 1):
+            started = time.perf_counter()
+            try:
+                completion = await self._attempt(provider, request, number, started)
+            except ProviderError as error:
+                attempts.append(_failed(provider, error, started))
+                continue
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            attempts.append(AttemptSummary(provider.id, provider.model, True, elapsed_ms))
+            return Routed(provider, completion, attempts)
+        raise AllProvidersFailed(attempts)
+
+    async def _attempt(
+        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float
+    ) -> Completion:
+        """One call; tells every plugin how it went, exactly once."""
+        try:
+            completion = await self._call(provider, request)
+        except ProviderError as error:
+            self._report_failure(provider, request, error, number, started)
+            raise
+        except asyncio.CancelledError:
+            error = ProviderError(ErrorKind.CANCELLED, "the client went away")
+            self._report_failure(provider, request, error, number, started)
+            raise
+        completion.cost = cost_of(provider, completion.usage)
+        self.hooks.notify(
+            "on_result", provider=provider, request=request, result=completion,
+            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
+        )
+        return completion
+
+    async def _call(self, provider: ProviderConfig, request: ChatRequest) -> Completion:
+        try:
+            plugin, pending = self.hooks.first(
+                "call_provider", provider=provider, request=request, client=self.client
+            )
+        except PluginError as exc:
+            raise ProviderError(ErrorKind.PLUGIN, str(exc)) from exc
+        if pending is None:
+            raise ProviderError(ErrorKind.PLUGIN, f"no installed adapter handles type {provider.type!r}")
+        try:
+            return await pending
+        except (ProviderError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            message = f"plugin {plugin!r} failed in call_provider: {type(exc).__name__}: {exc}"
+            raise ProviderError(ErrorKind.PLUGIN, message) from exc
+
+    def _report_failure(
+        self, provider: ProviderConfig, request: ChatRequest, error: ProviderError,
+        number: int, started: float,
+    ) -> None:
+        self.hooks.notify(
+            "on_failure", provider=provider, request=request, error=error,
+            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
+        )
+
+
+def _failed(provider: ProviderConfig, error: ProviderError, started: float) -> AttemptSummary:
+    return AttemptSummary(
+        provider.id, provider.model, False, (time.perf_counter() - started) * 1000,
+        kind=error.kind.value, status=error.status, message=error.message,
+    )

@@ -1,0 +1,106 @@
+"""POST /generate: the simple API. A prompt in; the text, model, tokens and cost out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.request_ids import request_id
+from core.responses import APIError, JSONResponse
+from core.router import Routed
+from core.types import ChatRequest
+from core.validation import problems
+
+router = APIRouter()
+
+
+class GenerateBody(BaseModel):
+    """The request body of POST /generate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="The prompt, sent as one user message.")
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    strategy: str | None = Field(default=None, description="Override the configured strategy.")
+
+
+@router.post(
+    "/generate",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": GenerateBody.model_json_schema()}},
+        }
+    },
+)
+async def generate(request: Request) -> JSONResponse:
+    """Route a prompt to a provider; fall back to the next one on failure."""
+    gateway = request.app.state.gateway
+    body = parse_body(await request.body())
+    if body.strategy is not None and body.strategy not in gateway.strategies:
+        raise APIError(
+            400, f"unknown strategy {body.strategy!r}; installed strategies: {', '.join(gateway.strategies)}",
+            code="unknown_strategy", param="strategy",
+        )
+    chat = ChatRequest(
+        messages=[{"role": "user", "content": body.prompt}],
+        request_id=request_id(request.headers.get("x-request-id")),
+        strategy=body.strategy,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+    )
+    routed = await gateway.router.route(chat, gateway.candidates(chat))
+    return JSONResponse(generate_answer(chat, routed), headers=answer_headers(chat, routed))
+
+
+def parse_body(raw: bytes) -> GenerateBody:
+    """Validate the body. A JSON string holding a JSON object is accepted too, because the
+    original README's example posts ``json=json.dumps(data)``."""
+    data = _load_json(raw)
+    if isinstance(data, str):
+        data = _load_json(data.encode("utf-8"))
+    if not isinstance(data, dict):
+        raise APIError(400, "the body must be a JSON object such as {\"prompt\": \"Hello\"}", code="invalid_body")
+    try:
+        return GenerateBody.model_validate(data)
+    except ValidationError as exc:
+        found = problems(exc.errors(include_input=False, include_url=False))
+        raise APIError(
+            422, "; ".join(f"{field}: {text}" for field, text in found),
+            code="invalid_field", param=found[0][0],
+        ) from None
+
+
+def _load_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise APIError(400, "the body is not valid JSON", code="invalid_json") from None
+
+
+def generate_answer(chat: ChatRequest, routed: Routed) -> dict[str, Any]:
+    completion = routed.completion
+    return {
+        "modelUsed": completion.model or routed.provider.model,
+        "tokens": completion.usage.total_tokens,
+        "cost": completion.cost,
+        "response": completion.text,
+        "provider": routed.provider.id,
+        "latency_ms": round(routed.attempts[-1].elapsed_ms, 1),
+        "attempts": len(routed.attempts),
+        "request_id": chat.request_id,
+    }
+
+
+def answer_headers(chat: ChatRequest, routed: Routed) -> dict[str, str]:
+    """Headers that say who answered, after how many attempts, at what cost."""
+    return {
+        "x-request-id": chat.request_id,
+        "x-modelbroker-provider": routed.provider.id,
+        "x-modelbroker-attempts": str(len(routed.attempts)),
+        "x-modelbroker-cost": f"{routed.completion.cost:.8f}",
+    }

@@ -1,0 +1,117 @@
+"""The objects that travel through the hooks: a request, a completion, a provider error.
+
+They are plain dataclasses rather than pydantic models: they are built once per
+request on the hot path, and validation happens at the edges (the HTTP routes and
+providers.yaml), not here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    """One client request, as the router and every plugin see it.
+
+    ``messages`` are OpenAI chat messages. ``extra`` holds any other request
+    fields the client sent, which OpenAI-style adapters pass through untouched.
+    ``model`` is what the client asked for (a provider id, a model name or a
+    strategy name); ``strategy`` overrides the configured strategy.
+    """
+
+    messages: list[dict[str, Any]]
+    request_id: str = ""
+    model: str | None = None
+    strategy: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    stream: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def prompt_text(self) -> str:
+        """The text of all messages joined, for token estimates and logs."""
+        parts: list[str] = []
+        for message in self.messages:
+            content = message.get("content")
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+        return "\n".join(parts)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts for one attempt, as the upstream reported them.
+
+    ``cached_tokens`` and ``reasoning_tokens`` are kept apart when the upstream
+    reports them; ``estimated`` is true when the counts were not reported but
+    computed by the gateway.
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cached_tokens: int | None = None
+    reasoning_tokens: int | None = None
+    estimated: bool = False
+
+
+@dataclass(slots=True)
+class Completion:
+    """A successful answer from one provider.
+
+    ``model`` is the model the upstream says it used; ``raw`` is the upstream's
+    parsed body, kept for routes that relay it. ``upstream_ms`` is the time
+    spent waiting on the upstream, so the gateway can report its own overhead.
+    ``cost`` is filled in by the router from the provider's pricing.
+    """
+
+    text: str
+    model: str
+    usage: Usage
+    raw: dict[str, Any] | None = None
+    upstream_ms: float = 0.0
+    cost: float = 0.0
+
+
+class ErrorKind(str, enum.Enum):
+    """Why an attempt failed. The values appear in app.log and error responses."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    CONNECTION = "connection"
+    STATUS = "status"
+    MALFORMED = "malformed"
+    PLUGIN = "plugin_error"
+    CANCELLED = "cancelled"
+
+
+class ProviderError(Exception):
+    """One failed attempt at one provider.
+
+    Adapters raise it for every failure of the upstream call. ``message`` must
+    never contain a secret: adapters build it from the upstream's answer with
+    the API key removed.
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = ErrorKind(kind)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        status = f" {self.status}" if self.status is not None else ""
+        return f"{self.kind.value}{status}: {self.message}"

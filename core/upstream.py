@@ -1,0 +1,83 @@
+"""Helpers for adapters: turn an upstream's failure into a ``ProviderError`` without secrets."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+import httpx
+import orjson
+
+from core.types import ErrorKind, ProviderError
+
+MAX_MESSAGE = 300
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` (and its long prefixes) masked."""
+    if secret and len(secret) >= 4:
+        text = text.replace(secret, "***")
+        if len(secret) >= 12:
+            text = text.replace(secret[:12], "***")
+    return text
+
+
+def transport_error(exc: httpx.HTTPError, secret: str | None = None) -> ProviderError:
+    """A ProviderError for an httpx failure that produced no HTTP answer."""
+    if isinstance(exc, httpx.TimeoutException):
+        kind, what = ErrorKind.TIMEOUT, f"{type(exc).__name__}: the upstream did not answer in time"
+    elif isinstance(exc, httpx.ConnectError):
+        kind, what = ErrorKind.CONNECT, f"cannot connect: {exc}"
+    else:
+        kind, what = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+    return ProviderError(kind, redact(what, secret)[:MAX_MESSAGE])
+
+
+def status_error(
+    status: int, headers: Mapping[str, str], body: bytes, secret: str | None = None
+) -> ProviderError:
+    """A ProviderError for a non-2xx answer, with the upstream's own message when it gave one."""
+    detail = _upstream_message(body)
+    message = f"upstream answered {status}" + (f": {detail}" if detail else "")
+    return ProviderError(
+        ErrorKind.STATUS,
+        redact(message, secret)[:MAX_MESSAGE],
+        status=status,
+        retry_after=retry_after_seconds(headers),
+    )
+
+
+def _upstream_message(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:120].decode("utf-8", "replace").strip()
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or "")
+    if isinstance(error, str):
+        return error
+    return ""
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,146 @@
+"""Logger ``file_log``: one JSON line per attempt in app.log (``MODELBROKER_LOG_FILE``).
+
+Lines are collected on the event loop (a list append) and written by a
+background task through a worker thread, in batches, so a slow disk never
+blocks a request. Everything is flushed at shutdown. Prompts and responses are
+left out unless ``plugins: file_log: {include_prompts: true, include_responses: true}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from core.hookspecs import hookimpl
+
+NAME = "file_log"
+FLUSH_INTERVAL_S = 0.2
+log = logging.getLogger("modelbroker")
+
+
+@hookimpl(trylast=True)
+def on_startup(pm, settings, config):
+    """Register a writer for this gateway when a log file is set."""
+    if not settings.log_file:
+        return None
+    options = config.plugins.settings_for(NAME)
+    writer = FileLogWriter(
+        Path(settings.log_file),
+        include_prompts=bool(options.get("include_prompts", False)),
+        include_responses=bool(options.get("include_responses", False)),
+    )
+    pm.register(writer, name=f"{NAME}.writer")
+    return writer.start()
+
+
+class FileLogWriter:
+    """The per-gateway state of the file logger: a buffer, a file, a flushing task."""
+
+    def __init__(self, path: Path, *, include_prompts: bool, include_responses: bool) -> None:
+        self.path = path
+        self.include_prompts = include_prompts
+        self.include_responses = include_responses
+        self._buffer: list[bytes] = []
+        self._file: Any = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._file = await asyncio.to_thread(_open_append, self.path)
+        self._task = asyncio.create_task(self._flush_forever(), name="modelbroker-file-log")
+
+    @hookimpl
+    def on_result(self, provider, request, result, elapsed_ms, attempt):
+        line = self._common(provider, request, elapsed_ms, attempt)
+        usage = result.usage
+        line.update(
+            success=True,
+            model_used=result.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+            cost=result.cost,
+        )
+        if usage.cached_tokens is not None:
+            line["cached_tokens"] = usage.cached_tokens
+        if usage.reasoning_tokens is not None:
+            line["reasoning_tokens"] = usage.reasoning_tokens
+        if usage.estimated:
+            line["tokens_estimated"] = True
+        if self.include_responses:
+            line["response"] = result.text
+        self._buffer.append(orjson.dumps(line) + b"\n")
+
+    @hookimpl
+    def on_failure(self, provider, request, error, elapsed_ms, attempt):
+        line = self._common(provider, request, elapsed_ms, attempt)
+        line.update(
+            success=False,
+            prompt_tokens=0,
+            completion_tokens=0,
+            total_tokens=0,
+            cost=0.0,
+            error_kind=error.kind.value,
+            status=error.status,
+            error=error.message,
+        )
+        self._buffer.append(orjson.dumps(line) + b"\n")
+
+    @hookimpl
+    async def on_shutdown(self):
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._flush()
+        if self._file is not None:
+            await asyncio.to_thread(self._file.close)
+            self._file = None
+
+    def _common(self, provider, request, elapsed_ms: float, attempt: int) -> dict[str, Any]:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(time.time(), timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": request.request_id,
+            "attempt": attempt,
+            "provider": provider.name,
+            "provider_id": provider.id,
+            "model": provider.model,
+            "latency_ms": round(elapsed_ms, 2),
+        }
+        if self.include_prompts:
+            line["prompt"] = request.prompt_text()
+        return line
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            try:
+                await self._flush()
+            except OSError:
+                log.exception("file_log: cannot write %s; lines are kept and retried", self.path)
+
+    async def _flush(self) -> None:
+        if not self._buffer or self._file is None:
+            return
+        batch, self._buffer = self._buffer, []
+        try:
+            await asyncio.to_thread(_write, self._file, b"".join(batch))
+        except OSError:
+            self._buffer[:0] = batch
+            raise
+
+
+def _open_append(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("ab")
+
+
+def _write(file, data: bytes) -> None:
+    file.write(data)
+    file.flush()
