@@ -12,10 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from core import __version__
-from core.gateway import Gateway
+from core.gateway import Gateway, UnknownModel
 from core.responses import APIError, error_response
 from core.router import AllProvidersFailed, NoProviderAvailable, UnknownStrategy
-from core.routes import generate, health
+from core.routes import generate, health, openai_chat
 from core.settings import Settings
 from core.validation import problems
 
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
     app.state.gateway = gateway
     app.include_router(generate.router)
     app.include_router(health.router)
+    app.include_router(openai_chat.router)
     _add_error_handlers(app)
     return app
 
@@ -56,6 +57,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         installed = ", ".join(request.app.state.gateway.strategies)
         message = f"unknown strategy {exc.args[0]!r}; installed strategies: {installed}"
         return error_response(APIError(400, message, code="unknown_strategy", param="strategy"))
+
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(_: Request, exc: UnknownModel):
+        message = f"model {exc.model!r} does not exist here; available: {', '.join(exc.available)}"
+        return error_response(APIError(404, message, code="model_not_found", param="model"))
 
     @app.exception_handler(AllProvidersFailed)
     async def all_failed(_: Request, exc: AllProvidersFailed):

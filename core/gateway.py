@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from core.http_client import make_http_client
 from core.plugin_manager import make_plugin_manager
 from core.router import NoProviderAvailable, Router
 from core.settings import Settings
+from core.tokens import load_encoding
 from core.types import ChatRequest
 
 log = logging.getLogger("modelbroker")
@@ -27,6 +29,7 @@ class Gateway:
         self.config = config
         self.pm = pm
         self.strategies, self.adapter_types = check_plugins(config, HookCalls(pm))
+        self._by_target = target_index(config.providers)
         self.client: httpx.AsyncClient | None = None
         self.router: Router | None = None
         for warning in config.warnings:
@@ -44,6 +47,7 @@ class Gateway:
 
     async def start(self) -> None:
         """Open the HTTP client, run the plugins' on_startup, then freeze the hook lists."""
+        await asyncio.to_thread(load_encoding)  # 0.3 s, once; later counts are fast
         self.client = make_http_client()
         try:
             await HookCalls(self.pm).each_awaited(
@@ -63,19 +67,37 @@ class Gateway:
             await self.client.aclose()
 
     def candidates(self, request: ChatRequest) -> list[ProviderConfig]:
-        """The providers that may serve ``request``; raises NoProviderAvailable with the reason."""
-        enabled = self.config.enabled_providers
+        """The enabled providers that may serve ``request``, from what it asks for in ``model``.
+
+        ``None`` or ``auto``: all. A provider id, a model name or a provider name:
+        the providers that match (in that order of precedence). A strategy name:
+        all, routed by that strategy (set on ``request.strategy``). Raises
+        UnknownModel, or NoProviderAvailable with the reason.
+        """
+        target = request.model
+        if target is None or target == "auto":
+            matches = self.config.providers
+        elif target in self._by_target:
+            matches = self._by_target[target]
+        elif target in self.strategies:
+            request.strategy = request.strategy or target
+            matches = self.config.providers
+        else:
+            raise UnknownModel(target, self.model_names())
+        enabled = [p for p in matches if p.enabled]
         if enabled:
             return enabled
-        raise NoProviderAvailable(self.why_no_provider())
+        raise NoProviderAvailable(self.why_no_provider(matches))
 
-    def why_no_provider(self) -> str:
-        if not self.config.providers:
+    def model_names(self) -> list[str]:
+        """Everything a client may put in ``model``: ids, model names, ``auto`` and strategies."""
+        return [*self._by_target, "auto", *self.strategies]
+
+    def why_no_provider(self, providers: list[ProviderConfig]) -> str:
+        if not providers:
             return f"no provider is configured in {self.config.source}; add one under 'providers:'"
-        reasons = [
-            f"{p.id} ({p.disabled_reason or 'enabled: false'})" for p in self.config.providers
-        ]
-        return "every provider is disabled: " + "; ".join(reasons)
+        reasons = [f"{p.id} ({p.disabled_reason or 'enabled: false'})" for p in providers]
+        return "every provider that could serve it is disabled: " + "; ".join(reasons)
 
     def describe_plugins(self) -> list[dict[str, Any]]:
         """Every registered plugin with the hooks it implements."""
@@ -84,6 +106,27 @@ class Gateway:
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
             rows.append({"name": name, "hooks": hooks})
         return rows
+
+
+class UnknownModel(Exception):
+    """The request's ``model`` names no provider, model or strategy."""
+
+    def __init__(self, model: str, available: list[str]) -> None:
+        super().__init__(model)
+        self.model = model
+        self.available = available
+
+
+def target_index(providers: list[ProviderConfig]) -> dict[str, list[ProviderConfig]]:
+    """``model`` value -> providers: ids first, then model names, then provider names."""
+    index: dict[str, list[ProviderConfig]] = {}
+    for key in ("id", "model", "name"):
+        found: dict[str, list[ProviderConfig]] = {}
+        for provider in providers:
+            found.setdefault(getattr(provider, key), []).append(provider)
+        for value, matches in found.items():
+            index.setdefault(value, matches)
+    return index
 
 
 def check_plugins(config: GatewayConfig, hooks: HookCalls) -> tuple[list[str], list[str]]:

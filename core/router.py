@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from core.config import ProviderConfig
 from core.hookcall import HookCalls, PluginError
 from core.pricing import cost_of
+from core.streaming import StreamAttempt, single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError
 
 
@@ -43,11 +45,16 @@ class AttemptSummary:
 
 @dataclass(slots=True)
 class Routed:
-    """The answer to a request: who answered, what, and the attempts it took."""
+    """The answer to a request: who answered, what, and the attempts it took.
+
+    ``completion`` for a whole answer; ``stream`` for a streamed one, whose
+    first content is held ready to send.
+    """
 
     provider: ProviderConfig
-    completion: Completion
+    completion: Completion | None
     attempts: list[AttemptSummary]
+    stream: StreamAttempt | None = None
 
 
 class NoProviderAvailable(Exception):
@@ -85,7 +92,11 @@ class Router:
         return list(order)
 
     async def route(self, request: ChatRequest, providers: list[ProviderConfig]) -> Routed:
-        """Try the ordered providers until one answers; raise AllProvidersFailed otherwise."""
+        """Try the ordered providers until one answers; raise AllProvidersFailed otherwise.
+
+        For ``request.stream`` a provider has answered once its stream has content
+        (``Routed.stream``); until then a failure still falls back.
+        """
         order = self.order(request, providers)
         if not order:
             raise NoProviderAvailable("the strategy left no provider to try")
@@ -93,21 +104,41 @@ class Router:
         for number, provider in enumerate(order, 1):
             started = time.perf_counter()
             try:
-                completion = await self._attempt(provider, request, number, started)
+                answer = await self._attempt(provider, request, number, started)
             except ProviderError as error:
                 attempts.append(_failed(provider, error, started))
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
             attempts.append(AttemptSummary(provider.id, provider.model, True, elapsed_ms))
-            return Routed(provider, completion, attempts)
+            if isinstance(answer, StreamAttempt):
+                return Routed(provider, None, attempts, stream=answer)
+            return Routed(provider, answer, attempts)
         raise AllProvidersFailed(attempts)
 
     async def _attempt(
         self, provider: ProviderConfig, request: ChatRequest, number: int, started: float
-    ) -> Completion:
-        """One call; tells every plugin how it went, exactly once."""
+    ) -> Completion | StreamAttempt:
+        """One call; every plugin hears how it went, exactly once (for a stream, when it ends)."""
+        answer = await self._call_reporting(provider, request, number, started)
+        if request.stream:
+            if isinstance(answer, Completion):  # an adapter that cannot stream answers whole
+                answer = single_chunk_stream(answer)
+            stream = StreamAttempt(self.hooks, provider, request, number, started, answer)
+            await stream.open()
+            return stream
+        answer.cost = cost_of(provider, answer.usage)
+        self.hooks.notify(
+            "on_result", provider=provider, request=request, result=answer,
+            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
+        )
+        return answer
+
+    async def _call_reporting(
+        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float
+    ) -> Any:
+        """``_call``, reporting a failure (or cancellation) to every plugin before re-raising."""
         try:
-            completion = await self._call(provider, request)
+            return await self._call(provider, request)
         except ProviderError as error:
             self._report_failure(provider, request, error, number, started)
             raise
@@ -115,14 +146,9 @@ class Router:
             error = ProviderError(ErrorKind.CANCELLED, "the client went away")
             self._report_failure(provider, request, error, number, started)
             raise
-        completion.cost = cost_of(provider, completion.usage)
-        self.hooks.notify(
-            "on_result", provider=provider, request=request, result=completion,
-            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
-        )
-        return completion
 
-    async def _call(self, provider: ProviderConfig, request: ChatRequest) -> Completion:
+    async def _call(self, provider: ProviderConfig, request: ChatRequest) -> Any:
+        """The adapter's answer: a Completion, or for a stream an async iterator of chunks."""
         try:
             plugin, pending = self.hooks.first(
                 "call_provider", provider=provider, request=request, client=self.client

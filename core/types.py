@@ -64,8 +64,9 @@ class Usage:
 class Completion:
     """A successful answer from one provider.
 
-    ``model`` is the model the upstream says it used; ``raw`` is the upstream's
-    parsed body, kept for routes that relay it. ``upstream_ms`` is the time
+    ``model`` is the model the upstream says it used; ``raw`` is the answer as
+    an OpenAI ``chat.completion`` dict (adapters for other wire formats
+    convert), which /v1/chat/completions relays; None if the adapter has none. ``upstream_ms`` is the time
     spent waiting on the upstream, so the gateway can report its own overhead.
     ``cost`` is filled in by the router from the provider's pricing.
     """
@@ -78,14 +79,35 @@ class Completion:
     cost: float = 0.0
 
 
+@dataclass(slots=True)
+class StreamChunk:
+    """One piece of a streamed answer.
+
+    ``raw`` is the piece as an OpenAI ``chat.completion.chunk`` dict (adapters
+    for other wire formats convert). ``text`` is its content delta.
+    ``has_content`` is true when the chunk carries content or a tool call: once
+    such a chunk reaches the client, the request can no longer fall back.
+    ``usage`` is set on the chunk that reports the stream's token usage.
+    """
+
+    raw: dict[str, Any]
+    text: str = ""
+    has_content: bool = False
+    usage: Usage | None = None
+    model: str | None = None
+    finish_reason: str | None = None
+
+
 class ErrorKind(str, enum.Enum):
     """Why an attempt failed. The values appear in app.log and error responses."""
 
     TIMEOUT = "timeout"
+    PARTIAL = "partial"
     CONNECT = "connect"
     CONNECTION = "connection"
     STATUS = "status"
     MALFORMED = "malformed"
+    ERROR_EVENT = "error_event"
     PLUGIN = "plugin_error"
     CANCELLED = "cancelled"
 
@@ -105,12 +127,17 @@ class ProviderError(Exception):
         *,
         status: int | None = None,
         retry_after: float | None = None,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = ErrorKind(kind)
         self.message = message
         self.status = status
         self.retry_after = retry_after
+        #: Tokens spent before the failure (a stream cut after some content), else None.
+        self.usage = usage
+        #: Cost of ``usage``, filled in by the core.
+        self.cost = 0.0
 
     def __str__(self) -> str:
         status = f" {self.status}" if self.status is not None else ""

@@ -58,21 +58,9 @@ class FileLogWriter:
     @hookimpl
     def on_result(self, provider, request, result, elapsed_ms, attempt):
         line = self._common(provider, request, elapsed_ms, attempt)
-        usage = result.usage
-        line.update(
-            success=True,
-            model_used=result.model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            total_tokens=usage.total_tokens,
-            cost=result.cost,
-        )
-        if usage.cached_tokens is not None:
-            line["cached_tokens"] = usage.cached_tokens
-        if usage.reasoning_tokens is not None:
-            line["reasoning_tokens"] = usage.reasoning_tokens
-        if usage.estimated:
-            line["tokens_estimated"] = True
+        line.update(success=True, model_used=result.model)
+        self._add_usage(line, result.usage)
+        line["cost"] = result.cost
         if self.include_responses:
             line["response"] = result.text
         self._buffer.append(orjson.dumps(line) + b"\n")
@@ -80,17 +68,28 @@ class FileLogWriter:
     @hookimpl
     def on_failure(self, provider, request, error, elapsed_ms, attempt):
         line = self._common(provider, request, elapsed_ms, attempt)
-        line.update(
-            success=False,
-            prompt_tokens=0,
-            completion_tokens=0,
-            total_tokens=0,
-            cost=0.0,
-            error_kind=error.kind.value,
-            status=error.status,
-            error=error.message,
-        )
+        line["success"] = False
+        self._add_usage(line, error.usage)
+        line.update(cost=error.cost, error_kind=error.kind.value, status=error.status, error=error.message)
         self._buffer.append(orjson.dumps(line) + b"\n")
+
+    @staticmethod
+    def _add_usage(line: dict[str, Any], usage) -> None:
+        """Token counts, with cached and reasoning tokens apart and estimates marked."""
+        if usage is None:
+            line.update(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+            return
+        line.update(
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            total_tokens=usage.total_tokens,
+        )
+        if usage.cached_tokens is not None:
+            line["cached_tokens"] = usage.cached_tokens
+        if usage.reasoning_tokens is not None:
+            line["reasoning_tokens"] = usage.reasoning_tokens
+        if usage.estimated:
+            line["tokens_estimated"] = True
 
     @hookimpl
     async def on_shutdown(self):

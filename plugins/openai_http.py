@@ -8,6 +8,7 @@ through untouched; ``model`` is always the provider's.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ import orjson
 
 from core.hookspecs import hookimpl
 from core.pricing import estimated_usage
-from core.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
+from core.streaming import single_chunk_stream
+from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
 from core.upstream import redact, status_error, transport_error
 
 TYPE = "openai"
@@ -30,6 +32,8 @@ def adapter_types():
 def call_provider(provider, request, client):
     if provider.type != TYPE:
         return None
+    if request.stream:
+        return open_stream(provider, request, client)
     return complete(provider, request, client)
 
 
@@ -42,6 +46,15 @@ def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
         body["max_tokens"] = request.max_tokens
     if request.temperature is not None:
         body["temperature"] = request.temperature
+    return body
+
+
+def stream_body(model: str, request: ChatRequest) -> dict[str, Any]:
+    """The upstream body for a stream; usage is always asked for, so cost is never a guess."""
+    body = request_body(model, request)
+    body["stream"] = True
+    options = body.get("stream_options")
+    body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     return body
 
 
@@ -114,3 +127,105 @@ def parse_usage(usage: Any) -> Usage:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
+
+
+async def open_stream(provider, request: ChatRequest, client: httpx.AsyncClient) -> AsyncIterator[StreamChunk]:
+    """Send a streaming request; return its chunks once the upstream has answered 2xx."""
+    secret = provider.api_key.get_secret_value() if provider.api_key else None
+    upstream_request = client.build_request(
+        "POST",
+        provider.endpoint,
+        content=orjson.dumps(stream_body(provider.model, request)),
+        headers=request_headers(secret),
+        timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s),
+    )
+    try:
+        response = await client.send(upstream_request, stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    if response.status_code >= 300:
+        try:
+            content = await response.aread()
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            await response.aclose()
+        raise status_error(response.status_code, response.headers, content, secret)
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return _whole_answer_as_stream(response, provider.model, secret)
+    return read_stream(response, secret)
+
+
+async def read_stream(response: httpx.Response, secret: str | None) -> AsyncIterator[StreamChunk]:
+    """The upstream's SSE events as chunks; a stream that stops before its end raises."""
+    finished = False
+    try:
+        async for data in sse_data(response):
+            if data == "[DONE]":
+                finished = True
+                break
+            chunk = parse_chunk(data, secret)
+            finished = finished or chunk.finish_reason is not None
+            yield chunk
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    finally:
+        await response.aclose()
+    if not finished:
+        raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, with no finish_reason and no [DONE]")
+
+
+async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
+    """The ``data:`` payload of each server-sent event."""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))
+        elif not line and data:
+            yield "\n".join(data)
+            data = []
+    if data:
+        yield "\n".join(data)
+
+
+def parse_chunk(data: str, secret: str | None = None) -> StreamChunk:
+    """One ``chat.completion.chunk``; an error event or a chunk that is not JSON raises."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        snippet = redact(data[:80], secret)
+        raise ProviderError(ErrorKind.MALFORMED, f"a stream chunk is not JSON (starts {snippet!r})") from None
+    if not isinstance(raw, dict):
+        raise ProviderError(ErrorKind.MALFORMED, "a stream chunk is not a JSON object")
+    if raw.get("error"):
+        error = raw["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise ProviderError(ErrorKind.ERROR_EVENT, redact(f"the upstream sent an error event: {message}", secret)[:300])
+    text, has_content, finish = "", False, None
+    for choice in raw.get("choices") or ():
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            text += content
+            has_content = True
+        if delta.get("tool_calls") or delta.get("function_call") or delta.get("refusal"):
+            has_content = True
+        finish = choice.get("finish_reason") or finish
+    usage = raw.get("usage")
+    return StreamChunk(
+        raw=raw, text=text, has_content=has_content, finish_reason=finish,
+        usage=parse_usage(usage) if isinstance(usage, dict) else None, model=raw.get("model"),
+    )
+
+
+async def _whole_answer_as_stream(response: httpx.Response, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+    """An upstream that ignored ``stream: true`` and answered whole: one chunk."""
+    try:
+        content = await response.aread()
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    finally:
+        await response.aclose()
+    completion = parse_completion(content, model, secret)
+    async for chunk in single_chunk_stream(completion):
+        yield chunk

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -11,7 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.request_ids import request_id
 from core.responses import APIError, JSONResponse
 from core.router import Routed
-from core.types import ChatRequest
+from core.routes.openai_chat import routing_headers, stream_error_event
+from core.sse import EventStreamResponse, sse_event
+from core.streaming import StreamEnd
+from core.types import ChatRequest, Completion
 from core.validation import problems
 
 router = APIRouter()
@@ -26,6 +30,7 @@ class GenerateBody(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     strategy: str | None = Field(default=None, description="Override the configured strategy.")
+    stream: bool = Field(default=False, description="Answer with server-sent events, text deltas as they come.")
 
 
 @router.post(
@@ -52,9 +57,14 @@ async def generate(request: Request) -> JSONResponse:
         strategy=body.strategy,
         max_tokens=body.max_tokens,
         temperature=body.temperature,
+        stream=body.stream,
     )
     routed = await gateway.router.route(chat, gateway.candidates(chat))
-    return JSONResponse(generate_answer(chat, routed), headers=answer_headers(chat, routed))
+    if routed.stream is not None:
+        return EventStreamResponse(stream_events(chat, routed), headers=routing_headers(chat, routed))
+    headers = routing_headers(chat, routed)
+    headers["x-modelbroker-cost"] = f"{routed.completion.cost:.8f}"
+    return JSONResponse(generate_answer(chat, routed, routed.completion), headers=headers)
 
 
 def parse_body(raw: bytes) -> GenerateBody:
@@ -82,8 +92,7 @@ def _load_json(raw: bytes) -> Any:
         raise APIError(400, "the body is not valid JSON", code="invalid_json") from None
 
 
-def generate_answer(chat: ChatRequest, routed: Routed) -> dict[str, Any]:
-    completion = routed.completion
+def generate_answer(chat: ChatRequest, routed: Routed, completion: Completion) -> dict[str, Any]:
     return {
         "modelUsed": completion.model or routed.provider.model,
         "tokens": completion.usage.total_tokens,
@@ -96,11 +105,18 @@ def generate_answer(chat: ChatRequest, routed: Routed) -> dict[str, Any]:
     }
 
 
-def answer_headers(chat: ChatRequest, routed: Routed) -> dict[str, str]:
-    """Headers that say who answered, after how many attempts, at what cost."""
-    return {
-        "x-request-id": chat.request_id,
-        "x-modelbroker-provider": routed.provider.id,
-        "x-modelbroker-attempts": str(len(routed.attempts)),
-        "x-modelbroker-cost": f"{routed.completion.cost:.8f}",
-    }
+async def stream_events(chat: ChatRequest, routed: Routed):
+    """``{"delta": text}`` events as text arrives, then one summary event (``done: true``),
+    or an ``error`` event if the upstream broke mid-stream."""
+    async with aclosing(routed.stream.relay()) as items:
+        async for item in items:
+            if isinstance(item, StreamEnd):
+                if item.error is not None:
+                    yield stream_error_event(item.error)
+                else:
+                    summary = generate_answer(chat, routed, item.completion)
+                    del summary["response"]
+                    yield sse_event({"done": True, **summary})
+                return
+            if item.text:
+                yield sse_event({"delta": item.text})

@@ -1,0 +1,173 @@
+"""POST /v1/chat/completions and GET /v1/models: modelbroker as an OpenAI ``base_url``.
+
+The request is checked, then passed on: fields the gateway does not own go to
+OpenAI-style upstreams untouched. ``model`` routes (see Gateway.candidates).
+The answer is the upstream's own chat.completion, or its chunks relayed as
+they arrive.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import aclosing
+from typing import Any, Literal
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.request_ids import request_id
+from core.responses import APIError, JSONResponse
+from core.router import Routed
+from core.sse import DONE, EventStreamResponse, sse_event
+from core.streaming import StreamEnd
+from core.types import ChatRequest, Completion
+from core.validation import problems
+
+router = APIRouter(prefix="/v1")
+
+#: Request fields the gateway reads itself; all others are passed through.
+OWNED_FIELDS = frozenset({"model", "messages", "stream", "max_tokens", "temperature"})
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatCompletionBody(BaseModel):
+    """The OpenAI chat request; fields not listed here are allowed and passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(default="auto", min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_completion_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    user: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+@router.post(
+    "/chat/completions",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ChatCompletionBody.model_json_schema()}},
+        }
+    },
+)
+async def chat_completions(request: Request):
+    """Route an OpenAI chat request; fall back until an answer (or a stream's first content)."""
+    gateway = request.app.state.gateway
+    data = parse_chat_body(await request.body())
+    chat = ChatRequest(
+        messages=data["messages"],
+        request_id=request_id(request.headers.get("x-request-id")),
+        model=data.get("model") or "auto",
+        max_tokens=data.get("max_tokens"),
+        temperature=data.get("temperature"),
+        stream=bool(data.get("stream")),
+        extra={k: v for k, v in data.items() if k not in OWNED_FIELDS},
+    )
+    routed = await gateway.router.route(chat, gateway.candidates(chat))
+    headers = routing_headers(chat, routed)
+    if routed.stream is None:
+        headers["x-modelbroker-cost"] = f"{routed.completion.cost:.8f}"
+        return JSONResponse(completion_body(routed.completion, chat), headers=headers)
+    wants_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+    return EventStreamResponse(relay_chunks(routed, wants_usage), headers=headers)
+
+
+@router.get("/models")
+async def list_models(request: Request) -> JSONResponse:
+    """Every value ``model`` may take, in OpenAI's list format."""
+    gateway = request.app.state.gateway
+    owners = {}
+    for provider in gateway.config.providers:
+        owners.setdefault(provider.id, provider.name)
+        owners.setdefault(provider.model, provider.name)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": owners.get(name, "modelbroker")}
+        for name in gateway.model_names()
+    ]
+    return JSONResponse({"object": "list", "data": data})
+
+
+def parse_chat_body(raw: bytes) -> dict[str, Any]:
+    """The request as a dict, after checking it; raises APIError 400 naming the field."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise APIError(400, "the body is not valid JSON", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "the body must be a JSON object (an OpenAI chat request)", code="invalid_body")
+    try:
+        ChatCompletionBody.model_validate(data)
+    except ValidationError as exc:
+        found = problems(exc.errors(include_input=False, include_url=False))
+        raise APIError(
+            400, "; ".join(f"{field}: {text}" for field, text in found), code="invalid_field", param=found[0][0]
+        ) from None
+    return data
+
+
+def routing_headers(chat: ChatRequest, routed: Routed) -> dict[str, str]:
+    """Which provider answered and after how many attempts."""
+    return {
+        "x-request-id": chat.request_id,
+        "x-modelbroker-provider": routed.provider.id,
+        "x-modelbroker-attempts": str(len(routed.attempts)),
+    }
+
+
+def completion_body(completion: Completion, chat: ChatRequest) -> dict[str, Any]:
+    """The upstream's chat.completion, or one built from the completion if the adapter gave none."""
+    if completion.raw is not None:
+        body = completion.raw
+        body.setdefault("model", completion.model)
+        return body
+    usage = completion.usage
+    return {
+        "id": f"chatcmpl-{chat.request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": completion.model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": completion.text},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+                  "total_tokens": usage.total_tokens},
+    }
+
+
+async def relay_chunks(routed: Routed, wants_usage: bool):
+    """The stream's chunks as SSE; ``[DONE]`` only after a complete stream, an error event otherwise."""
+    async with aclosing(routed.stream.relay()) as items:
+        async for item in items:
+            if isinstance(item, StreamEnd):
+                if item.error is not None:
+                    yield stream_error_event(item.error)
+                else:
+                    yield DONE
+                return
+            if item.usage is not None and not item.raw.get("choices") and not wants_usage:
+                continue  # the gateway asked for usage on its own account; the client did not
+            yield b"data: " + orjson.dumps(item.raw) + b"\n\n"
+
+
+def stream_error_event(error) -> bytes:
+    return sse_event({"error": {
+        "message": f"the upstream failed mid-stream; the answer is incomplete: {error.message}",
+        "type": "upstream_error",
+        "code": "stream_interrupted",
+    }})
