@@ -47,7 +47,9 @@ class ProviderConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
-        if not self.endpoint.startswith(("http://", "https://")):
+        # A provider disabled for an unset ${VAR} keeps the ``${VAR}`` text where the
+        # value would be, so its endpoint need not be a URL yet.
+        if self.disabled_reason is None and not self.endpoint.startswith(("http://", "https://")):
             raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
         split = (self.cost_per_1k_input_tokens, self.cost_per_1k_output_tokens)
         if (split[0] is None) != (split[1] is None):
@@ -193,7 +195,7 @@ def _lookup(match: re.Match[str], environ: Any, missing: list[str]) -> str:
     if default is not None:
         return default
     missing.append(name)
-    return ""
+    return match.group(0)  # left as written: the provider is disabled, see _interpolate_provider
 
 
 def _describe(exc: ValidationError, label: str, data: dict) -> str:

@@ -101,12 +101,14 @@ class Router:
         if not order:
             raise NoProviderAvailable("the strategy left no provider to try")
         attempts: list[AttemptSummary] = []
+        waited_ms = 0.0  # time spent on failed attempts, all of it upstream's
         for number, provider in enumerate(order, 1):
             started = time.perf_counter()
             try:
-                answer = await self._attempt(provider, request, number, started)
+                answer = await self._attempt(provider, request, number, started, waited_ms)
             except ProviderError as error:
                 attempts.append(_failed(provider, error, started))
+                waited_ms += attempts[-1].elapsed_ms
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
             attempts.append(AttemptSummary(provider.id, provider.model, True, elapsed_ms))
@@ -116,7 +118,8 @@ class Router:
         raise AllProvidersFailed(attempts)
 
     async def _attempt(
-        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float
+        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float,
+        waited_ms: float,
     ) -> Completion | StreamAttempt:
         """One call; every plugin hears how it went, exactly once (for a stream, when it ends)."""
         answer = await self._call_reporting(provider, request, number, started)
@@ -125,8 +128,10 @@ class Router:
                 answer = single_chunk_stream(answer)
             stream = StreamAttempt(self.hooks, provider, request, number, started, answer)
             await stream.open()
+            stream.overhead_ms = overhead_ms(request, waited_ms + stream.upstream_ms)
             return stream
         answer.cost = cost_of(provider, answer.usage)
+        answer.overhead_ms = overhead_ms(request, waited_ms + answer.upstream_ms)
         self.hooks.notify(
             "on_result", provider=provider, request=request, result=answer,
             elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
@@ -173,6 +178,13 @@ class Router:
             "on_failure", provider=provider, request=request, error=error,
             elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
         )
+
+
+def overhead_ms(request: ChatRequest, upstream_ms: float) -> float:
+    """The gateway's own time on ``request`` so far: wall time since it arrived, less upstream waits."""
+    if not request.received_at:
+        return 0.0
+    return max(0.0, (time.perf_counter() - request.received_at) * 1000 - upstream_ms)
 
 
 def _failed(provider: ProviderConfig, error: ProviderError, started: float) -> AttemptSummary:

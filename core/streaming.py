@@ -49,6 +49,8 @@ class StreamAttempt:
         self.usage: Usage | None = None
         self.model = provider.model
         self.upstream_ms = 0.0
+        #: The gateway's own time until the first content was ready (set by the router).
+        self.overhead_ms = 0.0
         self.reported = False
 
     async def open(self) -> None:
@@ -97,7 +99,8 @@ class StreamAttempt:
 
     def succeed(self) -> Completion:
         completion = Completion(
-            text="".join(self.text), model=self.model, usage=self._usage(), upstream_ms=self.upstream_ms
+            text="".join(self.text), model=self.model, usage=self._usage(),
+            upstream_ms=self.upstream_ms, overhead_ms=self.overhead_ms,
         )
         completion.cost = cost_of(self.provider, completion.usage)
         self.reported = True

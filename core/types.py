@@ -20,12 +20,14 @@ class ChatRequest:
     fields the client sent, which OpenAI-style adapters pass through untouched.
     ``model`` is what the client asked for (a provider id, a model name or a
     strategy name); ``strategy`` overrides the configured strategy.
+    ``received_at`` is ``time.perf_counter()`` when the gateway got the request.
     """
 
     messages: list[dict[str, Any]]
     request_id: str = ""
     model: str | None = None
     strategy: str | None = None
+    received_at: float = 0.0
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False
@@ -64,11 +66,12 @@ class Usage:
 class Completion:
     """A successful answer from one provider.
 
-    ``model`` is the model the upstream says it used; ``raw`` is the answer as
+    ``model`` is the model the upstream says it used. ``raw`` is the answer as
     an OpenAI ``chat.completion`` dict (adapters for other wire formats
-    convert), which /v1/chat/completions relays; None if the adapter has none. ``upstream_ms`` is the time
-    spent waiting on the upstream, so the gateway can report its own overhead.
-    ``cost`` is filled in by the router from the provider's pricing.
+    convert), which /v1/chat/completions relays; None if the adapter has none.
+    ``upstream_ms`` is the time the adapter spent waiting on the upstream.
+    ``cost`` and ``overhead_ms`` (the gateway's own time for the request so
+    far, all upstream waits taken out) are filled in by the router.
     """
 
     text: str
@@ -77,6 +80,7 @@ class Completion:
     raw: dict[str, Any] | None = None
     upstream_ms: float = 0.0
     cost: float = 0.0
+    overhead_ms: float = 0.0
 
 
 @dataclass(slots=True)

@@ -58,7 +58,7 @@ class FileLogWriter:
     @hookimpl
     def on_result(self, provider, request, result, elapsed_ms, attempt):
         line = self._common(provider, request, elapsed_ms, attempt)
-        line.update(success=True, model_used=result.model)
+        line.update(success=True, model_used=result.model, overhead_ms=round(result.overhead_ms, 3))
         self._add_usage(line, result.usage)
         line["cost"] = result.cost
         if self.include_responses:

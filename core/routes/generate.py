@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import aclosing
 from typing import Any
 
@@ -44,6 +45,7 @@ class GenerateBody(BaseModel):
 )
 async def generate(request: Request) -> JSONResponse:
     """Route a prompt to a provider; fall back to the next one on failure."""
+    received_at = time.perf_counter()
     gateway = request.app.state.gateway
     body = parse_body(await request.body())
     if body.strategy is not None and body.strategy not in gateway.strategies:
@@ -54,6 +56,7 @@ async def generate(request: Request) -> JSONResponse:
     chat = ChatRequest(
         messages=[{"role": "user", "content": body.prompt}],
         request_id=request_id(request.headers.get("x-request-id")),
+        received_at=received_at,
         strategy=body.strategy,
         max_tokens=body.max_tokens,
         temperature=body.temperature,

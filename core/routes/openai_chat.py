@@ -69,11 +69,13 @@ class ChatCompletionBody(BaseModel):
 )
 async def chat_completions(request: Request):
     """Route an OpenAI chat request; fall back until an answer (or a stream's first content)."""
+    received_at = time.perf_counter()
     gateway = request.app.state.gateway
     data = parse_chat_body(await request.body())
     chat = ChatRequest(
         messages=data["messages"],
         request_id=request_id(request.headers.get("x-request-id")),
+        received_at=received_at,
         model=data.get("model") or "auto",
         max_tokens=data.get("max_tokens"),
         temperature=data.get("temperature"),
@@ -124,10 +126,12 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
 
 def routing_headers(chat: ChatRequest, routed: Routed) -> dict[str, str]:
     """Which provider answered and after how many attempts."""
+    overhead = routed.completion.overhead_ms if routed.completion else routed.stream.overhead_ms
     return {
         "x-request-id": chat.request_id,
         "x-modelbroker-provider": routed.provider.id,
         "x-modelbroker-attempts": str(len(routed.attempts)),
+        "x-modelbroker-overhead-ms": f"{overhead:.3f}",
     }
 
 
