@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from core import __version__
 from core.gateway import Gateway, UnknownModel
 from core.responses import APIError, error_response
-from core.router import AllProvidersFailed, NoProviderAvailable, UnknownStrategy
+from core.router import AllProvidersBusy, AllProvidersFailed, NoProviderAvailable, UnknownStrategy
 from core.routes import generate, health, openai_chat
 from core.settings import Settings
 from core.validation import problems
@@ -43,6 +43,28 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
     return app
 
 
+def all_failed_error(exc: AllProvidersFailed) -> APIError:
+    """502 (504 past the deadline, 429 if every attempt was rate-limited), listing each attempt.
+
+    ``x-should-retry: false`` tells the client SDKs that the gateway has already
+    done the retrying, so they do not multiply it.
+    """
+    attempts = [a.public() for a in exc.attempts]
+    summary = "; ".join(
+        f"{a['provider']}: {a.get('error')}{' ' + str(a['status']) if 'status' in a else ''}" for a in attempts
+    )
+    headers = {"x-should-retry": "false"}
+    if exc.deadline:
+        message = f"the request deadline passed after {len(attempts)} attempts: {summary}"
+        return APIError(504, message, code="deadline_exceeded", headers=headers, attempts=attempts)
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(max(1, round(exc.retry_after)))
+        message = f"every provider is rate-limiting: {summary}"
+        return APIError(429, message, code="rate_limited", headers=headers, attempts=attempts)
+    message = f"all {len(attempts)} provider attempts failed: {summary}"
+    return APIError(502, message, code="all_providers_failed", headers=headers, attempts=attempts)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError):
@@ -65,11 +87,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AllProvidersFailed)
     async def all_failed(_: Request, exc: AllProvidersFailed):
-        attempts = [a.public() for a in exc.attempts]
-        message = f"all {len(attempts)} provider attempts failed: " + "; ".join(
-            f"{a['provider']}: {a.get('error')}{' ' + str(a['status']) if 'status' in a else ''}" for a in attempts
-        )
-        return error_response(APIError(502, message, code="all_providers_failed", attempts=attempts))
+        return error_response(all_failed_error(exc))
+
+    @app.exception_handler(AllProvidersBusy)
+    async def all_busy(_: Request, exc: AllProvidersBusy):
+        headers = {"retry-after": "1"}
+        return error_response(APIError(429, f"no provider can take this request now: {exc}",
+                                       code="providers_busy", headers=headers))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError):

@@ -42,6 +42,12 @@ class ProviderConfig(BaseModel):
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
     enabled: bool = True
+    retries: int | None = Field(default=None, ge=0, le=4)
+    context_window: int | None = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
     disabled_reason: str | None = Field(default=None, exclude=True)
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -80,6 +86,23 @@ class ProviderConfig(BaseModel):
         return self.cost_per_1k_tokens or 0.0
 
 
+class ReliabilityConfig(BaseModel):
+    """``reliability:``: retries, deadlines and cooldowns. docs/reliability.md explains each default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retries: int = Field(default=1, ge=0, le=4)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    backoff_initial_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    max_retry_after_wait_s: float = Field(default=10.0, ge=0)
+    failure_threshold: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, ge=0)
+    max_cooldown_s: float = Field(default=300.0, ge=0)
+    window: int = Field(default=50, ge=5, le=10000)
+
+
 class PluginsConfig(BaseModel):
     """``plugins:``: ``disabled`` names plugins not to load; any other key holds one plugin's settings."""
 
@@ -100,6 +123,7 @@ class GatewayConfig(BaseModel):
 
     providers: list[ProviderConfig] = Field(default_factory=list)
     strategy: str = "priority"
+    reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
     plugins: PluginsConfig = Field(default_factory=PluginsConfig)
     source: str = Field(default="providers.yaml", exclude=True)
     warnings: list[str] = Field(default_factory=list, exclude=True)

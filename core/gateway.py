@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import httpx
 import pluggy
 
 from core.config import ConfigError, GatewayConfig, ProviderConfig, load_config
+from core.health import HealthTracker
 from core.hookcall import HookCalls, PluginError
 from core.http_client import make_http_client
 from core.plugin_manager import make_plugin_manager
@@ -30,6 +32,7 @@ class Gateway:
         self.pm = pm
         self.strategies, self.adapter_types = check_plugins(config, HookCalls(pm))
         self._by_target = target_index(config.providers)
+        self.health = HealthTracker(config.reliability)
         self.client: httpx.AsyncClient | None = None
         self.router: Router | None = None
         for warning in config.warnings:
@@ -56,9 +59,10 @@ class Gateway:
         except PluginError:
             await self.client.aclose()
             raise
+        self.pm.register(self.health, name="health")
         self.pm.check_pending()
         self.hooks = HookCalls(self.pm)
-        self.router = Router(self.hooks, self.client, self.config.strategy)
+        self.router = Router(self.hooks, self.client, self.config, self.health)
 
     async def stop(self) -> None:
         """Run every plugin's on_shutdown (each even if another fails), then close the client."""
@@ -88,6 +92,17 @@ class Gateway:
         if enabled:
             return enabled
         raise NoProviderAvailable(self.why_no_provider(matches))
+
+    def deadline(self, asked_s: str | None) -> float:
+        """When a request must be answered: the configured request timeout, or less if the
+        client asked for less (``x-modelbroker-timeout`` header, in seconds)."""
+        timeout = self.config.reliability.request_timeout_s
+        if asked_s:
+            try:
+                timeout = min(timeout, max(0.001, float(asked_s)))
+            except ValueError:
+                pass
+        return time.monotonic() + timeout
 
     def model_names(self) -> list[str]:
         """Everything a client may put in ``model``: ids, model names, ``auto`` and strategies."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     import httpx
 
     from core.config import GatewayConfig, ProviderConfig
+    from core.health import HealthTracker
     from core.settings import Settings
     from core.types import ChatRequest, Completion, ProviderError
 
@@ -86,13 +87,24 @@ def on_shutdown() -> Awaitable[None] | None:
 
 @hookspec(firstresult=True)
 def select_provider(
-    request: ChatRequest, providers: list[ProviderConfig], strategy: str
+    request: ChatRequest,
+    providers: list[ProviderConfig],
+    strategy: str,
+    health: HealthTracker,
+    config: GatewayConfig,
 ) -> list[ProviderConfig] | None:
     """Order the providers to try for ``request``.
 
     :param request: the client's request.
-    :param providers: the enabled providers that may serve it, in file order.
+    :param providers: the providers that may serve it now, in file order:
+        enabled, matching the request's ``model``, not cooling down, within
+        their limits. (When all are cooling down, the one that recovers first.)
     :param strategy: the strategy in force (providers.yaml's, or the request's).
+    :param health: read-only use: ``health.latency_ms(p)`` (moving average),
+        ``health.p95_ms(p)``, ``health.error_rate(p)``, ``health.samples(p)``
+        and ``health.state(p)`` over each provider's recent requests.
+    :param config: the providers.yaml in force; ``config.plugins.settings_for(name)``
+        gives a strategy its settings (re-read on every call, so a reload applies).
 
     Return None at once if ``strategy`` is not yours; else the providers to try,
     best first (a subset is allowed). The first non-None answer wins. Must not

@@ -39,7 +39,10 @@ def describe_config(settings: Settings) -> str:
     out.append("Order for a short prompt, by strategy:" if enabled else "No enabled provider: nothing to order.")
     hooks = HookCalls(gateway.pm)
     for strategy in gateway.strategies if enabled else ():
-        _, order = hooks.first("select_provider", request=SAMPLE, providers=enabled, strategy=strategy)
+        _, order = hooks.first(
+            "select_provider", request=SAMPLE, providers=enabled, strategy=strategy,
+            health=gateway.health, config=config,
+        )
         marker = " (configured)" if strategy == config.strategy else ""
         out.append(f"  {strategy}{marker}: " + " -> ".join(p.id for p in order or []))
     return "\n".join(out)

@@ -24,6 +24,7 @@ ERROR_TYPES = {
     500: "internal_error",
     502: "upstream_error",
     503: "service_unavailable",
+    504: "timeout_error",
 }
 
 

@@ -10,15 +10,17 @@ The router knows no provider and no strategy by name: the hooks decide.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from core.config import ProviderConfig
+from core.config import GatewayConfig, ProviderConfig
+from core.health import HealthTracker
 from core.hookcall import HookCalls, PluginError
-from core.pricing import cost_of
+from core.pricing import cost_of, estimate_tokens
 from core.streaming import StreamAttempt, single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError
 
@@ -61,61 +63,160 @@ class NoProviderAvailable(Exception):
     """No provider can take the request at all (none configured, all disabled, none matches)."""
 
 
+class AllProvidersBusy(Exception):
+    """Every provider that could take the request is at its own limit (concurrency, rpm, tpm)."""
+
+
 class UnknownStrategy(Exception):
     """No installed strategy plugin answered for the strategy name."""
 
 
 class AllProvidersFailed(Exception):
-    """Every provider in the order was tried and failed."""
+    """Every option was tried and failed (or the deadline passed): nothing is left to retry."""
 
-    def __init__(self, attempts: list[AttemptSummary]) -> None:
-        super().__init__(f"all {len(attempts)} attempts failed")
+    def __init__(self, attempts: list[AttemptSummary], *, deadline: bool = False,
+                 retry_after: float | None = None) -> None:
+        what = "the request deadline passed" if deadline else f"all {len(attempts)} attempts failed"
+        super().__init__(what)
         self.attempts = attempts
+        self.deadline = deadline
+        #: Set when every attempt was refused for rate limits: the soonest a retry may work.
+        self.retry_after = retry_after
+
+
+#: Failures worth trying again on the same provider.
+TRANSIENT_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.CONNECTION})
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def is_transient(error: ProviderError) -> bool:
+    if error.kind in TRANSIENT_KINDS:
+        return True
+    return error.kind == ErrorKind.STATUS and error.status in TRANSIENT_STATUSES and not error.quota_exhausted
 
 
 class Router:
-    """Routes requests over a fixed set of providers with a fixed set of hooks."""
+    """Routes requests over the providers: order, attempts, retries, fallback, deadline.
 
-    def __init__(self, hooks: HookCalls, client: httpx.AsyncClient, default_strategy: str) -> None:
+    docs/reliability.md describes the policy; ``ReliabilityConfig`` holds its numbers.
+    """
+
+    def __init__(self, hooks: HookCalls, client: httpx.AsyncClient, config: GatewayConfig,
+                 health: HealthTracker) -> None:
         self.hooks = hooks
         self.client = client
-        self.default_strategy = default_strategy
+        self.config = config
+        self.default_strategy = config.strategy
+        self.policy = config.reliability
+        self.health = health
 
     def order(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
         """The providers to try for ``request``, best first, as the strategy plugin says."""
         strategy = request.strategy or self.default_strategy
         _, order = self.hooks.first(
-            "select_provider", request=request, providers=providers, strategy=strategy
+            "select_provider", request=request, providers=providers, strategy=strategy,
+            health=self.health, config=self.config,
         )
         if order is None:
             raise UnknownStrategy(strategy)
         return list(order)
 
+    def usable(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
+        """The providers that may take a request now; if all are cooling down, the one that
+        recovers first. Raises AllProvidersBusy when all are at their own limits."""
+        tokens = estimate_tokens(request.prompt_text()) if any(p.tpm for p in providers) else 0
+        ready = [p for p in providers if self.health.available(p, tokens)]
+        if ready:
+            return ready
+        resting = [p for p in providers if self.health.within_limits(p, tokens)]
+        if not resting:
+            raise AllProvidersBusy("every provider is at its max_concurrency, rpm or tpm limit")
+        return [min(resting, key=self.health.cooling_ends)]
+
     async def route(self, request: ChatRequest, providers: list[ProviderConfig]) -> Routed:
-        """Try the ordered providers until one answers; raise AllProvidersFailed otherwise.
+        """Try the ordered providers until one answers, within the request's deadline.
 
         For ``request.stream`` a provider has answered once its stream has content
         (``Routed.stream``); until then a failure still falls back.
         """
-        order = self.order(request, providers)
-        if not order:
+        deadline = request.deadline or (time.monotonic() + self.policy.request_timeout_s)
+        queue = self.order(request, self.usable(request, providers))
+        if not queue:
             raise NoProviderAvailable("the strategy left no provider to try")
-        attempts: list[AttemptSummary] = []
-        waited_ms = 0.0  # time spent on failed attempts, all of it upstream's
-        for number, provider in enumerate(order, 1):
+        run = _Run(request, deadline)
+        while queue and len(run.attempts) < self.policy.max_attempts:
+            provider = queue.pop(0)
+            answer = await self._try_provider(run, provider, queue)
+            if answer is not None:
+                return answer
+        raise AllProvidersFailed(run.attempts, retry_after=run.rate_limited_for())
+
+    async def _try_provider(self, run: _Run, provider: ProviderConfig,
+                            queue: list[ProviderConfig]) -> Routed | None:
+        """Attempts at one provider, retrying transient failures; None to go on to the next."""
+        retries = provider.retries if provider.retries is not None else self.policy.retries
+        while len(run.attempts) < self.policy.max_attempts:
             started = time.perf_counter()
             try:
-                answer = await self._attempt(provider, request, number, started, waited_ms)
+                answer = await self._attempt_in_time(run, provider, started)
             except ProviderError as error:
-                attempts.append(_failed(provider, error, started))
-                waited_ms += attempts[-1].elapsed_ms
+                run.failed(provider, error, started)
+                pause = self._retry_pause(run, provider, error, retries, queue)
+                if pause is None:
+                    return None
+                retries -= 1
+                await asyncio.sleep(pause)
+                run.waited_ms += pause * 1000  # a deliberate wait, not the gateway's overhead
                 continue
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            attempts.append(AttemptSummary(provider.id, provider.model, True, elapsed_ms))
+            run.succeeded(provider, started)
             if isinstance(answer, StreamAttempt):
-                return Routed(provider, None, attempts, stream=answer)
-            return Routed(provider, answer, attempts)
-        raise AllProvidersFailed(attempts)
+                return Routed(provider, None, run.attempts, stream=answer)
+            return Routed(provider, answer, run.attempts)
+        return None
+
+    def _retry_pause(self, run: _Run, provider: ProviderConfig, error: ProviderError,
+                     retries: int, queue: list[ProviderConfig]) -> float | None:
+        """Seconds to wait before trying ``provider`` again, or None to move on.
+
+        Narrows ``queue`` to larger context windows after a context-length error.
+        """
+        if error.context_too_long:
+            queue[:] = [p for p in queue if _larger_context(p, provider)]
+            return None
+        if not is_transient(error) or retries <= 0:
+            return None
+        if error.status == 429:
+            others = [p for p in queue if self.health.available(p)]
+            wait = error.retry_after if error.retry_after is not None else None
+            if others or wait is None or wait > self.policy.max_retry_after_wait_s:
+                return None  # another provider takes it at once; never sit on a long Retry-After
+            return wait if wait < run.remaining() else None
+        if not self.health.available(provider):
+            return None  # it has just started cooling down
+        attempt = self.policy.retries - retries + 1 if provider.retries is None else provider.retries - retries + 1
+        pause = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** (attempt - 1))
+        pause *= random.uniform(0.5, 1.0)
+        return pause if pause < run.remaining() else None
+
+    async def _attempt_in_time(self, run: _Run, provider: ProviderConfig, started: float):
+        """One attempt, cut off at the request's deadline (which counts as a timeout)."""
+        remaining = run.remaining()
+        if remaining <= 0:
+            raise AllProvidersFailed(run.attempts, deadline=True)
+        self.health.begin(provider)
+        number = len(run.attempts) + 1
+        try:
+            return await asyncio.wait_for(
+                self._attempt(provider, run.request, number, started, run.waited_ms), remaining
+            )
+        except asyncio.TimeoutError:
+            error = ProviderError(ErrorKind.TIMEOUT, "the request deadline passed during this attempt")
+            self._report_failure(provider, run.request, error, number, started)
+            raise error from None
+        except asyncio.CancelledError:
+            error = ProviderError(ErrorKind.CANCELLED, "the client went away")
+            self._report_failure(provider, run.request, error, number, started)
+            raise
 
     async def _attempt(
         self, provider: ProviderConfig, request: ChatRequest, number: int, started: float,
@@ -141,14 +242,13 @@ class Router:
     async def _call_reporting(
         self, provider: ProviderConfig, request: ChatRequest, number: int, started: float
     ) -> Any:
-        """``_call``, reporting a failure (or cancellation) to every plugin before re-raising."""
+        """``_call``, reporting a failure to every plugin before re-raising it.
+
+        Cancellation (the client left, or the deadline passed) is reported by the caller.
+        """
         try:
             return await self._call(provider, request)
         except ProviderError as error:
-            self._report_failure(provider, request, error, number, started)
-            raise
-        except asyncio.CancelledError:
-            error = ProviderError(ErrorKind.CANCELLED, "the client went away")
             self._report_failure(provider, request, error, number, started)
             raise
 
@@ -178,6 +278,41 @@ class Router:
             "on_failure", provider=provider, request=request, error=error,
             elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
         )
+
+
+class _Run:
+    """The bookkeeping of one request's attempts."""
+
+    def __init__(self, request: ChatRequest, deadline: float) -> None:
+        self.request = request
+        self.deadline = deadline
+        self.attempts: list[AttemptSummary] = []
+        self.waited_ms = 0.0  # failed attempts and backoff pauses: time not spent working
+        self.retry_afters: list[float | None] = []
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def failed(self, provider: ProviderConfig, error: ProviderError, started: float) -> None:
+        self.attempts.append(_failed(provider, error, started))
+        self.waited_ms += self.attempts[-1].elapsed_ms
+        self.retry_afters.append(error.retry_after if error.status == 429 else -1.0)
+
+    def succeeded(self, provider: ProviderConfig, started: float) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.attempts.append(AttemptSummary(provider.id, provider.model, True, elapsed_ms))
+
+    def rate_limited_for(self) -> float | None:
+        """If every attempt was a 429, the shortest Retry-After (1 s if none was given)."""
+        if not self.retry_afters or any(r is not None and r < 0 for r in self.retry_afters):
+            return None
+        return min(r if r is not None else 1.0 for r in self.retry_afters)
+
+
+def _larger_context(candidate: ProviderConfig, failed: ProviderConfig) -> bool:
+    if candidate.context_window is None:
+        return failed.context_window is None
+    return failed.context_window is None or candidate.context_window > failed.context_window
 
 
 def overhead_ms(request: ChatRequest, upstream_ms: float) -> float:

@@ -68,6 +68,10 @@ class StreamAttempt:
             self.fail(error)
             await self.close()
             raise
+        except asyncio.CancelledError:  # reported by the router, as cancelled or deadline
+            self.reported = True
+            await self.close()
+            raise
 
     async def relay(self) -> AsyncIterator[StreamChunk | StreamEnd]:
         """Yield the held chunks, then the rest as they arrive, then one StreamEnd."""

@@ -20,7 +20,9 @@ class ChatRequest:
     fields the client sent, which OpenAI-style adapters pass through untouched.
     ``model`` is what the client asked for (a provider id, a model name or a
     strategy name); ``strategy`` overrides the configured strategy.
-    ``received_at`` is ``time.perf_counter()`` when the gateway got the request.
+    ``received_at`` is ``time.perf_counter()`` when the gateway got the request;
+    ``deadline`` the ``time.monotonic()`` by which it must be answered (0: the
+    configured ``reliability.request_timeout_s`` from when routing starts).
     """
 
     messages: list[dict[str, Any]]
@@ -28,6 +30,7 @@ class ChatRequest:
     model: str | None = None
     strategy: str | None = None
     received_at: float = 0.0
+    deadline: float = 0.0
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False
@@ -63,6 +66,16 @@ class Usage:
 
 
 @dataclass(slots=True)
+class RateLimit:
+    """What an upstream's ``x-ratelimit-*`` headers said about its remaining quota."""
+
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
+    reset_requests_s: float | None = None
+    reset_tokens_s: float | None = None
+
+
+@dataclass(slots=True)
 class Completion:
     """A successful answer from one provider.
 
@@ -81,6 +94,7 @@ class Completion:
     upstream_ms: float = 0.0
     cost: float = 0.0
     overhead_ms: float = 0.0
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(slots=True)
@@ -116,6 +130,10 @@ class ErrorKind(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
+QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"})
+CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+
+
 class ProviderError(Exception):
     """One failed attempt at one provider.
 
@@ -132,6 +150,8 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         usage: Usage | None = None,
+        code: str | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = ErrorKind(kind)
@@ -142,6 +162,23 @@ class ProviderError(Exception):
         self.usage = usage
         #: Cost of ``usage``, filled in by the core.
         self.cost = 0.0
+        #: The upstream's error code, e.g. ``insufficient_quota``, ``context_length_exceeded``.
+        self.code = code
+        self.rate_limit = rate_limit
+
+    @property
+    def quota_exhausted(self) -> bool:
+        """A 429 that will not pass by waiting: the account is out of credit."""
+        return self.status == 429 and self.code in QUOTA_CODES
+
+    @property
+    def context_too_long(self) -> bool:
+        """The prompt does not fit the model's context window."""
+        if self.code in CONTEXT_CODES:
+            return True
+        text = self.message.lower()
+        return self.status in (400, 413, 422) and ("context length" in text or "context window" in text
+                                                   or "maximum context" in text or "too many tokens" in text)
 
     def __str__(self) -> str:
         status = f" {self.status}" if self.status is not None else ""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
 
 import httpx
 import orjson
 
-from core.types import ErrorKind, ProviderError
+from core.types import ErrorKind, ProviderError, RateLimit
 
 MAX_MESSAGE = 300
 
@@ -38,27 +39,70 @@ def status_error(
     status: int, headers: Mapping[str, str], body: bytes, secret: str | None = None
 ) -> ProviderError:
     """A ProviderError for a non-2xx answer, with the upstream's own message when it gave one."""
-    detail = _upstream_message(body)
+    detail, code = _upstream_message(body)
     message = f"upstream answered {status}" + (f": {detail}" if detail else "")
     return ProviderError(
         ErrorKind.STATUS,
         redact(message, secret)[:MAX_MESSAGE],
         status=status,
         retry_after=retry_after_seconds(headers),
+        code=code,
+        rate_limit=rate_limit_of(headers),
     )
 
 
-def _upstream_message(body: bytes) -> str:
+def _upstream_message(body: bytes) -> tuple[str, str | None]:
+    """The upstream's error message and code, from OpenAI's (or Anthropic's) error shape."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:120].decode("utf-8", "replace").strip()
+        return body[:120].decode("utf-8", "replace").strip(), None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
-        return str(error.get("message") or error.get("code") or "")
+        code = error.get("code") or error.get("type")
+        return str(error.get("message") or code or ""), str(code) if code else None
     if isinstance(error, str):
-        return error
-    return ""
+        return error, None
+    return "", None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+
+
+def rate_limit_of(headers: Mapping[str, str]) -> RateLimit | None:
+    """The ``x-ratelimit-remaining-*`` and ``-reset-*`` headers (OpenAI, Groq and others), if any."""
+    requests = _int_header(headers.get("x-ratelimit-remaining-requests"))
+    tokens = _int_header(headers.get("x-ratelimit-remaining-tokens"))
+    if requests is None and tokens is None:
+        return None
+    return RateLimit(
+        remaining_requests=requests,
+        remaining_tokens=tokens,
+        reset_requests_s=duration_seconds(headers.get("x-ratelimit-reset-requests")),
+        reset_tokens_s=duration_seconds(headers.get("x-ratelimit-reset-tokens")),
+    )
+
+
+def duration_seconds(value: str | None) -> float | None:
+    """``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` or a plain number of seconds."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+    return sum(float(number) * scale[unit] for number, unit in parts)
+
+
+def _int_header(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

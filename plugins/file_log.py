@@ -50,6 +50,7 @@ class FileLogWriter:
         self._buffer: list[bytes] = []
         self._file: Any = None
         self._task: asyncio.Task | None = None
+        self._writing = asyncio.Lock()  # held by the flusher while a batch is out of the buffer
 
     async def start(self) -> None:
         self._file = await asyncio.to_thread(_open_append, self.path)
@@ -94,7 +95,8 @@ class FileLogWriter:
     @hookimpl
     async def on_shutdown(self):
         if self._task is not None:
-            self._task.cancel()
+            async with self._writing:  # never cancel a write in flight: its batch would be lost
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._flush()
@@ -119,10 +121,11 @@ class FileLogWriter:
     async def _flush_forever(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            try:
-                await self._flush()
-            except OSError:
-                log.exception("file_log: cannot write %s; lines are kept and retried", self.path)
+            async with self._writing:
+                try:
+                    await self._flush()
+                except OSError:
+                    log.exception("file_log: cannot write %s; lines are kept and retried", self.path)
 
     async def _flush(self) -> None:
         if not self._buffer or self._file is None:

@@ -18,7 +18,7 @@ from core.hookspecs import hookimpl
 from core.pricing import estimated_usage
 from core.streaming import single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from core.upstream import redact, status_error, transport_error
+from core.upstream import rate_limit_of, redact, status_error, transport_error
 
 TYPE = "openai"
 
@@ -84,6 +84,7 @@ async def complete(provider, request: ChatRequest, client: httpx.AsyncClient) ->
         raise status_error(response.status_code, response.headers, response.content, secret)
     completion = parse_completion(response.content, provider.model, secret)
     completion.upstream_ms = upstream_ms
+    completion.rate_limit = rate_limit_of(response.headers)
     if completion.raw is not None and not isinstance(completion.raw.get("usage"), dict):
         completion.usage = estimated_usage(request, completion.text)
     return completion

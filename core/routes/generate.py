@@ -57,6 +57,7 @@ async def generate(request: Request) -> JSONResponse:
         messages=[{"role": "user", "content": body.prompt}],
         request_id=request_id(request.headers.get("x-request-id")),
         received_at=received_at,
+        deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
         strategy=body.strategy,
         max_tokens=body.max_tokens,
         temperature=body.temperature,

@@ -20,6 +20,7 @@ async def health(request: Request) -> JSONResponse:
             "type": p.type,
             "enabled": p.enabled,
             **({"disabled_reason": p.disabled_reason} if p.disabled_reason else {}),
+            **(gateway.health.report(p) if p.enabled else {}),
         }
         for p in gateway.config.providers
     ]

@@ -76,6 +76,7 @@ async def chat_completions(request: Request):
         messages=data["messages"],
         request_id=request_id(request.headers.get("x-request-id")),
         received_at=received_at,
+        deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
         model=data.get("model") or "auto",
         max_tokens=data.get("max_tokens"),
         temperature=data.get("temperature"),
