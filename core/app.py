@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,12 +13,16 @@ import pluggy
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from core import __version__
+from core.config import ConfigError
+from core.disconnect import ClientGone
 from core.gateway import Gateway, UnknownModel
+from core.guard import RequestGuard
 from core.responses import APIError, error_response
 from core.router import AllProvidersBusy, AllProvidersFailed, NoProviderAvailable, UnknownStrategy
-from core.routes import generate, health, openai_chat
+from core.routes import admin, generate, health, openai_chat
 from core.settings import Settings
 from core.validation import problems
 
@@ -29,6 +36,7 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        reload_on_sighup(gateway)
         try:
             yield
         finally:
@@ -36,11 +44,29 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
 
     app = FastAPI(title="modelbroker", version=__version__, lifespan=lifespan)
     app.state.gateway = gateway
-    app.include_router(generate.router)
-    app.include_router(health.router)
-    app.include_router(openai_chat.router)
+    for routes in (generate, openai_chat, health, admin):
+        app.include_router(routes.router)
     _add_error_handlers(app)
+    app.add_middleware(RequestGuard, max_body_bytes=gateway.settings.max_body_bytes)
     return app
+
+
+def reload_on_sighup(gateway: Gateway) -> None:
+    """``kill -HUP <pid>`` re-reads providers.yaml (where the platform has SIGHUP and this is
+    the main thread; a gateway run in a thread, as in tests, uses POST /admin/reload)."""
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        async def run() -> None:
+            try:
+                await gateway.reload()
+            except ConfigError as exc:
+                log.error("reload refused, the running configuration is unchanged: %s", exc)
+
+        loop.create_task(run())
+
+    with contextlib.suppress(AttributeError, ValueError, RuntimeError, NotImplementedError):
+        loop.add_signal_handler(signal.SIGHUP, reload)
 
 
 def all_failed_error(exc: AllProvidersFailed) -> APIError:
@@ -88,6 +114,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AllProvidersFailed)
     async def all_failed(_: Request, exc: AllProvidersFailed):
         return error_response(all_failed_error(exc))
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, exc: ClientGone):
+        return Response(status_code=499)  # nobody is listening; the status is for access logs
 
     @app.exception_handler(AllProvidersBusy)
     async def all_busy(_: Request, exc: AllProvidersBusy):

@@ -64,6 +64,26 @@ class Gateway:
         self.hooks = HookCalls(self.pm)
         self.router = Router(self.hooks, self.client, self.config, self.health)
 
+    async def reload(self) -> GatewayConfig:
+        """Re-read providers.yaml; a valid file replaces the old one at once, an invalid one
+        raises ConfigError and changes nothing. Requests in flight finish on the old one.
+
+        Plugins are not reloaded: a change to ``plugins.disabled`` needs a restart.
+        """
+        config = await asyncio.to_thread(load_config, self.settings.config)
+        check_plugins(config, self.hooks)
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        if config.plugins.disabled != self.config.plugins.disabled:
+            log.warning("reload: plugins.disabled changed; restart the gateway for that to apply")
+        # No await from here on: every request sees either the old set or the new one.
+        self.health.policy = config.reliability
+        self.config = config
+        self._by_target = target_index(config.providers)
+        self.router = Router(self.hooks, self.client, config, self.health)
+        log.warning("reloaded %s: %d providers, strategy %r", config.source, len(config.providers), config.strategy)
+        return config
+
     async def stop(self) -> None:
         """Run every plugin's on_shutdown (each even if another fails), then close the client."""
         await HookCalls(self.pm).each_awaited("on_shutdown", contain=True)

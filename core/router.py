@@ -149,7 +149,7 @@ class Router:
             answer = await self._try_provider(run, provider, queue)
             if answer is not None:
                 return answer
-        raise AllProvidersFailed(run.attempts, retry_after=run.rate_limited_for())
+        raise AllProvidersFailed(run.attempts, deadline=run.remaining() <= 0, retry_after=run.rate_limited_for())
 
     async def _try_provider(self, run: _Run, provider: ProviderConfig,
                             queue: list[ProviderConfig]) -> Routed | None:

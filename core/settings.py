@@ -21,3 +21,5 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     disabled_plugins: list[str] = []
+    max_body_bytes: int = 1024 * 1024
+    graceful_shutdown_s: float = 30.0

@@ -10,6 +10,7 @@ import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.disconnect import unless_disconnected
 from core.request_ids import request_id
 from core.responses import APIError, JSONResponse
 from core.router import Routed
@@ -63,7 +64,7 @@ async def generate(request: Request) -> JSONResponse:
         temperature=body.temperature,
         stream=body.stream,
     )
-    routed = await gateway.router.route(chat, gateway.candidates(chat))
+    routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     if routed.stream is not None:
         return EventStreamResponse(stream_events(chat, routed), headers=routing_headers(chat, routed))
     headers = routing_headers(chat, routed)

@@ -16,6 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from core.disconnect import unless_disconnected
 from core.request_ids import request_id
 from core.responses import APIError, JSONResponse
 from core.router import Routed
@@ -83,7 +84,7 @@ async def chat_completions(request: Request):
         stream=bool(data.get("stream")),
         extra={k: v for k, v in data.items() if k not in OWNED_FIELDS},
     )
-    routed = await gateway.router.route(chat, gateway.candidates(chat))
+    routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     headers = routing_headers(chat, routed)
     if routed.stream is None:
         headers["x-modelbroker-cost"] = f"{routed.completion.cost:.8f}"

@@ -1,0 +1,23 @@
+"""POST /admin/reload: re-read providers.yaml without a restart (``modelbroker reload``)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from core.config import ConfigError
+from core.responses import APIError, JSONResponse
+
+router = APIRouter(prefix="/admin")
+
+
+@router.post("/reload")
+async def reload_config(request: Request) -> JSONResponse:
+    """Apply a changed providers.yaml; an invalid file is refused and the old one stays."""
+    gateway = request.app.state.gateway
+    try:
+        config = await gateway.reload()
+    except ConfigError as exc:
+        raise APIError(400, f"reload refused, the running configuration is unchanged: {exc}",
+                       code="invalid_config") from None
+    return JSONResponse({"reloaded": config.source, "providers": len(config.providers),
+                         "strategy": config.strategy})
