@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
     check.set_defaults(run=_check)
 
+    reload = commands.add_parser("reload", help="make a running gateway re-read providers.yaml")
+    reload.add_argument("--url", default=None, help="the gateway's base URL (default: from MODELBROKER_HOST/PORT)")
+    reload.set_defaults(run=_reload)
+
     plugins = commands.add_parser("plugins", help="list the installed plugins")
     plugins.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
     plugins.set_defaults(run=_plugins)
@@ -69,7 +73,28 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level="info",
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+    )
+    return 0
+
+
+def _reload(args: argparse.Namespace) -> int:
+    import httpx
+
+    settings = Settings()
+    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/admin/reload"
+    try:
+        answer = httpx.post(url, timeout=30)
+    except httpx.HTTPError as exc:
+        print(f"modelbroker: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
+        return 1
+    if answer.status_code != 200:
+        print(f"modelbroker: {answer.json().get('error', {}).get('message', answer.text)}", file=sys.stderr)
+        return 1
+    body = answer.json()
+    print(f"reloaded {body['reloaded']}: {body['providers']} providers, strategy {body['strategy']!r}")
     return 0
 
 

@@ -57,7 +57,8 @@ def run_demo(settings: Settings) -> int:
         app = create_app(settings)
         base = f"http://{settings.host}:{settings.port}"
         print(_banner(base, upstream.url, settings), flush=True)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                    timeout_graceful_shutdown=settings.graceful_shutdown_s)
     return 0
 
 
