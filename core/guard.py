@@ -4,8 +4,11 @@ scan per request and holds nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.request_ids import request_id
 from core.responses import APIError, error_response
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -14,9 +17,11 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 class RequestGuard:
     """413 for a body over ``max_body_bytes``; 415 for a body whose content type is not JSON."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int,
+                 on_refusal: Callable[[str, str, APIError], None] | None = None) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.on_refusal = on_refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
@@ -30,6 +35,10 @@ class RequestGuard:
                 content_type = value
         refusal = self._refusal(length, content_type)
         if refusal is not None:
+            rid = request_id(dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1"))
+            refusal.headers = {"x-request-id": rid}
+            if self.on_refusal is not None:
+                self.on_refusal(scope["path"], rid, refusal)
             await error_response(refusal)(scope, receive, send)
             return
         await self.app(scope, self._counting(receive), send)

@@ -19,6 +19,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import httpx
+    from fastapi import APIRouter
 
     from core.config import GatewayConfig, ProviderConfig
     from core.health import HealthTracker
@@ -47,6 +48,16 @@ def adapter_types() -> list[str]:
 
     Called once at startup, on every plugin; the lists are joined. Every enabled
     provider's ``type`` must be one of them, or startup stops and lists them all.
+    """
+
+
+@hookspec
+def api_routes() -> list[APIRouter]:
+    """Give FastAPI routers for the gateway to mount (a plugin's own endpoints).
+
+    Called once, when the app is built, on every plugin; every router returned
+    is included. A route reaches the plugin's state through
+    ``request.app.state.gateway`` (for example ``gateway.pm.get_plugin(name)``).
     """
 
 
@@ -162,4 +173,20 @@ def on_failure(
 
     Every implementation runs. Must be quick and must not raise: an exception
     is logged with the plugin's name.
+    """
+
+
+@hookspec
+def on_rejected(request: ChatRequest | None, request_id: str, route: str, status: int, reason: str) -> None:
+    """A request to a generation route was refused before any attempt was made.
+
+    :param request: the parsed request, or None if it was refused before parsing
+        (bad JSON, too large, wrong content type).
+    :param request_id: the id returned to the client in ``x-request-id``.
+    :param route: the path, e.g. ``/v1/chat/completions``.
+    :param status: the HTTP status answered (400, 404, 413, 415, 422, 429, 503, ...).
+    :param reason: the error message the client got.
+
+    Every implementation runs (a ledger records it, so every request that
+    reached the gateway is accounted for). Must be quick and must not raise.
     """

@@ -13,3 +13,12 @@ def request_id(client_value: str | None) -> str:
     if client_value and _SANE.fullmatch(client_value):
         return client_value
     return os.urandom(8).hex()
+
+
+def request_id_of(request) -> str:
+    """The id of a Starlette request, made once and kept in ``request.state``."""
+    state = request.state
+    rid = getattr(state, "request_id", None)
+    if rid is None:
+        rid = state.request_id = request_id(request.headers.get("x-request-id"))
+    return rid

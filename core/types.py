@@ -23,6 +23,8 @@ class ChatRequest:
     ``received_at`` is ``time.perf_counter()`` when the gateway got the request;
     ``deadline`` the ``time.monotonic()`` by which it must be answered (0: the
     configured ``reliability.request_timeout_s`` from when routing starts).
+    ``client`` names who is calling (the client key's name, else the OpenAI
+    ``user`` field, else None), for accounting.
     """
 
     messages: list[dict[str, Any]]
@@ -31,6 +33,7 @@ class ChatRequest:
     strategy: str | None = None
     received_at: float = 0.0
     deadline: float = 0.0
+    client: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.disconnect import unless_disconnected
-from core.request_ids import request_id
+from core.request_ids import request_id_of
 from core.responses import APIError, JSONResponse
 from core.router import Routed
 from core.routes.openai_chat import routing_headers, stream_error_event
@@ -56,7 +56,7 @@ async def generate(request: Request) -> JSONResponse:
         )
     chat = ChatRequest(
         messages=[{"role": "user", "content": body.prompt}],
-        request_id=request_id(request.headers.get("x-request-id")),
+        request_id=request_id_of(request),
         received_at=received_at,
         deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
         strategy=body.strategy,
@@ -64,6 +64,7 @@ async def generate(request: Request) -> JSONResponse:
         temperature=body.temperature,
         stream=body.stream,
     )
+    request.state.chat = chat
     routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     if routed.stream is not None:
         return EventStreamResponse(stream_events(chat, routed), headers=routing_headers(chat, routed))

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.disconnect import unless_disconnected
-from core.request_ids import request_id
+from core.request_ids import request_id_of
 from core.responses import APIError, JSONResponse
 from core.router import Routed
 from core.sse import DONE, EventStreamResponse, sse_event
@@ -75,15 +75,17 @@ async def chat_completions(request: Request):
     data = parse_chat_body(await request.body())
     chat = ChatRequest(
         messages=data["messages"],
-        request_id=request_id(request.headers.get("x-request-id")),
+        request_id=request_id_of(request),
         received_at=received_at,
         deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
         model=data.get("model") or "auto",
         max_tokens=data.get("max_tokens"),
         temperature=data.get("temperature"),
         stream=bool(data.get("stream")),
+        client=data["user"] if isinstance(data.get("user"), str) else None,
         extra={k: v for k, v in data.items() if k not in OWNED_FIELDS},
     )
+    request.state.chat = chat
     routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     headers = routing_headers(chat, routed)
     if routed.stream is None:
