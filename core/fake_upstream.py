@@ -1,12 +1,20 @@
-"""Fake OpenAI-compatible chat-completions upstream for tests, demos and fault injection.
+"""Fake LLM upstream for tests, demos and fault injection: OpenAI, Anthropic and Gemini wire formats.
 
 ``FakeUpstream`` is a real HTTP/1.1 server on plain asyncio streams (no framework), so
 it can misbehave at the socket level: slow first byte, error statuses, malformed JSON,
 dropped connections, resets mid-body, cut/stalled/erroring SSE streams.
 
-Behaviour is chosen per model: ``set_behavior(model, ...)`` (model ``"*"`` is the
-default), ``POST /_fake/behavior`` from another process, or by model-name convention
-(``fail-500``/``fail-503``/``fail-429``, ``slow``, ``malformed``, ``drop``).
+It answers, on one port:
+
+- ``POST .../chat/completions``: OpenAI chat completions (``chat_url``);
+- ``POST /v1/messages``: Anthropic's Messages API (``messages_url``; needs ``x-api-key``);
+- ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``:
+  Gemini (``gemini_url`` is the models base; key in ``x-goog-api-key`` or ``?key=``).
+
+``core/fake_formats/`` spells each format; the behaviour kinds here work the same in all.
+Behaviour is chosen per model (for Gemini, the model in the URL): ``set_behavior(model, ...)``
+(model ``"*"`` is the default), ``POST /_fake/behavior`` from another process, or by
+model-name convention (``fail-500``/``fail-503``/``fail-429``, ``slow``, ``malformed``, ``drop``).
 
 Run standalone: ``python -m core.fake_upstream --host 127.0.0.1 --port 8001``.
 """
@@ -18,15 +26,22 @@ import collections
 import contextlib
 import dataclasses
 import itertools
+import re
 import socket
 import struct
 import threading
-import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
 import orjson
+
+from core.fake_formats import Call, Rejected, Reply, Script
+from core.fake_formats.anthropic import AnthropicCall
+from core.fake_formats.gemini import GeminiCall
+from core.fake_formats.openai import OpenAICall
+from core.fake_formats.openai import error_body as _error_body
 
 KINDS = (
     "ok", "status", "malformed", "empty_choices", "drop", "reset_mid_body",
@@ -40,16 +55,23 @@ _NAMED_MODELS = {
     "malformed": {"kind": "malformed"},
     "drop": {"kind": "drop"},
 }
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
-                403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
 _STALL_MAX_S = 300.0
 _MAX_RECORDED = 1000
 _IO_ERRORS = (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
+#: Gemini's ``{version}/models/{model}:{method}`` paths.
+_GEMINI_PATH = re.compile(r"/[^/]+/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)")
 
 
 @dataclass
 class Behavior:
-    """How the fake answers a chat-completions request (see module docstring for kinds)."""
+    """How the fake answers a model request, in any wire format.
+
+    ``kind`` is one of ``KINDS``. ``error_code`` is, for ``status``, OpenAI's ``code``,
+    Anthropic's error ``type`` or Gemini's ``status`` name (default: from ``status``).
+    ``chunks`` splits the reply into stream deltas, ``cut_after`` counts the deltas
+    sent before a cut, stall or error event; ``times`` reverts to the default after
+    that many requests.
+    """
 
     kind: str = "ok"
     status: int = 500
@@ -171,88 +193,15 @@ class _Conn:
         await self.write(_head(status, headers) + body)
 
 
-def _error_body(message: str, status: int, code: str | None = None) -> bytes:
-    err_type = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    if code == "insufficient_quota":
-        err_type = "insufficient_quota"
-    return orjson.dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}})
-
-
-def _sse(obj: Any) -> bytes:
+def _chunk(event: bytes) -> bytes:
     """One SSE event framed as one HTTP chunk."""
-    data = b"data: " + (obj if isinstance(obj, bytes) else orjson.dumps(obj)) + b"\n\n"
-    return b"%x\r\n%s\r\n" % (len(data), data)
-
-
-# ---------------------------------------------------------------- OpenAI payloads
-
-def _text_of(content: Any) -> str:
-    """Text of a message content: a string or a list of {"type": "text"} parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content
-                        if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-def _prompt_tokens(messages: list) -> int:
-    return sum(max(1, len(_text_of(m.get("content")).split())) for m in messages if isinstance(m, dict))
-
-
-def _default_reply(model: str, messages: list) -> str:
-    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    last = _text_of(users[-1].get("content"))[:200] if users else ""
-    return f"Fake reply from {model}: {last}"
-
-
-def _tool_call(payload: dict) -> dict | None:
-    """The fake tool call for a request with ``tools`` (first tool's function), else None."""
-    tools = payload.get("tools")
-    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
-        return None
-    name = (tools[0].get("function") or {}).get("name", "tool")
-    return {"id": "call_fake_1", "type": "function", "function": {"name": name, "arguments": "{}"}}
-
-
-def _split(text: str, n: int) -> list[str]:
-    """Split text into exactly max(1, n) consecutive pieces."""
-    n = max(1, n)
-    return [text[i * len(text) // n:(i + 1) * len(text) // n] for i in range(n)]
-
-
-@dataclass
-class _Answer:
-    """What the assistant 'says' for one request, in full and as stream deltas."""
-
-    message: dict
-    finish_reason: str
-    deltas: list[dict]
-    usage: dict
-
-    @classmethod
-    def build(cls, payload: dict, behavior: Behavior) -> _Answer:
-        messages = payload.get("messages") if isinstance(payload.get("messages"), list) else []
-        prompt = _prompt_tokens(messages)
-        call = _tool_call(payload) if behavior.reply is None else None
-        if call is not None:
-            message = {"role": "assistant", "content": None, "tool_calls": [call]}
-            deltas, finish, completion = [{"tool_calls": [{"index": 0, **call}]}], "tool_calls", 1
-        else:
-            reply = behavior.reply if behavior.reply is not None else _default_reply(
-                str(payload.get("model")), messages)
-            message = {"role": "assistant", "content": reply}
-            deltas = [{"content": p} for p in _split(reply, behavior.chunks)]
-            finish, completion = "stop", len(reply.split())
-        usage = {"prompt_tokens": prompt, "completion_tokens": completion,
-                 "total_tokens": prompt + completion}
-        return cls(message, finish, deltas, usage)
+    return b"%x\r\n%s\r\n" % (len(event), event)
 
 
 # ---------------------------------------------------------------- server
 
 class FakeUpstream:
-    """Scriptable fake OpenAI upstream; use ``with FakeUpstream() as up:`` or ``await serve()``."""
+    """Scriptable fake upstream (OpenAI, Anthropic, Gemini); ``with FakeUpstream() as up:`` or ``await serve()``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host, self.port = host, port
@@ -274,6 +223,16 @@ class FakeUpstream:
     @property
     def chat_url(self) -> str:
         return self.url + "/v1/chat/completions"
+
+    @property
+    def messages_url(self) -> str:
+        """Anthropic's Messages API endpoint."""
+        return self.url + "/v1/messages"
+
+    @property
+    def gemini_url(self) -> str:
+        """Gemini's models base: ``{gemini_url}/{model}:generateContent``."""
+        return self.url + "/v1beta/models"
 
     # ---- behaviour configuration (thread-safe)
 
@@ -398,8 +357,7 @@ class FakeUpstream:
             await conn.respond(400, _error_body("malformed HTTP request", 400))
             return None
 
-    def _record(self, req: _Request, payload: Any) -> None:
-        model = payload.get("model") if isinstance(payload, dict) else None
+    def _record(self, req: _Request, payload: Any, model: str | None) -> None:
         self.requests.append(
             {"path": req.path, "headers": dict(req.headers), "json": payload, "model": model})
         if len(self.requests) > _MAX_RECORDED:
@@ -407,22 +365,44 @@ class FakeUpstream:
 
     async def _dispatch(self, req: _Request, conn: _Conn) -> bool:
         """Route one request; returns False when the connection must be closed."""
-        path = req.path.split("?", 1)[0].rstrip("/")
+        path, _, query = req.path.partition("?")
+        path = path.rstrip("/")
         if path.startswith("/_fake/"):
             return await self._control(req, path, conn)
         try:
             payload = orjson.loads(req.body) if req.body else None
         except orjson.JSONDecodeError:
             payload = None
-        self._record(req, payload)
-        if req.method == "POST" and path.endswith("/chat/completions"):
-            return await self._chat(payload, conn)
+        gemini = _GEMINI_PATH.fullmatch(path) if req.method == "POST" else None
+        model = gemini["model"] if gemini else payload.get("model") if isinstance(payload, dict) else None
+        self._record(req, payload, model)
+        try:
+            call = self._call(req, path, query, payload, gemini)
+        except Rejected as rejected:
+            await conn.respond(rejected.status, rejected.body)
+            return True
+        if call is not None:
+            return await self._answer(call, conn)
         if req.method == "GET" and path.endswith("/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.calls]
             await conn.respond(200, orjson.dumps({"object": "list", "data": data}))
             return True
         await conn.respond(404, _error_body(f"unknown path {req.method} {req.path}", 404))
         return True
+
+    def _call(self, req: _Request, path: str, query: str, payload: Any,
+              gemini: re.Match[str] | None) -> Call | None:
+        """The request in its wire format, None for another path; raises Rejected."""
+        if req.method != "POST":
+            return None
+        if path.endswith("/chat/completions"):
+            return OpenAICall(payload, next(self._ids))
+        if path == "/v1/messages":
+            return AnthropicCall(payload, req.headers, next(self._ids))
+        if gemini is not None:
+            stream = gemini["method"] == "streamGenerateContent"
+            return GeminiCall(payload, req.headers, parse_qs(query), gemini["model"], stream, next(self._ids))
+        return None
 
     async def _control(self, req: _Request, path: str, conn: _Conn) -> bool:
         """``/_fake/behavior``, ``/_fake/reset`` and ``/_fake/stats``."""
@@ -442,58 +422,42 @@ class FakeUpstream:
         await conn.respond(status, orjson.dumps(body))
         return True
 
-    async def _chat(self, payload: Any, conn: _Conn) -> bool:
-        """Answer a chat-completions request according to the model's behaviour."""
-        if not isinstance(payload, dict) or not payload.get("model"):
-            msg = "request body must be a JSON object with a model" if isinstance(payload, dict) \
-                else "could not parse the JSON body of your request"
-            await conn.respond(400, _error_body(msg, 400, "invalid_request"))
-            return True
-        model = str(payload["model"])
-        self.calls[model] += 1
-        b = self._resolve(model)
+    async def _answer(self, call: Call, conn: _Conn) -> bool:
+        """Answer a model request according to the model's behaviour."""
+        self.calls[call.model] += 1
+        b = self._resolve(call.model)
         if b.delay_s > 0:
             await asyncio.sleep(b.delay_s)
-        return await getattr(self, f"_kind_{b.kind}")(payload, b, conn)
+        return await getattr(self, f"_kind_{b.kind}")(call, call.reply(b.reply, b.chunks), b, conn)
 
     # ---- behaviour kinds: each returns whether to keep the connection alive
 
-    def _completion(self, payload: dict, answer: _Answer, choices: bool = True) -> bytes:
-        choice = {"index": 0, "message": answer.message, "logprobs": None,
-                  "finish_reason": answer.finish_reason}
-        return orjson.dumps({
-            "id": f"chatcmpl-fake-{next(self._ids)}", "object": "chat.completion",
-            "created": int(time.time()), "model": payload["model"],
-            "choices": [choice] if choices else [], "usage": answer.usage})
-
-    async def _kind_ok(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        answer = _Answer.build(payload, b)
-        if payload.get("stream"):
-            return await self._stream(payload, b, answer, conn, len(answer.deltas), finish=True)
-        await conn.respond(200, self._completion(payload, answer), b.headers)
+    async def _kind_ok(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        if call.stream:
+            script = call.script(reply)
+            return await self._stream(script, b, conn, len(script.deltas), finish=True)
+        await conn.respond(200, call.completion(reply), b.headers)
         return True
 
     _kind_slow_first_byte = _kind_ok
 
-    async def _kind_status(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        body = _error_body(f"fake upstream error {b.status}", b.status, b.error_code)
-        await conn.respond(b.status, body, b.headers)
+    async def _kind_status(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        await conn.respond(b.status, call.error(b.status, b.error_code), b.headers)
         return True
 
-    async def _kind_malformed(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        await conn.respond(200, b'{"choices": [tru', b.headers)
+    async def _kind_malformed(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        await conn.respond(200, call.malformed(), b.headers)
         return True
 
-    async def _kind_empty_choices(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        body = self._completion(payload, _Answer.build(payload, b), choices=False)
-        await conn.respond(200, body, b.headers)
+    async def _kind_empty_choices(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        await conn.respond(200, call.empty(reply), b.headers)
         return True
 
-    async def _kind_drop(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
+    async def _kind_drop(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
         return False
 
-    async def _kind_reset_mid_body(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        body = self._completion(payload, _Answer.build(payload, b))
+    async def _kind_reset_mid_body(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        body = call.completion(reply)
         headers = conn.base_headers("application/json", {"content-length": str(len(body)), **b.headers})
         await conn.write(_head(200, headers) + body[: len(body) // 2])
         await asyncio.sleep(0.05)  # let the client read the head before the RST
@@ -503,47 +467,34 @@ class FakeUpstream:
         conn.writer.transport.abort()
         return False
 
-    async def _kind_stream_cut(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        return await self._stream(payload, b, _Answer.build(payload, b), conn, b.cut_after)
+    async def _kind_stream_cut(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        return await self._stream(call.script(reply), b, conn, b.cut_after)
 
-    async def _kind_stream_stall(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        await self._stream(payload, b, _Answer.build(payload, b), conn, b.cut_after)
+    async def _kind_stream_stall(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        await self._stream(call.script(reply), b, conn, b.cut_after)
         with contextlib.suppress(asyncio.TimeoutError):  # silent until EOF, stop() or the cap
             await asyncio.wait_for(_until_eof(conn.reader), _STALL_MAX_S)
         return False
 
-    async def _kind_stream_error_event(self, payload: dict, b: Behavior, conn: _Conn) -> bool:
-        await self._stream(payload, b, _Answer.build(payload, b), conn, b.cut_after)
-        error = {"error": {"message": "fake mid-stream error", "type": "server_error"}}
-        await conn.write(_sse(error) + b"0\r\n\r\n")
+    async def _kind_stream_error_event(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
+        await self._stream(call.script(reply), b, conn, b.cut_after)
+        await conn.write(_chunk(call.error_event()) + b"0\r\n\r\n")
         return True
 
-    async def _stream(self, payload: dict, b: Behavior, answer: _Answer,
-                      conn: _Conn, n_deltas: int, finish: bool = False) -> bool:
-        """Send SSE head, role chunk and ``n_deltas`` deltas; with ``finish`` also the end."""
+    async def _stream(self, script: Script, b: Behavior, conn: _Conn, n_deltas: int,
+                      finish: bool = False) -> bool:
+        """Send the SSE head, the opening events and ``n_deltas`` deltas; with ``finish`` also the end."""
         headers = conn.base_headers("text/event-stream", {
             "cache-control": "no-cache", "transfer-encoding": "chunked", **b.headers})
-        base = {"id": f"chatcmpl-fake-{next(self._ids)}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": payload["model"]}
-
-        def chunk(delta: dict, finish_reason: str | None = None) -> bytes:
-            return _sse({**base, "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]})
-
-        await conn.write(_head(200, headers) + chunk({"role": "assistant", "content": ""}))
-        for i, delta in enumerate(answer.deltas[:max(0, n_deltas)]):
+        await conn.write(_head(200, headers) + b"".join(map(_chunk, script.opening)))
+        for i, event in enumerate(script.deltas[:max(0, n_deltas)]):
             if i and b.chunk_delay_s > 0:
                 await asyncio.sleep(b.chunk_delay_s)
-            await conn.write(chunk(delta))
+            await conn.write(_chunk(event))
         if not finish:
             return False
-        tail = chunk({}, answer.finish_reason)
-        options = payload.get("stream_options")
-        if isinstance(options, dict) and options.get("include_usage"):
-            tail += _sse({**base, "choices": [], "usage": answer.usage})
-        await conn.write(tail + _sse(b"[DONE]") + b"0\r\n\r\n")
+        await conn.write(b"".join(map(_chunk, script.closing)) + b"0\r\n\r\n")
         return True
-
 
 async def _until_eof(reader: asyncio.StreamReader) -> None:
     """Discard input until the peer closes the connection."""

@@ -162,16 +162,27 @@ class StreamAttempt:
 
 
 async def single_chunk_stream(completion: Completion) -> AsyncIterator[StreamChunk]:
-    """A whole completion as a one-chunk stream, for adapters that cannot stream."""
+    """A whole completion as a one-chunk stream, for adapters (or upstreams) that cannot stream.
+
+    The finish reason and any tool calls come from the completion's ``raw`` answer.
+    """
+    choice = ((completion.raw or {}).get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    delta = {"role": "assistant", "content": completion.text}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    finish = choice.get("finish_reason") or "stop"
     yield StreamChunk(
         raw={
+            "id": (completion.raw or {}).get("id", "chatcmpl-modelbroker"),
             "object": "chat.completion.chunk",
+            "created": (completion.raw or {}).get("created", 0),
             "model": completion.model,
-            "choices": [{"index": 0, "delta": {"role": "assistant", "content": completion.text},
-                         "finish_reason": "stop"}],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         },
         text=completion.text,
         has_content=True,
         usage=completion.usage,
         model=completion.model,
+        finish_reason=finish,
     )

@@ -171,8 +171,10 @@ class ProviderError(Exception):
 
     @property
     def quota_exhausted(self) -> bool:
-        """A 429 that will not pass by waiting: the account is out of credit."""
-        return self.status == 429 and self.code in QUOTA_CODES
+        """A refusal that will not pass by waiting: the account is out of credit."""
+        if self.status not in (400, 402, 403, 429):
+            return False
+        return self.code in QUOTA_CODES or "credit balance" in self.message.lower()
 
     @property
     def context_too_long(self) -> bool:

@@ -18,7 +18,7 @@ from core.hookspecs import hookimpl
 from core.pricing import estimated_usage
 from core.streaming import single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from core.upstream import rate_limit_of, redact, status_error, transport_error
+from core.upstream import rate_limit_of, redact, sse_data, status_error, transport_error
 
 TYPE = "openai"
 
@@ -174,19 +174,6 @@ async def read_stream(response: httpx.Response, secret: str | None) -> AsyncIter
         await response.aclose()
     if not finished:
         raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, with no finish_reason and no [DONE]")
-
-
-async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The ``data:`` payload of each server-sent event."""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
-        elif not line and data:
-            yield "\n".join(data)
-            data = []
-    if data:
-        yield "\n".join(data)
 
 
 def parse_chunk(data: str, secret: str | None = None) -> StreamChunk:

@@ -1,0 +1,199 @@
+"""Adapter ``type: anthropic``: Anthropic's Messages API.
+
+``endpoint`` is the Messages URL, e.g. ``https://api.anthropic.com/v1/messages``.
+The key goes in ``x-api-key``; ``anthropic-version`` is ``2023-06-01`` unless
+``options.anthropic_version`` says otherwise. ``max_tokens``, which Anthropic
+requires, is the request's, else ``options.max_tokens``, else 1024.
+
+The client's OpenAI request is converted (``plugins.anthropic_convert``) and the
+answer converted back, so /v1/chat/completions relays an OpenAI
+``chat.completion`` (or its chunks) whichever upstream answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timezone
+
+import httpx
+import orjson
+
+from core.hookspecs import hookimpl
+from core.streaming import single_chunk_stream
+from core.types import ChatRequest, Completion, ErrorKind, ProviderError, RateLimit, StreamChunk
+from core.upstream import redact, sse_data, status_error, transport_error
+from plugins.anthropic_convert import StreamState, parse_message, request_body
+
+TYPE = "anthropic"
+DEFAULT_VERSION = "2023-06-01"
+
+
+@hookimpl(trylast=True)
+def adapter_types():
+    return [TYPE]
+
+
+@hookimpl(trylast=True)
+def call_provider(provider, request, client):
+    if provider.type != TYPE:
+        return None
+    if request.stream:
+        return open_stream(provider, request, client)
+    return complete(provider, request, client)
+
+
+def request_headers(api_key: str | None, options: Mapping) -> dict[str, str]:
+    headers = {
+        "content-type": "application/json",
+        "anthropic-version": str(options.get("anthropic_version", DEFAULT_VERSION)),
+    }
+    if api_key:
+        headers["x-api-key"] = api_key
+    return headers
+
+
+def _secret(provider) -> str | None:
+    return provider.api_key.get_secret_value() if provider.api_key else None
+
+
+def _build(provider, request: ChatRequest, client: httpx.AsyncClient, secret: str | None) -> httpx.Request:
+    return client.build_request(
+        "POST",
+        provider.endpoint,
+        content=orjson.dumps(request_body(provider.model, request, provider.options)),
+        headers=request_headers(secret, provider.options),
+        timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s),
+    )
+
+
+async def complete(provider, request: ChatRequest, client: httpx.AsyncClient) -> Completion:
+    """One non-streaming call; raises ProviderError for every kind of failure."""
+    secret = _secret(provider)
+    started = time.perf_counter()
+    try:
+        response = await client.send(_build(provider, request, client, secret))
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    upstream_ms = (time.perf_counter() - started) * 1000
+    if response.status_code >= 300:
+        raise upstream_error(response.status_code, response.headers, response.content, secret)
+    completion = parse_body(response.content, provider.model, secret)
+    completion.upstream_ms = upstream_ms
+    completion.rate_limit = rate_limit_of(response.headers)
+    return completion
+
+
+def parse_body(content: bytes, model: str, secret: str | None) -> Completion:
+    """An Anthropic message body as a Completion; raises ProviderError(malformed) if it is none."""
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        snippet = redact(content[:80].decode("utf-8", "replace"), secret)
+        raise ProviderError(ErrorKind.MALFORMED, f"not an Anthropic message (body starts {snippet!r})") from None
+    return parse_message(data, model)
+
+
+async def open_stream(provider, request: ChatRequest, client: httpx.AsyncClient) -> AsyncIterator[StreamChunk]:
+    """Send a streaming request; return its chunks once the upstream has answered 2xx."""
+    secret = _secret(provider)
+    try:
+        response = await client.send(_build(provider, request, client, secret), stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    if response.status_code >= 300:
+        try:
+            content = await response.aread()
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            await response.aclose()
+        raise upstream_error(response.status_code, response.headers, content, secret)
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return _whole_answer_as_stream(response, provider.model, secret)
+    return read_stream(response, provider.model, secret)
+
+
+async def read_stream(response: httpx.Response, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+    """The upstream's events as OpenAI chunks; a stream that stops before ``message_stop`` raises."""
+    state = StreamState(model, secret)
+    try:
+        async for data in sse_data(response):
+            for chunk in state.feed(parse_event(data, secret)):
+                yield chunk
+            if state.done:
+                break
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    finally:
+        await response.aclose()
+    if not state.done:
+        raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, before message_stop")
+
+
+async def _whole_answer_as_stream(response: httpx.Response, model: str,
+                                  secret: str | None) -> AsyncIterator[StreamChunk]:
+    """An upstream (or proxy) that ignored ``stream: true`` and answered whole: one chunk."""
+    try:
+        content = await response.aread()
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    finally:
+        await response.aclose()
+    async for chunk in single_chunk_stream(parse_body(content, model, secret)):
+        yield chunk
+
+
+def parse_event(data: str, secret: str | None = None) -> dict:
+    """One event's JSON object; anything else raises ProviderError(malformed)."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        snippet = redact(data[:80], secret)
+        raise ProviderError(ErrorKind.MALFORMED, f"a stream event is not a JSON object (starts {snippet!r})")
+    return event
+
+
+def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret: str | None) -> ProviderError:
+    """``status_error`` (which reads Anthropic's error shape), plus its rate-limit headers and
+    its wording for a prompt that does not fit, so the router can try a larger context."""
+    error = status_error(status, headers, body, secret)
+    error.rate_limit = rate_limit_of(headers) or error.rate_limit
+    if status in (400, 413) and "prompt is too long" in error.message.lower():
+        error.code = "context_length_exceeded"
+    return error
+
+
+def rate_limit_of(headers: Mapping[str, str]) -> RateLimit | None:
+    """The ``anthropic-ratelimit-*`` headers, whose resets are RFC 3339 times, if any."""
+    requests = _int_header(headers.get("anthropic-ratelimit-requests-remaining"))
+    tokens = _int_header(headers.get("anthropic-ratelimit-tokens-remaining"))
+    if requests is None and tokens is None:
+        return None
+    return RateLimit(
+        remaining_requests=requests,
+        remaining_tokens=tokens,
+        reset_requests_s=_seconds_until(headers.get("anthropic-ratelimit-requests-reset")),
+        reset_tokens_s=_seconds_until(headers.get("anthropic-ratelimit-tokens-reset")),
+    )
+
+
+def _int_header(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _seconds_until(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,207 @@
+"""Adapter ``type: gemini``: Google's Gemini API (Google AI Studio keys).
+
+``endpoint`` is the models base, ``https://generativelanguage.googleapis.com/v1beta/models``;
+the adapter posts to ``{endpoint}/{model}:generateContent``, or for a stream to
+``{endpoint}/{model}:streamGenerateContent?alt=sse``. The key goes in the
+``x-goog-api-key`` header, never in the URL (URLs end up in logs).
+``options.max_tokens`` is a default ``maxOutputTokens``.
+
+The client's OpenAI request is converted (``plugins.gemini_convert``) and the
+answer converted back, so /v1/chat/completions relays an OpenAI
+``chat.completion`` (or its chunks) whichever upstream answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import orjson
+
+from core.hookspecs import hookimpl
+from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
+from core.upstream import duration_seconds, redact, sse_data, status_error, transport_error
+from plugins.gemini_convert import StreamState, parse_response, request_body
+
+TYPE = "gemini"
+
+
+@hookimpl(trylast=True)
+def adapter_types():
+    return [TYPE]
+
+
+@hookimpl(trylast=True)
+def call_provider(provider, request, client):
+    if provider.type != TYPE:
+        return None
+    if request.stream:
+        return open_stream(provider, request, client)
+    return complete(provider, request, client)
+
+
+def model_url(endpoint: str, model: str, stream: bool) -> str:
+    """The method URL for ``model`` (a ``models/`` prefix in the model name is allowed)."""
+    model = model.removeprefix("models/")
+    if stream:
+        return f"{endpoint.rstrip('/')}/{model}:streamGenerateContent?alt=sse"
+    return f"{endpoint.rstrip('/')}/{model}:generateContent"
+
+
+def request_headers(api_key: str | None) -> dict[str, str]:
+    headers = {"content-type": "application/json"}
+    if api_key:
+        headers["x-goog-api-key"] = api_key
+    return headers
+
+
+def _secret(provider) -> str | None:
+    return provider.api_key.get_secret_value() if provider.api_key else None
+
+
+def _build(provider, request: ChatRequest, client: httpx.AsyncClient, secret: str | None) -> httpx.Request:
+    return client.build_request(
+        "POST",
+        model_url(provider.endpoint, provider.model, request.stream),
+        content=orjson.dumps(request_body(request, provider.options)),
+        headers=request_headers(secret),
+        timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s),
+    )
+
+
+async def complete(provider, request: ChatRequest, client: httpx.AsyncClient) -> Completion:
+    """One non-streaming call; raises ProviderError for every kind of failure."""
+    secret = _secret(provider)
+    started = time.perf_counter()
+    try:
+        response = await client.send(_build(provider, request, client, secret))
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    upstream_ms = (time.perf_counter() - started) * 1000
+    if response.status_code >= 300:
+        raise upstream_error(response.status_code, response.headers, response.content, secret)
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        snippet = redact(response.content[:80].decode("utf-8", "replace"), secret)
+        raise ProviderError(ErrorKind.MALFORMED, f"not a Gemini response (body starts {snippet!r})") from None
+    completion = parse_response(data, provider.model, secret)
+    completion.upstream_ms = upstream_ms
+    return completion
+
+
+async def open_stream(provider, request: ChatRequest, client: httpx.AsyncClient) -> AsyncIterator[StreamChunk]:
+    """Send a streaming request; return its chunks once the upstream has answered 2xx."""
+    secret = _secret(provider)
+    try:
+        response = await client.send(_build(provider, request, client, secret), stream=True)
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    if response.status_code >= 300:
+        try:
+            content = await response.aread()
+        except httpx.HTTPError:
+            content = b""
+        finally:
+            await response.aclose()
+        raise upstream_error(response.status_code, response.headers, content, secret)
+    if response.headers.get("content-type", "").startswith("application/json"):
+        return _whole_answer_as_stream(response, provider.model, secret)
+    return read_stream(response, provider.model, secret)
+
+
+async def read_stream(response: httpx.Response, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+    """The upstream's responses as OpenAI chunks, then the usage chunk; a stream that
+    ends before any ``finishReason`` raises ProviderError(connection)."""
+    state = StreamState(model, secret)
+    try:
+        async for data in sse_data(response):
+            for chunk in state.feed(parse_event(data, secret)):
+                yield chunk
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    finally:
+        await response.aclose()
+    if not state.finished:
+        raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, before any finishReason")
+    usage = state.usage_chunk()
+    if usage is not None:
+        yield usage
+
+
+async def _whole_answer_as_stream(response: httpx.Response, model: str,
+                                  secret: str | None) -> AsyncIterator[StreamChunk]:
+    """An answer sent whole (one response, or the JSON array of a stream without ``alt=sse``),
+    read as the stream it stands for."""
+    try:
+        content = await response.aread()
+    except httpx.HTTPError as exc:
+        raise transport_error(exc, secret) from None
+    finally:
+        await response.aclose()
+    try:
+        data = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        snippet = redact(content[:80].decode("utf-8", "replace"), secret)
+        raise ProviderError(ErrorKind.MALFORMED, f"not a Gemini response (body starts {snippet!r})") from None
+    state = StreamState(model, secret)
+    for item in data if isinstance(data, list) else [data]:
+        for chunk in state.feed(item):
+            yield chunk
+    if not state.finished:
+        raise ProviderError(ErrorKind.MALFORMED, "not a Gemini response (no candidate with a finishReason)")
+    usage = state.usage_chunk()
+    if usage is not None:
+        yield usage
+
+
+def parse_event(data: str, secret: str | None = None) -> dict:
+    """One event's JSON object; anything else raises ProviderError(malformed)."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        snippet = redact(data[:80], secret)
+        raise ProviderError(ErrorKind.MALFORMED, f"a stream event is not a JSON object (starts {snippet!r})")
+    return event
+
+
+def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret: str | None) -> ProviderError:
+    """``status_error`` for Google's ``{"error": {"code", "message", "status"}}``: the code is
+    the ``status`` name (``RESOURCE_EXHAUSTED``), ``RetryInfo`` gives the retry delay, and a
+    prompt over the input limit is marked so the router can try a larger context."""
+    detail = _google_error(body)
+    if detail is not None:
+        body = orjson.dumps({"error": detail})  # also unwraps the [{"error": ...}] array form
+    error = status_error(status, headers, body, secret)
+    if detail is None:
+        return error
+    if detail.get("status"):
+        error.code = str(detail["status"])
+    if error.retry_after is None:
+        error.retry_after = _retry_delay(detail.get("details"))
+    if "exceeds the maximum number of tokens" in error.message:
+        error.code = "context_length_exceeded"
+    return error
+
+
+def _google_error(body: bytes) -> dict[str, Any] | None:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, list) and data:
+        data = data[0]
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def _retry_delay(details: Any) -> float | None:
+    """Seconds from a ``google.rpc.RetryInfo`` detail (``"retryDelay": "17s"``), if any."""
+    for detail in details if isinstance(details, list) else ():
+        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("RetryInfo"):
+            return duration_seconds(str(detail.get("retryDelay", "")))
+    return None

@@ -1,0 +1,512 @@
+"""plugins/anthropic.py (and anthropic_convert.py): OpenAI requests to Anthropic's Messages API and back.
+
+The converters are tested with plain dicts, the adapter against the fake upstream's
+``/v1/messages`` with a real ``httpx.AsyncClient``, and the whole path through a real
+gateway with the official ``openai`` client.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from core.config import ProviderConfig
+from core.types import ChatRequest, ErrorKind, ProviderError, Usage
+from plugins import anthropic
+from plugins.anthropic_convert import (
+    StreamState,
+    convert_messages,
+    convert_tool_choice,
+    parse_message,
+    parse_usage,
+    request_body,
+)
+
+SECRET = "sk-ant-adapter-test-SECRET-0123456789abcdef"
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+PROMPT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello big world"}]
+
+
+def chat_request(**fields) -> ChatRequest:
+    fields.setdefault("messages", [{"role": "user", "content": "hi"}])
+    return ChatRequest(**fields)
+
+
+# --- request conversion -------------------------------------------------------------------
+
+
+def test_system_and_developer_messages_become_the_system_string():
+    system, messages = convert_messages([
+        {"role": "system", "content": "be brief"},
+        {"role": "developer", "content": [{"type": "text", "text": "use French"}]},
+        {"role": "user", "content": "hi"},
+    ])
+    assert system == "be brief\n\nuse French"
+    assert messages == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+
+
+def test_content_parts_text_and_images():
+    _, messages = convert_messages([{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+        {"type": "input_audio", "input_audio": {"data": "..."}},
+        {"type": "text", "text": ""},
+    ]}])
+    assert messages[0]["content"] == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}},
+    ]
+
+
+def test_tool_calls_and_results_round_trip():
+    _, messages = convert_messages([
+        {"role": "user", "content": "weather in Paris and Rome?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "not json"}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "rainy"}]},
+        {"role": "user", "content": "thanks"},
+    ])
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[1]["content"] == [
+        {"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}},
+        {"type": "tool_use", "id": "call_2", "name": "get_weather", "input": {}},
+    ]
+    assert messages[2]["content"] == [  # both results and the next user turn in one user message
+        {"type": "tool_result", "tool_use_id": "call_1", "content": "sunny"},
+        {"type": "tool_result", "tool_use_id": "call_2", "content": "rainy"},
+        {"type": "text", "text": "thanks"},
+    ]
+
+
+def test_empty_messages_are_dropped():
+    _, messages = convert_messages([{"role": "user", "content": ""}, {"role": "assistant", "content": None},
+                                    {"role": "user", "content": "x"}])
+    assert messages == [{"role": "user", "content": [{"type": "text", "text": "x"}]}]
+
+
+def test_request_body_fields():
+    request = chat_request(messages=PROMPT, max_tokens=50, temperature=0.3, stream=True, extra={
+        "top_p": 0.9, "stop": "END", "tools": TOOLS, "tool_choice": "required", "user": "u-1",
+        "seed": 7, "response_format": {"type": "text"},
+    })
+    body = request_body("claude-x", request, {})
+    assert body == {
+        "model": "claude-x", "max_tokens": 50, "system": "be brief",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hello big world"}]}],
+        "temperature": 0.3, "top_p": 0.9, "stop_sequences": ["END"],
+        "tools": [{"name": "get_weather", "description": "Weather for a city",
+                   "input_schema": TOOLS[0]["function"]["parameters"]}],
+        "tool_choice": {"type": "any"}, "metadata": {"user_id": "u-1"}, "stream": True,
+    }
+
+
+def test_request_body_max_tokens_is_always_set():
+    assert request_body("m", chat_request(), {})["max_tokens"] == 1024
+    assert request_body("m", chat_request(), {"max_tokens": 99})["max_tokens"] == 99
+    assert request_body("m", chat_request(extra={"max_completion_tokens": 12}), {"max_tokens": 99})["max_tokens"] == 12
+    assert request_body("m", chat_request(max_tokens=5), {"max_tokens": 99})["max_tokens"] == 5
+
+
+def test_request_body_clamps_temperature_and_lists_stops():
+    body = request_body("m", chat_request(temperature=1.7, extra={"stop": ["a", "b"]}), {})
+    assert body["temperature"] == 1.0 and body["stop_sequences"] == ["a", "b"]
+    assert "stream" not in body and "system" not in body and "tools" not in body
+
+
+@pytest.mark.parametrize("choice, parallel, expected", [
+    ("auto", None, {"type": "auto"}),
+    ("required", None, {"type": "any"}),
+    ("none", None, {"type": "none"}),
+    ({"type": "function", "function": {"name": "f"}}, None, {"type": "tool", "name": "f"}),
+    (None, None, None),
+    (None, False, {"type": "auto", "disable_parallel_tool_use": True}),
+    ("required", False, {"type": "any", "disable_parallel_tool_use": True}),
+])
+def test_tool_choice_mapping(choice, parallel, expected):
+    assert convert_tool_choice(choice, parallel) == expected
+
+
+# --- response conversion ----------------------------------------------------------------------
+
+
+def test_parse_usage_adds_cache_tokens_to_the_prompt():
+    usage = parse_usage({"input_tokens": 10, "output_tokens": 4, "cache_read_input_tokens": 100,
+                         "cache_creation_input_tokens": 20})
+    assert usage == Usage(130, 4, 134, cached_tokens=100)
+    assert parse_usage({"input_tokens": 3, "output_tokens": 2}) == Usage(3, 2, 5)
+    assert parse_usage(None) == Usage()
+
+
+def test_parse_message_text_and_tool_use_as_chat_completion():
+    data = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
+            "content": [{"type": "text", "text": "Let me check. "},
+                        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 5, "cache_read_input_tokens": 2}}
+    completion = parse_message(data, "fallback")
+    assert completion.text == "Let me check. " and completion.model == "claude-3-5-haiku-20241022"
+    assert completion.usage == Usage(11, 5, 16, cached_tokens=2)
+    raw = completion.raw
+    assert raw["object"] == "chat.completion" and raw["id"] == "msg_1" and isinstance(raw["created"], int)
+    choice = raw["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"] == [{"id": "toolu_1", "type": "function", "function": {
+        "name": "get_weather", "arguments": '{"city":"Paris"}'}}]
+    assert raw["usage"] == {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16,
+                            "prompt_tokens_details": {"cached_tokens": 2}}
+
+
+def test_parse_message_tool_only_answer_has_null_content():
+    data = {"content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}], "stop_reason": "tool_use"}
+    message = parse_message(data, "m").raw["choices"][0]["message"]
+    assert message["content"] is None and message["tool_calls"][0]["function"]["arguments"] == "{}"
+
+
+@pytest.mark.parametrize("stop_reason, finish", [("end_turn", "stop"), ("stop_sequence", "stop"),
+                                                 ("max_tokens", "length"), ("tool_use", "tool_calls"),
+                                                 ("refusal", "content_filter"), (None, "stop")])
+def test_finish_reason_mapping(stop_reason, finish):
+    data = {"content": [{"type": "text", "text": "x"}], "stop_reason": stop_reason}
+    assert parse_message(data, "m").raw["choices"][0]["finish_reason"] == finish
+
+
+@pytest.mark.parametrize("data", [{}, [], {"content": "text"}, None, {"type": "error"}])
+def test_parse_message_not_a_message_is_malformed(data):
+    with pytest.raises(ProviderError) as caught:
+        parse_message(data, "m")
+    assert caught.value.kind is ErrorKind.MALFORMED
+
+
+# --- stream conversion ---------------------------------------------------------------------------
+
+
+def feed_all(state: StreamState, events: list[dict]) -> list:
+    return [chunk for event in events for chunk in state.feed(event)]
+
+
+def test_stream_text_events_to_chunks():
+    state = StreamState("fallback")
+    chunks = feed_all(state, [
+        {"type": "message_start", "message": {"id": "msg_9", "model": "claude-x", "content": [],
+                                              "usage": {"input_tokens": 25, "output_tokens": 1,
+                                                        "cache_read_input_tokens": 5}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "lo"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 15}},
+        {"type": "brand_new_event"},
+    ])
+    assert not state.done
+    assert state.feed({"type": "message_stop"}) == [] and state.done
+    assert chunks[0].raw["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0].has_content is False and chunks[0].model == "claude-x"
+    assert [c.text for c in chunks[1:3]] == ["Hel", "lo"] and all(c.has_content for c in chunks[1:3])
+    assert chunks[3].finish_reason == "length" and chunks[3].raw["choices"][0]["delta"] == {}
+    usage_chunk = chunks[4]
+    assert usage_chunk.raw["choices"] == [] and usage_chunk.usage == Usage(30, 15, 45, cached_tokens=5)
+    assert usage_chunk.raw["usage"]["total_tokens"] == 45
+    assert len(chunks) == 5
+    assert all(c.raw["id"] == "msg_9" and c.raw["object"] == "chat.completion.chunk" for c in chunks)
+
+
+def test_stream_tool_use_events_to_tool_call_deltas():
+    state = StreamState("m")
+    chunks = feed_all(state, [
+        {"type": "message_start", "message": {"id": "msg_1", "model": "m", "usage": {"input_tokens": 3}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Checking."}},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": ""}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"city":'}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '"Paris"}'}},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 20}},
+    ])
+    deltas = [c.raw["choices"][0]["delta"] for c in chunks if c.raw["choices"]]
+    assert deltas[2] == {"tool_calls": [{"index": 0, "id": "toolu_1", "type": "function",
+                                         "function": {"name": "get_weather", "arguments": ""}}]}
+    assert deltas[3:5] == [{"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+                           {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]}]
+    assert all(c.has_content and c.text == "" for c in chunks[2:5])
+    assert chunks[5].finish_reason == "tool_calls"
+
+
+def test_stream_thinking_deltas_are_not_content():
+    state = StreamState("m")
+    assert state.feed({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "thinking_delta", "thinking": "hmm"}}) == []
+
+
+def test_stream_error_event_raises_redacted_error_event():
+    state = StreamState("m", SECRET)
+    with pytest.raises(ProviderError) as caught:
+        state.feed({"type": "error", "error": {"type": "overloaded_error", "message": f"Overloaded {SECRET}"}})
+    assert caught.value.kind is ErrorKind.ERROR_EVENT and caught.value.code == "overloaded_error"
+    assert "Overloaded" in caught.value.message and SECRET[:12] not in caught.value.message
+
+
+@pytest.mark.parametrize("data", ["{oops", "[1]", '"text"'])
+def test_parse_event_not_an_object_is_malformed(data):
+    with pytest.raises(ProviderError) as caught:
+        anthropic.parse_event(data)
+    assert caught.value.kind is ErrorKind.MALFORMED
+
+
+# --- errors and headers --------------------------------------------------------------------------
+
+
+def test_upstream_error_reads_anthropic_shape_and_marks_long_prompts():
+    body = json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}).encode()
+    error = anthropic.upstream_error(529, {}, body, SECRET)
+    assert error.kind is ErrorKind.STATUS and error.status == 529 and error.code == "overloaded_error"
+    assert "Overloaded" in error.message
+    body = json.dumps({"type": "error", "error": {"type": "invalid_request_error",
+                                                  "message": "prompt is too long: 210000 tokens > 200000 maximum"}})
+    error = anthropic.upstream_error(400, {}, body.encode(), SECRET)
+    assert error.context_too_long and error.code == "context_length_exceeded"
+
+
+def test_upstream_error_never_holds_the_key():
+    body = json.dumps({"type": "error", "error": {"type": "authentication_error",
+                                                  "message": f"invalid x-api-key {SECRET}"}}).encode()
+    error = anthropic.upstream_error(401, {}, body, SECRET)
+    assert SECRET[:12] not in error.message and "***" in error.message
+
+
+def test_rate_limit_headers():
+    reset = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 30))
+    limit = anthropic.rate_limit_of({
+        "anthropic-ratelimit-requests-remaining": "49", "anthropic-ratelimit-tokens-remaining": "39000",
+        "anthropic-ratelimit-requests-reset": reset, "anthropic-ratelimit-tokens-reset": "not a date",
+    })
+    assert limit.remaining_requests == 49 and limit.remaining_tokens == 39000
+    assert 25 < limit.reset_requests_s <= 31 and limit.reset_tokens_s is None
+    assert anthropic.rate_limit_of({"x-ratelimit-remaining-requests": "3"}) is None
+
+
+def test_request_headers():
+    assert anthropic.request_headers(None, {}) == {"content-type": "application/json",
+                                                   "anthropic-version": "2023-06-01"}
+    headers = anthropic.request_headers("k", {"anthropic_version": "2024-01-01"})
+    assert headers["x-api-key"] == "k" and headers["anthropic-version"] == "2024-01-01"
+
+
+def test_declines_other_types():
+    provider = ProviderConfig(name="p", endpoint="http://x/v1", model="m", cost_per_1k_tokens=0)
+    assert anthropic.call_provider(provider=provider, request=chat_request(), client=None) is None
+    assert anthropic.adapter_types() == ["anthropic"]
+
+
+# --- against the fake upstream -----------------------------------------------------------------------
+
+
+def claude(upstream, model: str = "claude-t", **fields) -> ProviderConfig:
+    fields.setdefault("api_key", SECRET)
+    return ProviderConfig(name="claude", type="anthropic", endpoint=upstream.messages_url, model=model,
+                          cost_per_1k_tokens=0.0, **fields)
+
+
+async def collect(chunks) -> list:
+    return [chunk async for chunk in chunks]
+
+
+async def test_complete_sends_key_version_and_converted_body(upstream):
+    request = chat_request(messages=PROMPT)
+    async with httpx.AsyncClient(timeout=5) as client:
+        completion = await anthropic.complete(claude(upstream, options={"anthropic_version": "2099-01-01"}),
+                                              request, client)
+    assert completion.text == "Fake reply from claude-t: hello big world"
+    assert completion.usage == Usage(5, 7, 12, cached_tokens=0)
+    sent = upstream.requests[-1]
+    assert sent["headers"]["x-api-key"] == SECRET and sent["headers"]["anthropic-version"] == "2099-01-01"
+    assert sent["json"]["system"] == "be brief" and sent["json"]["max_tokens"] == 1024
+    assert "stream" not in sent["json"]
+
+
+async def test_complete_without_key_is_a_401(upstream):
+    async with httpx.AsyncClient(timeout=5) as client:
+        with pytest.raises(ProviderError) as caught:
+            await anthropic.complete(claude(upstream, api_key=None), chat_request(), client)
+    assert caught.value.status == 401 and caught.value.code == "authentication_error"
+    assert "x-api-key header is required" in caught.value.message
+
+
+async def test_complete_malformed_body(upstream):
+    upstream.set_behavior("claude-t", "malformed")
+    async with httpx.AsyncClient(timeout=5) as client:
+        with pytest.raises(ProviderError) as caught:
+            await anthropic.complete(claude(upstream), chat_request(), client)
+    assert caught.value.kind is ErrorKind.MALFORMED
+
+
+async def test_open_stream_yields_chunks_and_usage(upstream):
+    async with httpx.AsyncClient(timeout=5) as client:
+        chunks = await collect(await anthropic.open_stream(claude(upstream), chat_request(messages=PROMPT,
+                                                                                          stream=True), client))
+    assert "".join(c.text for c in chunks) == "Fake reply from claude-t: hello big world"
+    assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+    assert [c.usage for c in chunks if c.usage] == [Usage(5, 7, 12, cached_tokens=0)]
+    assert upstream.requests[-1]["json"]["stream"] is True
+
+
+@pytest.mark.parametrize("behavior, kind", [
+    ({"kind": "stream_cut", "cut_after": 2}, ErrorKind.CONNECTION),
+    ({"kind": "stream_error_event", "cut_after": 2}, ErrorKind.ERROR_EVENT),
+    ({"kind": "stream_stall", "cut_after": 1}, ErrorKind.TIMEOUT),
+    ({"kind": "malformed"}, ErrorKind.MALFORMED),
+])
+async def test_open_stream_failures(upstream, behavior, kind):
+    upstream.set_behavior("claude-t", behavior)
+    got = []
+    async with httpx.AsyncClient(timeout=5) as client:
+        with pytest.raises(ProviderError) as caught:
+            async for chunk in await anthropic.open_stream(claude(upstream, timeout_s=0.3),
+                                                           chat_request(stream=True), client):
+                got.append(chunk)
+    assert caught.value.kind is kind
+    if behavior["kind"] in ("stream_cut", "stream_error_event"):
+        assert sum(1 for c in got if c.has_content) == 2
+
+
+async def test_open_stream_status_raises_before_any_chunk(upstream):
+    upstream.set_behavior("claude-t", {"kind": "status", "status": 529})
+    async with httpx.AsyncClient(timeout=5) as client:
+        with pytest.raises(ProviderError) as caught:
+            await anthropic.open_stream(claude(upstream), chat_request(stream=True), client)
+    assert caught.value.status == 529 and caught.value.code == "overloaded_error"
+
+
+# --- through the gateway -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def claude_gateway(gateway, provider, upstream):
+    """``claude_gateway(*extra_providers, **claude_fields)``: a gateway whose first provider is
+    Anthropic on the fake upstream; retries off so fallbacks are immediate."""
+
+    def start(*extra: dict, **fields):
+        fields = {"api_key": SECRET, **fields}
+        entry = provider("claude", model="claude-t", type="anthropic", endpoint=upstream.messages_url,
+                         priority=1, **fields)
+        if entry["api_key"] is None:
+            del entry["api_key"]
+        return gateway({"providers": [entry, *extra], "reliability": {"retries": 0}})
+
+    return start
+
+
+def oa_client(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="client-key", timeout=10, max_retries=0)
+
+
+def test_generate_through_the_gateway(claude_gateway, upstream):
+    gw = claude_gateway()
+    r = gw.generate({"prompt": "hello big world", "max_tokens": 20})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["response"] == "Fake reply from claude-t: hello big world"
+    assert body["provider"] == "claude/claude-t" and body["tokens"] == 10
+    assert upstream.requests[-1]["json"]["max_tokens"] == 20
+    line = gw.log_lines()[0]
+    assert line["success"] is True and (line["prompt_tokens"], line["completion_tokens"]) == (3, 7)
+    assert "tokens_estimated" not in line
+
+
+def test_chat_completions_with_system_prompt_and_tools(claude_gateway, upstream):
+    gw = claude_gateway()
+    oa = oa_client(gw)
+    answer = oa.chat.completions.create(model="auto", messages=PROMPT)
+    assert answer.choices[0].message.content == "Fake reply from claude-t: hello big world"
+    assert answer.choices[0].finish_reason == "stop" and answer.usage.total_tokens == 12
+    assert upstream.requests[-1]["json"]["system"] == "be brief"
+    answer = oa.chat.completions.create(model="auto", messages=PROMPT, tools=TOOLS, tool_choice="auto")
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls[0].function.name == "get_weather"
+    assert choice.message.tool_calls[0].function.arguments == "{}"
+    sent = upstream.requests[-1]["json"]
+    assert sent["tools"][0]["input_schema"] == TOOLS[0]["function"]["parameters"]
+    assert sent["tool_choice"] == {"type": "auto"}
+
+
+def test_chat_completions_stream_with_usage(claude_gateway, upstream):
+    upstream.set_behavior("claude-t", {"chunks": 4})
+    gw = claude_gateway()
+    stream = oa_client(gw).chat.completions.create(model="auto", messages=PROMPT, stream=True,
+                                                   stream_options={"include_usage": True})
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Fake reply from claude-t: hello big world"
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) == 4
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    assert chunks[-1].usage.prompt_tokens == 5 and chunks[-1].usage.completion_tokens == 7
+    line = gw.log_lines()[0]
+    assert line["success"] is True and line["total_tokens"] == 12 and "tokens_estimated" not in line
+
+
+def test_generate_stream(claude_gateway):
+    gw = claude_gateway()
+    with gw.client.stream("POST", "/generate", json={"prompt": "hello big world", "stream": True}) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
+    assert "".join(e.get("delta", "") for e in events) == "Fake reply from claude-t: hello big world"
+    assert events[-1]["done"] is True and events[-1]["tokens"] == 10
+
+
+@pytest.mark.parametrize("behavior, status", [
+    ({"kind": "status", "status": 429, "headers": {"retry-after": "1"}}, 429),
+    ({"kind": "status", "status": 500}, 500),
+    ({"kind": "status", "status": 529}, 529),
+    ({"kind": "malformed"}, None),
+])
+def test_failures_fall_back_to_the_next_provider(claude_gateway, provider, upstream, behavior, status):
+    upstream.set_behavior("claude-t", behavior)
+    gw = claude_gateway(provider("backup", priority=2))
+    r = gw.generate({"prompt": "hi"})
+    assert r.status_code == 200 and r.json()["provider"] == "backup/backup" and r.json()["attempts"] == 2
+    first, second = gw.log_lines()
+    assert first["provider"] == "claude" and first["success"] is False and first["status"] == status
+    assert second["provider"] == "backup" and second["success"] is True
+
+
+def test_missing_key_is_a_401_and_falls_back(claude_gateway, provider, upstream):
+    gw = claude_gateway(provider("backup", priority=2), api_key=None)
+    r = gw.generate({"prompt": "hi"})
+    assert r.status_code == 200 and r.json()["provider"] == "backup/backup"
+    assert "x-api-key" not in upstream.requests[0]["headers"]
+    assert gw.log_lines()[0]["status"] == 401
+
+
+def test_stream_cut_after_content_ends_with_an_error_event(claude_gateway, provider, upstream):
+    upstream.set_behavior("claude-t", {"kind": "stream_cut", "cut_after": 2})
+    gw = claude_gateway(provider("backup", priority=2))
+    payload = {"model": "auto", "messages": PROMPT, "stream": True}
+    with gw.client.stream("POST", "/v1/chat/completions", json=payload) as r:
+        events = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+    assert "[DONE]" not in events
+    assert json.loads(events[-1])["error"]["code"] == "stream_interrupted"
+    assert sum(1 for e in events[:-1] if json.loads(e)["choices"][0]["delta"].get("content")) == 2
+    lines = gw.log_lines()
+    assert len(lines) == 1 and lines[0]["error_kind"] == "partial"
+
+
+def test_the_key_never_reaches_responses_or_the_log(claude_gateway, upstream):
+    upstream.set_behavior("claude-t", {"kind": "status", "status": 401})
+    gw = claude_gateway()
+    r = gw.generate({"prompt": "hi"})
+    assert r.status_code == 502
+    assert SECRET not in r.text and SECRET[:12] not in r.text
+    gw.stop()
+    log = gw.log_file.read_text()
+    assert "claude" in log and SECRET not in log and SECRET[:12] not in log
