@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from core.config import ConfigError
-from core.settings import Settings
+from core.settings import Settings, load_settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,7 +63,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace, **overrides) -> Settings:
     values = {k: getattr(args, k, None) for k in ("config", "host", "port")}
     values.update(overrides)
-    return Settings(**{k: v for k, v in values.items() if v is not None})
+    return load_settings(**{k: v for k, v in values.items() if v is not None})
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -83,7 +83,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _reload(args: argparse.Namespace) -> int:
     import httpx
 
-    settings = Settings()
+    settings = load_settings()
     url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/admin/reload"
     try:
         answer = httpx.post(url, timeout=30)

@@ -1,8 +1,9 @@
 """``modelbroker demo``: the gateway, offline, in front of the project's fake upstream.
 
 The demo config has three providers on one fake upstream. The first one's model
-always fails with a 500, so every request shows a fallback: app.log gets a
-failed attempt and a successful one.
+always fails with a 500, so the first requests show a fallback (app.log gets the
+failed attempts and the successful one); after three failures the provider
+cools down and requests go straight to the backup until its trial request.
 """
 
 from __future__ import annotations

@@ -16,11 +16,14 @@ from core.hookcall import HookCalls, PluginError
 from core.http_client import make_http_client
 from core.plugin_manager import make_plugin_manager
 from core.router import NoProviderAvailable, Router
-from core.settings import Settings
+from core.settings import Settings, load_settings
 from core.tokens import load_encoding
 from core.types import ChatRequest
 
 log = logging.getLogger("modelbroker")
+
+#: The name the health tracker is registered under, as a plugin hearing every attempt.
+HEALTH_PLUGIN = "health"
 
 
 class Gateway:
@@ -41,12 +44,17 @@ class Gateway:
     @classmethod
     def from_settings(cls, settings: Settings | None = None, pm: pluggy.PluginManager | None = None) -> Gateway:
         """Load providers.yaml and the plugins; raises ConfigError with a clear message."""
-        settings = settings or Settings()
+        settings = settings or load_settings()
         config = load_config(settings.config)
-        if pm is None:
-            blocked = [*config.plugins.disabled, *settings.disabled_plugins]
-            pm = make_plugin_manager(blocked=blocked)
-        return cls(settings, config, pm)
+        try:
+            if pm is None:
+                blocked = [*config.plugins.disabled, *settings.disabled_plugins]
+                if HEALTH_PLUGIN in blocked:
+                    raise ConfigError(f"plugins.disabled: {HEALTH_PLUGIN!r} is part of the core and cannot be disabled")
+                pm = make_plugin_manager(blocked=blocked)
+            return cls(settings, config, pm)
+        except (PluginError, pluggy.PluginValidationError) as exc:
+            raise ConfigError(f"a plugin failed to load: {exc}") from None
 
     async def start(self) -> None:
         """Open the HTTP client, run the plugins' on_startup, then freeze the hook lists."""
@@ -59,7 +67,7 @@ class Gateway:
         except PluginError:
             await self.client.aclose()
             raise
-        self.pm.register(self.health, name="health")
+        self.pm.register(self.health, name=HEALTH_PLUGIN)
         self.pm.check_pending()
         self.hooks = HookCalls(self.pm)
         self.router = Router(self.hooks, self.client, self.config, self.health)

@@ -12,7 +12,7 @@ raised it. Hook wrappers are not supported.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from core.config import GatewayConfig, ProviderConfig
     from core.health import HealthTracker
     from core.settings import Settings
-    from core.types import ChatRequest, Completion, ProviderError
+    from core.types import ChatRequest, Completion, ProviderError, StreamChunk
 
 hookspec = pluggy.HookspecMarker("modelbroker")
 hookimpl = pluggy.HookimplMarker("modelbroker")
@@ -126,17 +126,22 @@ def select_provider(
 @hookspec(firstresult=True)
 def call_provider(
     provider: ProviderConfig, request: ChatRequest, client: httpx.AsyncClient
-) -> Awaitable[Completion] | None:
-    """Start one attempt at ``provider``; called per provider until one succeeds.
+) -> Awaitable[Completion | AsyncIterator[StreamChunk]] | None:
+    """Start one attempt at ``provider``; called per attempt until one succeeds.
 
     :param provider: the provider to call; its ``type`` says which adapter handles it.
-    :param request: the client's request.
+    :param request: the client's request; ``request.stream`` asks for a stream.
     :param client: the shared, pooled HTTP client; use it rather than a new one.
 
-    Return None at once if ``provider.type`` is not yours, else an awaitable
-    giving a ``Completion``. The awaitable raises ``ProviderError`` for any
-    failure of the call, with a message that holds no secret. The first
-    non-None answer wins.
+    Return None at once if ``provider.type`` is not yours, else an awaitable.
+    For a whole answer it gives a ``Completion``. For ``request.stream`` it gives
+    an async iterator of ``StreamChunk`` once the upstream has accepted the
+    request (a status error is raised by the awaitable, not by the iterator);
+    an adapter that cannot stream may give a ``Completion`` instead, which is
+    sent as one chunk. The awaitable and the iterator raise ``ProviderError``
+    for any failure, with a message that holds no secret; the iterator must
+    close its upstream connection when closed (``aclose``). The first non-None
+    answer wins.
     """
 
 

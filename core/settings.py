@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -20,6 +23,34 @@ class Settings(BaseSettings):
     log_file: str = "app.log"
     host: str = "127.0.0.1"
     port: int = 8000
-    disabled_plugins: list[str] = []
+    disabled_plugins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = 1024 * 1024
     graceful_shutdown_s: float = 30.0
+
+    @field_validator("disabled_plugins", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        """``cost,latency`` or ``["cost", "latency"]``."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; a bad value raises ConfigError naming the variable."""
+    from pydantic import ValidationError
+
+    from core.config import ConfigError
+    from core.validation import message
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"MODELBROKER_{str(error['loc'][0]).upper()}: {message(error)}"
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigError("; ".join(lines)) from None
