@@ -56,7 +56,8 @@ class ProviderConfig(BaseModel):
         # A provider disabled for an unset ${VAR} keeps the ``${VAR}`` text where the
         # value would be, so its endpoint need not be a URL yet.
         if self.disabled_reason is None and not self.endpoint.startswith(("http://", "https://")):
-            raise ValueError(f"endpoint must be an http:// or https:// URL, got {self.endpoint!r}")
+            shown = _without_credentials(self.endpoint)
+            raise ValueError(f"endpoint must be an http:// or https:// URL, got {shown!r}")
         split = (self.cost_per_1k_input_tokens, self.cost_per_1k_output_tokens)
         if (split[0] is None) != (split[1] is None):
             raise ValueError(
@@ -252,6 +253,12 @@ def _check_unique_ids(config: GatewayConfig, label: str) -> None:
                 f"providers[{seen[provider.id]}]; give one of them a distinct 'id:'"
             )
         seen[provider.id] = index
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` less its query, fragment and ``user:password@``: where a URL may carry a key."""
+    url = re.split(r"[?#]", url, maxsplit=1)[0]
+    return re.sub(r"^([^/]*//)?[^/@]*@", r"\1", url)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -172,17 +172,21 @@ async def single_chunk_stream(completion: Completion) -> AsyncIterator[StreamChu
     if message.get("tool_calls"):
         delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
     finish = choice.get("finish_reason") or "stop"
+    head = {
+        "id": (completion.raw or {}).get("id", "chatcmpl-modelbroker"),
+        "object": "chat.completion.chunk",
+        "created": (completion.raw or {}).get("created", 0),
+        "model": completion.model,
+    }
     yield StreamChunk(
-        raw={
-            "id": (completion.raw or {}).get("id", "chatcmpl-modelbroker"),
-            "object": "chat.completion.chunk",
-            "created": (completion.raw or {}).get("created", 0),
-            "model": completion.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        },
-        text=completion.text,
-        has_content=True,
-        usage=completion.usage,
-        model=completion.model,
-        finish_reason=finish,
+        raw={**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]},
+        text=completion.text, has_content=True, model=completion.model, finish_reason=finish,
+    )
+    usage = completion.usage
+    yield StreamChunk(
+        raw={**head, "choices": [], "usage": {
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        }},
+        usage=usage,
     )

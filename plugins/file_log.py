@@ -33,8 +33,8 @@ def on_startup(pm, settings, config):
     options = config.plugins.settings_for(NAME)
     writer = FileLogWriter(
         Path(settings.log_file),
-        include_prompts=bool(options.get("include_prompts", False)),
-        include_responses=bool(options.get("include_responses", False)),
+        include_prompts=_flag(options.get("include_prompts", False)),
+        include_responses=_flag(options.get("include_responses", False)),
     )
     pm.register(writer, name=f"{NAME}.writer")
     return writer.start()
@@ -136,6 +136,13 @@ class FileLogWriter:
         except OSError:
             self._buffer[:0] = batch
             raise
+
+
+def _flag(value: Any) -> bool:
+    """A setting read as a boolean; ``"false"`` (what ``${VAR}`` gives) is false."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def _open_append(path: Path):

@@ -26,7 +26,7 @@ router = APIRouter()
 class GenerateBody(BaseModel):
     """The request body of POST /generate."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(min_length=1, description="The prompt, sent as one user message.")
     max_tokens: int | None = Field(default=None, gt=0)

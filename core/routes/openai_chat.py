@@ -32,16 +32,20 @@ OWNED_FIELDS = frozenset({"model", "messages", "stream", "max_tokens", "temperat
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
 
 
 class ChatCompletionBody(BaseModel):
-    """The OpenAI chat request; fields not listed here are allowed and passed through."""
+    """The OpenAI chat request; fields not listed here are allowed and passed through.
 
-    model_config = ConfigDict(extra="allow")
+    Strict: ``"stream": "false"`` or ``"max_tokens": "5"`` is refused (as OpenAI
+    does), since the body is passed on as sent, not as pydantic would coerce it.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str = Field(default="auto", min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)

@@ -1,0 +1,64 @@
+"""core/app.py and main.py: ``uvicorn main:app`` starts the gateway, or stops with one clear line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from core.app import create_app
+from core.settings import Settings
+from core.testing import free_port
+
+BAD = {
+    "bad-field": ('providers:\n  - {name: a, endpoint: "http://h/v1", model: m, cost_per_1k_tokens: 1, priority: top}\n',
+                  "bad.yaml: providers[0].priority: must be an integer (provider 'a')"),
+    "unknown-strategy": ("strategy: fastest\n", "bad.yaml: strategy: unknown strategy 'fastest'; installed strategies: "),
+}
+
+
+def one_clear_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_import_main_with_a_bad_config_exits_with_one_line(case, write_config, subprocess_env, repo_root):
+    text, expected = BAD[case]
+    config = write_config(text, name="bad.yaml")
+    done = subprocess.run([sys.executable, "-c", "import main"], cwd=repo_root, capture_output=True, text=True,
+                          env=subprocess_env(MODELBROKER_CONFIG=str(config)), timeout=60)
+    assert one_clear_line(done).startswith(f"modelbroker: cannot start: {expected}")
+
+
+def test_import_main_with_a_missing_config(tmp_path, subprocess_env, repo_root):
+    missing = tmp_path / "nowhere.yaml"
+    done = subprocess.run([sys.executable, "-c", "import main"], cwd=repo_root, capture_output=True, text=True,
+                          env=subprocess_env(MODELBROKER_CONFIG=str(missing)), timeout=60)
+    assert one_clear_line(done).startswith(f"modelbroker: cannot start: {missing}: file not found")
+
+
+def test_uvicorn_main_app_with_a_bad_config(write_config, subprocess_env, repo_root):
+    config = write_config(BAD["bad-field"][0], name="bad.yaml")
+    done = subprocess.run([sys.executable, "-m", "uvicorn", "main:app", "--port", str(free_port())], cwd=repo_root,
+                          capture_output=True, text=True, env=subprocess_env(MODELBROKER_CONFIG=str(config)), timeout=60)
+    assert one_clear_line(done) == f"modelbroker: cannot start: {BAD['bad-field'][1]}"
+
+
+def test_import_main_with_the_shipped_config_and_no_key(subprocess_env, repo_root):
+    done = subprocess.run([sys.executable, "-c", "import main; print(type(main.app).__name__)"], cwd=repo_root,
+                          capture_output=True, text=True, env=subprocess_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "FastAPI"
+    assert done.stderr.count("GROQ_API_KEY") == 2  # one warning per disabled provider
+
+
+def test_create_app_builds_without_starting(write_config, provider, upstream):
+    app = create_app(Settings(config=write_config({"providers": [provider("a")]}), log_file=""))
+    paths = set(app.openapi()["paths"])
+    assert {"/generate", "/health"} <= paths
+    assert upstream.calls == {}

@@ -1,0 +1,134 @@
+"""core/cli.py: the ``modelbroker`` command, run as the installed console script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+KEY = "sk-cli-test-secret-5a6b7c8d9e0f"
+URL = "http://127.0.0.1:9/v1/chat/completions"
+CONFIG = f"""\
+providers:
+  - {{name: a, endpoint: "{URL}", model: big, priority: 1, cost_per_1k_tokens: 0.03, api_key: "${{MB_CLI_KEY}}"}}
+  - {{name: b, endpoint: "{URL}", model: small, priority: 2, cost_per_1k_input_tokens: 0.001, cost_per_1k_output_tokens: 0.002}}
+  - {{name: c, endpoint: "{URL}", model: tiny, priority: 0, cost_per_1k_tokens: 0, api_key: "${{MB_CLI_UNSET}}"}}
+"""
+
+
+@pytest.fixture(scope="module")
+def modelbroker() -> Path:
+    script = Path(sys.executable).with_name("modelbroker")
+    assert script.exists(), "the modelbroker console script is not installed (pip install -e .)"
+    return script
+
+
+@pytest.fixture
+def run(modelbroker, subprocess_env, repo_root):
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(modelbroker), *args], env=subprocess_env(**env), cwd=repo_root,
+                              capture_output=True, text=True, timeout=60)
+
+    return run
+
+
+def test_check_shows_providers_and_the_order_of_every_strategy(run, write_config, installed_strategies):
+    config = write_config(CONFIG)
+    done = run("check", "--config", str(config), MB_CLI_KEY=KEY)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"{config}: valid, 3 providers, strategy 'priority'"
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("a/", "b/", "c/"))}
+    assert rows["a/big"][1:5] == ["openai", "1", "0.03/0.03", "yes"]
+    assert rows["b/small"][1:5] == ["openai", "2", "0.001/0.002", "yes"]
+    assert rows["c/tiny"][1:4] == ["openai", "0", "0/0"]
+    assert "no: environment variable MB_CLI_UNSET is not set" in " ".join(rows["c/tiny"])
+    assert "Order for a short prompt, by strategy:" in lines
+    orders = {line.split(":")[0].strip(): line.split(": ", 1)[1] for line in lines if line.startswith("  ")}
+    assert set(orders) == {s + (" (configured)" if s == "priority" else "") for s in installed_strategies}
+    assert orders["priority (configured)"] == "a/big -> b/small"
+    assert orders["cost"] == "b/small -> a/big"
+    assert all("c/tiny" not in order for order in orders.values())
+    assert KEY not in done.stdout + done.stderr
+
+
+def test_check_with_strategy_cost_marks_it_configured(run, write_config):
+    done = run("check", "--config", str(write_config("strategy: cost\n" + CONFIG)), MB_CLI_KEY=KEY)
+    assert done.returncode == 0, done.stderr
+    assert "  cost (configured): b/small -> a/big" in done.stdout.splitlines()
+
+
+def test_check_with_no_enabled_provider(run, write_config):
+    done = run("check", "--config", str(write_config(CONFIG.replace("${MB_CLI_KEY}", "${MB_CLI_UNSET}")
+                                                       .replace("cost_per_1k_output_tokens: 0.002}",
+                                                                "cost_per_1k_output_tokens: 0.002, enabled: false}"))))
+    assert done.returncode == 0, done.stderr
+    assert "No enabled provider: nothing to order." in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (CONFIG.replace("priority: 2", "priority: second"),
+         "modelbroker: providers.yaml: providers[1].priority: must be an integer (provider 'b')"),
+        ("strategy: fastest\n" + CONFIG, "modelbroker: providers.yaml: strategy: unknown strategy 'fastest'"),
+    ],
+    ids=["bad-field", "unknown-strategy"],
+)
+def test_check_refuses_a_bad_config_in_one_line(run, write_config, text, expected):
+    done = run("check", "--config", str(write_config(text)), MB_CLI_KEY=KEY)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr
+    (line,) = [line for line in done.stderr.splitlines() if not line.startswith("WARNING")]
+    assert line.startswith(expected)
+    assert KEY not in done.stderr
+
+
+def test_check_missing_file(run, tmp_path):
+    done = run("check", "--config", str(tmp_path / "absent.yaml"))
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"modelbroker: {tmp_path / 'absent.yaml'}: file not found; set MODELBROKER_CONFIG to your "
+        "providers.yaml or run from the directory that holds it"
+    )
+
+
+def test_check_reads_modelbroker_config(run, write_config):
+    config = write_config(CONFIG)
+    done = run("check", MODELBROKER_CONFIG=str(config), MB_CLI_KEY=KEY)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{config}: valid, 3 providers")
+
+
+def test_plugins_lists_the_builtins(run, write_config):
+    done = run("plugins", "--config", str(write_config(CONFIG)))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["plugin", "distribution", "module", "hooks", "enabled"]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    expected = {"priority": "plugins.priority", "cost": "plugins.cost", "openai": "plugins.openai_http",
+                "file_log": "plugins.file_log"}
+    for name, module in expected.items():
+        assert rows[name].split()[1:4] == ["modelbroker", "0.1.0", module]
+        assert rows[name].rstrip().endswith("yes")
+    assert "select_provider, strategy_names" in rows["priority"]
+    assert "adapter_types, call_provider" in rows["openai"]
+    assert "on_startup" in rows["file_log"]
+
+
+def test_plugins_shows_disabled_ones(run, write_config):
+    done = run("plugins", "--config", str(write_config("plugins:\n  disabled: [cost]\n" + CONFIG)))
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
+    assert rows["cost"].rstrip().endswith("no (disabled)")
+    assert rows["priority"].rstrip().endswith("yes")
+
+
+def test_no_command_prints_help(run):
+    done = run()
+    assert done.returncode == 2
+    for command in ("serve", "demo", "check", "plugins"):
+        assert command in done.stdout

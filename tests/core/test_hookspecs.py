@@ -1,0 +1,389 @@
+"""core/hookspecs.py: each hook, exercised by a plugin registered in a real gateway.
+
+The plugin manager is built with ``make_plugin_manager(load_entrypoints=False)`` and
+the built-in plugins registered by hand, plus the test's own plugin; the gateway then
+runs on loopback in front of the fake upstream. tests/test_meta.py checks that every
+hook has a ``test_hook_<name>`` here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import httpx
+import pytest
+from fastapi import APIRouter, Request
+
+import plugins.cost
+import plugins.file_log
+import plugins.openai_http
+import plugins.priority
+from core.config import ConfigError
+from core.gateway import Gateway
+from core.hookcall import PluginError
+from core.hookspecs import hookimpl
+from core.plugin_manager import make_plugin_manager
+from core.settings import Settings
+from core.types import Completion, ProviderError, Usage
+
+BUILTINS = {
+    "priority": plugins.priority,
+    "cost": plugins.cost,
+    "openai": plugins.openai_http,
+    "file_log": plugins.file_log,
+}
+NO_RETRY = {"retries": 0}
+
+
+def make_pm(**extra):
+    """A plugin manager with the built-in plugins and ``extra`` (name -> plugin object)."""
+    pm = make_plugin_manager(load_entrypoints=False)
+    for name, plugin in {**BUILTINS, **extra}.items():
+        pm.register(plugin, name=name)
+    return pm
+
+
+def ids(providers) -> list[str]:
+    return [p.id for p in providers]
+
+
+# --- discovery ----------------------------------------------------------------------------
+
+
+class Reverse:
+    """Strategy ``reverse``: the providers in reverse file order."""
+
+    @hookimpl
+    def strategy_names(self):
+        return ["reverse"]
+
+    @hookimpl
+    def select_provider(self, providers, strategy):
+        if strategy != "reverse":
+            return None
+        return list(reversed(providers))
+
+
+def test_hook_strategy_names(gateway, provider, upstream, write_config):
+    config = {"strategy": "reverse", "providers": [provider("a"), provider("b"), provider("c")]}
+    with pytest.raises(ConfigError, match=r"unknown strategy 'reverse'; installed strategies: cost, priority$"):
+        Gateway.from_settings(Settings(config=write_config(config), log_file=""), make_pm())
+
+    gw = gateway(config, pm=make_pm(reverse=Reverse()))
+    assert gw.gateway.strategies == ["cost", "priority", "reverse"]
+    assert gw.generate({"prompt": "hi"}).json()["provider"] == "c/c"
+    assert gw.generate({"prompt": "hi", "strategy": "priority"}).json()["provider"] == "a/a"
+
+
+class EchoAdapter:
+    """Adapter ``type: echo``: answers in-process, with fixed token counts."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def adapter_types(self):
+        return ["echo"]
+
+    @hookimpl
+    def call_provider(self, provider, request):
+        if provider.type != "echo":
+            return None
+        self.calls.append(provider.id)
+        return self._answer(provider, request)
+
+    async def _answer(self, provider, request):
+        return Completion(text=f"echo: {request.prompt_text()}", model=provider.model, usage=Usage(3, 4, 7))
+
+
+def test_hook_adapter_types(gateway, provider, upstream, write_config):
+    echo_entry = {"name": "local", "type": "echo", "endpoint": "http://echo.invalid/", "model": "parrot",
+                  "cost_per_1k_tokens": 2.0, "priority": 1}
+    config = {"providers": [echo_entry, provider("remote", priority=2)]}
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_settings(Settings(config=write_config(config), log_file=""), make_pm())
+    assert "no installed adapter handles type 'echo'" in str(caught.value)
+    assert str(caught.value).endswith("installed adapter types: openai")
+
+    adapter = EchoAdapter()
+    gw = gateway(config, pm=make_pm(echo=adapter))
+    assert gw.gateway.adapter_types == ["echo", "openai"]
+    body = gw.generate({"prompt": "polly"}).json()
+    assert (body["provider"], body["response"], body["tokens"]) == ("local/parrot", "echo: polly", 7)
+    assert body["cost"] == pytest.approx(7 * 2.0 / 1000)
+    assert adapter.calls == ["local/parrot"]
+    assert upstream.calls == {}
+
+
+class Routes:
+    """A plugin with its own endpoint, reading the gateway's state."""
+
+    @hookimpl
+    def api_routes(self):
+        router = APIRouter()
+
+        @router.get("/sample/providers")
+        async def providers(request: Request):
+            return {"ids": [p.id for p in request.app.state.gateway.config.providers]}
+
+        return [router]
+
+
+def test_hook_api_routes(gateway, provider, upstream):
+    gw = gateway({"providers": [provider("a"), provider("b")]}, pm=make_pm(routes=Routes()))
+    answer = gw.get("/sample/providers")
+    assert answer.status_code == 200
+    assert answer.json() == {"ids": ["a/a", "b/b"]}
+    assert gw.generate({"prompt": "hi"}).status_code == 200
+
+    plain = gateway({"providers": [provider("a")]}, pm=make_pm())
+    assert plain.get("/sample/providers").status_code == 404
+
+
+# --- lifecycle ----------------------------------------------------------------------------
+
+
+class Lifecycle:
+    def __init__(self, name: str, *, fail_startup: bool = False, fail_shutdown: bool = False) -> None:
+        self.name = name
+        self.fail_startup = fail_startup
+        self.fail_shutdown = fail_shutdown
+        self.events: list[str] = []
+        self.seen: dict = {}
+
+    @hookimpl
+    def on_startup(self, pm, settings, config, client):
+        self.seen = {"pm": pm, "settings": settings, "config": config, "client": client}
+        if self.fail_startup:
+            raise RuntimeError("cannot open the ledger")
+        return self._started()
+
+    async def _started(self):
+        await asyncio.sleep(0)
+        self.events.append("started")
+
+    @hookimpl
+    def on_shutdown(self):
+        if self.fail_shutdown:
+            raise RuntimeError("ledger already closed")
+        return self._stopped()
+
+    async def _stopped(self):
+        await asyncio.sleep(0)
+        self.events.append("stopped")
+
+
+async def test_hook_on_startup(write_config, provider, upstream):
+    config = {"providers": [provider("a")], "plugins": {"ledger": {"path": "/tmp/x"}}}
+    settings = Settings(config=write_config(config), log_file="")
+    plugin = Lifecycle("ledger")
+    pm = make_pm(ledger=plugin)
+    gateway = Gateway.from_settings(settings, pm)
+    await gateway.start()
+    try:
+        assert plugin.events == ["started"]  # the returned awaitable was awaited
+        assert plugin.seen["pm"] is pm
+        assert plugin.seen["settings"] is settings
+        assert plugin.seen["config"].plugins.settings_for("ledger") == {"path": "/tmp/x"}
+        assert isinstance(plugin.seen["client"], httpx.AsyncClient)
+    finally:
+        await gateway.stop()
+
+    broken = Gateway.from_settings(settings, make_pm(ledger=Lifecycle("ledger", fail_startup=True)))
+    with pytest.raises(PluginError) as caught:
+        await broken.start()
+    assert caught.value.plugin == "ledger"
+    assert "plugin 'ledger' failed in on_startup: RuntimeError: cannot open the ledger" in str(caught.value)
+
+
+def test_hook_on_shutdown(gateway, provider, upstream, caplog):
+    good = Lifecycle("good")
+    pm = make_pm(bad=Lifecycle("bad", fail_shutdown=True), good=good)
+    gw = gateway({"providers": [provider("a")]}, pm=pm)
+    gw.generate({"prompt": "hi"})
+    with caplog.at_level(logging.ERROR, logger="modelbroker"):
+        lines = gw.log_lines()
+    assert good.events == ["started", "stopped"]  # ran although another on_shutdown raised
+    assert len(lines) == 1  # and file_log still flushed
+    assert any("'bad'" in r.getMessage() and "on_shutdown" in r.getMessage() for r in caplog.records)
+
+
+# --- one request --------------------------------------------------------------------------
+
+
+class ReversePriority:
+    """Answers for the built-in strategy name ``priority``, with the opposite order."""
+
+    @hookimpl
+    def select_provider(self, providers, strategy):
+        if strategy != "priority":
+            return None
+        return sorted(providers, key=lambda p: -p.priority)
+
+
+def test_hook_select_provider(gateway, provider, upstream):
+    config = {"reliability": NO_RETRY, "providers": [provider("first", priority=1), provider("second", priority=2)]}
+    plain = gateway(config, pm=make_pm())
+    assert plain.generate({"prompt": "hi"}).json()["provider"] == "first/first"
+
+    gw = gateway(config, pm=make_pm(override=ReversePriority()))
+    assert gw.generate({"prompt": "hi"}).json()["provider"] == "second/second"
+    upstream.set_behavior("*", {"kind": "status", "status": 500})
+    attempts = gw.generate({"prompt": "hi"}).json()["error"]["attempts"]
+    assert [a["provider"] for a in attempts] == ["second/second", "first/first"]
+
+
+class SubsetStrategy:
+    @hookimpl
+    def strategy_names(self):
+        return ["only-b", "none"]
+
+    @hookimpl
+    def select_provider(self, providers, strategy):
+        if strategy == "only-b":
+            return [p for p in providers if p.name == "b"]
+        if strategy == "none":
+            return []
+        return None
+
+
+def test_hook_select_provider_may_return_a_subset(gateway, provider, upstream):
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("a"), provider("b")]},
+                 pm=make_pm(subset=SubsetStrategy()))
+    upstream.set_behavior("*", {"kind": "status", "status": 500})
+    attempts = gw.generate({"prompt": "hi", "strategy": "only-b"}).json()["error"]["attempts"]
+    assert [a["provider"] for a in attempts] == ["b/b"]
+    assert gw.generate({"prompt": "hi", "strategy": "none"}).status_code == 503
+
+
+class RaisingStrategy:
+    @hookimpl
+    def select_provider(self, strategy):
+        raise ZeroDivisionError("bug in the strategy")
+
+
+def test_hook_select_provider_raising_fails_the_request_clearly(gateway, provider, upstream, caplog):
+    gw = gateway({"providers": [provider("a")]}, pm=make_pm(buggy=RaisingStrategy()))
+    with caplog.at_level(logging.ERROR):
+        answer = gw.generate({"prompt": "hi"})
+    assert answer.status_code == 500
+    assert set(answer.json()["error"]) >= {"message", "type", "code"}
+    assert upstream.calls == {}
+    assert any("buggy" in (r.getMessage() + str(r.exc_info and r.exc_info[1])) for r in caplog.records)
+
+
+class BrokenAdapter:
+    """Claims the providers named ``broken``, and fails on them (``when`` says how)."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    @hookimpl
+    def call_provider(self, provider):
+        if provider.name != "broken":
+            return None
+        if self.when == "at-once":
+            raise KeyError("api_version")
+        return self._fail()
+
+    async def _fail(self):
+        raise ValueError("cannot build the request")
+
+
+@pytest.mark.parametrize("when", ["at-once", "awaited"])
+def test_hook_call_provider(gateway, provider, upstream, when):
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("broken", priority=1), provider("fine", priority=2)]},
+                 pm=make_pm(brittle=BrokenAdapter(when)))
+    answer = gw.generate({"prompt": "hi"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["provider"] == "fine/fine"
+    assert dict(upstream.calls) == {"fine": 1}  # the broken plugin claimed its provider: openai never ran
+    failed, ok = gw.log_lines()
+    assert failed["provider"] == "broken" and failed["error_kind"] == "plugin_error"
+    assert "plugin 'brittle' failed in call_provider" in failed["error"]
+    assert ("KeyError" if when == "at-once" else "ValueError") in failed["error"]
+    assert ok["success"] is True
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.results: list[tuple] = []
+        self.failures: list[tuple] = []
+        self.rejected: list[dict] = []
+
+    @hookimpl
+    def on_result(self, provider, request, result, elapsed_ms, attempt):
+        self.results.append((provider.id, request.request_id, result.text, result.cost, result.usage, attempt, elapsed_ms))
+
+    @hookimpl
+    def on_failure(self, provider, request, error, elapsed_ms, attempt):
+        self.failures.append((provider.id, request.request_id, error.kind.value, error.status, attempt, elapsed_ms))
+
+    @hookimpl
+    def on_rejected(self, request, request_id, route, status, reason):
+        self.rejected.append({"request": request, "request_id": request_id, "route": route,
+                              "status": status, "reason": reason})
+
+
+class Raising:
+    @hookimpl
+    def on_result(self):
+        raise RuntimeError("metrics backend down")
+
+    @hookimpl
+    def on_failure(self):
+        raise RuntimeError("metrics backend down")
+
+    @hookimpl
+    def on_rejected(self):
+        raise RuntimeError("metrics backend down")
+
+
+def test_hook_on_result(gateway, provider, upstream, caplog):
+    recorder = Recorder()
+    gw = gateway({"providers": [provider("a", cost_per_1k_tokens=1.0)]},
+                 pm=make_pm(recorder=recorder, noisy=Raising()))
+    with caplog.at_level(logging.ERROR, logger="modelbroker"):
+        answer = gw.generate({"prompt": "one two"}, headers={"x-request-id": "rid-result"})
+    assert answer.status_code == 200  # a plugin raising in on_result is contained
+    ((pid, rid, text, cost, usage, attempt, elapsed),) = recorder.results
+    assert (pid, rid, text, attempt) == ("a/a", "rid-result", answer.json()["response"], 1)
+    assert usage.total_tokens == answer.json()["tokens"] > 0
+    assert cost == pytest.approx(usage.total_tokens * 1.0 / 1000)  # filled in before on_result
+    assert elapsed >= 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'noisy'" in m and "on_result" in m for m in messages), messages
+    assert len(gw.log_lines()) == 1  # file_log, registered before, still ran
+
+
+def test_hook_on_failure(gateway, provider, upstream, caplog):
+    recorder = Recorder()
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("down", model="fail-503", priority=1),
+                                                         provider("up", priority=2)]},
+                 pm=make_pm(recorder=recorder, noisy=Raising()))
+    with caplog.at_level(logging.ERROR, logger="modelbroker"):
+        answer = gw.generate({"prompt": "hi"}, headers={"x-request-id": "rid-failure"})
+    assert answer.status_code == 200
+    (failure,) = recorder.failures
+    assert failure[:5] == ("down/fail-503", "rid-failure", "status", 503, 1)
+    assert [r[5] for r in recorder.results] == [2]
+    assert any("'noisy'" in r.getMessage() and "on_failure" in r.getMessage() for r in caplog.records)
+
+
+def test_hook_on_rejected(gateway, provider, upstream):
+    recorder = Recorder()
+    gw = gateway({"providers": [provider("a")]}, pm=make_pm(noisy=Raising(), recorder=recorder))
+    bad_json = gw.generate(content="{not json", headers={"x-request-id": "rid-bad-json",
+                                                        "content-type": "application/json"})
+    unknown = gw.generate({"prompt": "hi", "strategy": "fastest"}, headers={"x-request-id": "rid-strategy"})
+    assert (bad_json.status_code, unknown.status_code) == (400, 400)
+    ok = gw.generate({"prompt": "hi"})
+    assert ok.status_code == 200
+    assert [(r["request_id"], r["route"], r["status"]) for r in recorder.rejected] == [
+        ("rid-bad-json", "/generate", 400),
+        ("rid-strategy", "/generate", 400),
+    ]
+    assert recorder.rejected[0]["request"] is None
+    assert recorder.rejected[0]["reason"] == bad_json.json()["error"]["message"]
+    assert "unknown strategy 'fastest'" in recorder.rejected[1]["reason"]

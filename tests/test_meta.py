@@ -1,0 +1,39 @@
+"""The test suite itself: every hook in core/hookspecs.py has a ``test_hook_<name>`` test."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from core import hookspecs
+
+TESTS = Path(__file__).resolve().parent
+
+
+def hook_names() -> list[str]:
+    marker = f"{hookspecs.hookspec.project_name}_spec"
+    return sorted(name for name, obj in inspect.getmembers(hookspecs, inspect.isfunction) if hasattr(obj, marker))
+
+
+def defined_test_functions() -> set[str]:
+    names = set()
+    for path in TESTS.rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test_"):
+                names.add(node.name)
+    return names
+
+
+DEFINED = defined_test_functions()
+
+
+def test_the_hooks_are_found():
+    assert {"select_provider", "call_provider", "on_result", "on_failure"} <= set(hook_names())
+
+
+@pytest.mark.parametrize("hook", hook_names())
+def test_every_hook_has_a_test(hook):
+    assert f"test_hook_{hook}" in DEFINED, f"no test named test_hook_{hook} under tests/"
