@@ -17,6 +17,7 @@ from core.http_client import make_http_client
 from core.plugin_manager import make_plugin_manager
 from core.router import NoProviderAvailable, Router
 from core.settings import Settings, load_settings
+from core.state import MemoryState, SharedState
 from core.tokens import load_encoding
 from core.types import ChatRequest
 
@@ -38,6 +39,7 @@ class Gateway:
         self.health = HealthTracker(config.reliability)
         self.client: httpx.AsyncClient | None = None
         self.router: Router | None = None
+        self.state: SharedState | None = None
         for warning in config.warnings:
             log.warning("%s", warning)
 
@@ -59,6 +61,8 @@ class Gateway:
     async def start(self) -> None:
         """Open the HTTP client, run the plugins' on_startup, then freeze the hook lists."""
         await asyncio.to_thread(load_encoding)  # 0.3 s, once; later counts are fast
+        _, store = HookCalls(self.pm).first("state_store", settings=self.settings)
+        self.state = store or MemoryState()
         self.client = make_http_client()
         try:
             await HookCalls(self.pm).each_awaited(
@@ -97,6 +101,8 @@ class Gateway:
         await HookCalls(self.pm).each_awaited("on_shutdown", contain=True)
         if self.client is not None:
             await self.client.aclose()
+        if self.state is not None:
+            await self.state.close()
 
     def candidates(self, request: ChatRequest) -> list[ProviderConfig]:
         """The enabled providers that may serve ``request``, from what it asks for in ``model``.

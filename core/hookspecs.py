@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from core.config import GatewayConfig, ProviderConfig
     from core.health import HealthTracker
     from core.settings import Settings
+    from core.state import SharedState
     from core.types import ChatRequest, Completion, ProviderError, StreamChunk
 
 hookspec = pluggy.HookspecMarker("modelbroker")
@@ -58,6 +59,18 @@ def api_routes() -> list[APIRouter]:
     Called once, when the app is built, on every plugin; every router returned
     is included. A route reaches the plugin's state through
     ``request.app.state.gateway`` (for example ``gateway.pm.get_plugin(name)``).
+    """
+
+
+@hookspec(firstresult=True)
+def state_store(settings: Settings) -> SharedState | None:
+    """Give the store for state several replicas share (limits, spend, cooldowns).
+
+    Called once at startup. Return None unless the settings ask for your
+    backend (the built-in ``redis_state`` answers when ``MODELBROKER_REDIS_URL``
+    is set). The first non-None answer wins; with none, the state stays in
+    the process (``core.state.MemoryState``). The store must not raise for an
+    outage: see ``core.state.SharedState``.
     """
 
 

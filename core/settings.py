@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     disabled_plugins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = 1024 * 1024
     graceful_shutdown_s: float = 30.0
+    redis_url: str = ""
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod

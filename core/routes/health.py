@@ -25,6 +25,7 @@ async def health(request: Request) -> JSONResponse:
         for p in gateway.config.providers
     ]
     usable = any(p.enabled for p in gateway.config.providers)
-    return JSONResponse(
-        {"status": "ok" if usable else "no_provider", "strategy": gateway.config.strategy, "providers": providers}
-    )
+    body = {"status": "ok" if usable else "no_provider", "strategy": gateway.config.strategy, "providers": providers}
+    if gateway.state is not None:
+        body["shared_state"] = gateway.state.status()
+    return JSONResponse(body)

@@ -1,0 +1,170 @@
+"""State store ``redis_state``: shared state in Redis when ``MODELBROKER_REDIS_URL`` is set.
+
+Counters and rate-limit windows are Lua scripts (one atomic round trip each)
+on keys that expire; cooldowns are a sorted set scored by their end. If Redis
+goes away, every call falls back at once to in-process state (``MemoryState``),
+the outage is logged once and shown in /health, and a background probe
+resumes sharing when Redis answers again. Counts made locally during an
+outage are not merged back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from core.hookspecs import hookimpl
+from core.state import MemoryState
+
+log = logging.getLogger("modelbroker")
+T = TypeVar("T")
+
+PREFIX = "modelbroker:"
+PROBE_INTERVAL_S = 1.0
+
+ADD = """
+local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return value
+"""
+
+TAKE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+if used + tonumber(ARGV[2]) > tonumber(ARGV[1]) then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 then return tonumber(ARGV[3]) end
+  return ttl
+end
+redis.call('INCRBYFLOAT', KEYS[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return -1
+"""
+
+
+@hookimpl(trylast=True)
+def state_store(settings):
+    if not getattr(settings, "redis_url", None):
+        return None
+    return RedisState(settings.redis_url)
+
+
+class RedisState:
+    """``SharedState`` in Redis, with in-process state to fall back on during an outage."""
+
+    def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = PREFIX) -> None:
+        self.url_shown = _without_password(url)
+        self.redis = aioredis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+        )
+        self.prefix = prefix
+        self.local = MemoryState()
+        self.degraded_since: float | None = None
+        self.last_error: str | None = None
+        self._probe: asyncio.Task | None = None
+        self._add = self.redis.register_script(ADD)
+        self._take = self.redis.register_script(TAKE)
+
+    async def add(self, key: str, amount: float, ttl_s: float) -> float:
+        return await self._either(
+            lambda: self._add(keys=[self.prefix + key], args=[amount, int(ttl_s * 1000)]),
+            lambda: self.local.add_now(key, amount, ttl_s), float,
+        )
+
+    async def get(self, key: str) -> float:
+        async def remote() -> Any:
+            return await self.redis.get(self.prefix + key) or 0
+
+        return await self._either(remote, lambda: self.local.get(key), float)
+
+    async def take(self, key: str, limit: float, window_s: float, amount: float = 1) -> float | None:
+        window = int(time.time() // window_s)
+        slot = f"{self.prefix}{key}:{window}"
+
+        def answer(raw: Any) -> float | None:
+            return None if int(raw) < 0 else int(raw) / 1000
+
+        return await self._either(
+            lambda: self._take(keys=[slot], args=[limit, amount, int(window_s * 1000)]),
+            lambda: self.local.take_now(key, limit, window_s, amount), answer,
+        )
+
+    async def publish_cooldown(self, provider_id: str, until: float) -> None:
+        await self.local.publish_cooldown(provider_id, until)
+        await self._either(
+            lambda: self.redis.zadd(self.prefix + "cooldowns", {provider_id: until}, gt=True),
+            lambda: None, lambda _: None,
+        )
+
+    async def cooldowns(self) -> dict[str, float]:
+        now = time.time()
+
+        async def remote() -> Any:
+            key = self.prefix + "cooldowns"
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(key, "-inf", now)
+                pipe.zrangebyscore(key, now, "+inf", withscores=True)
+                _, rows = await pipe.execute()
+            return rows
+
+        def decode(rows: Any) -> dict[str, float]:
+            if isinstance(rows, dict):
+                return rows
+            return {(m.decode() if isinstance(m, bytes) else m): float(s) for m, s in rows}
+
+        return await self._either(remote, self.local.cooldowns, decode)
+
+    def status(self) -> dict:
+        shared = self.degraded_since is None
+        row: dict = {"backend": "redis", "url": self.url_shown, "shared": shared}
+        if not shared:
+            row["degraded_since"] = self.degraded_since
+            row["error"] = self.last_error
+            row["note"] = "Redis is unreachable: limits, spend and cooldowns are local to this replica"
+        return row
+
+    async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+        await self.redis.aclose()
+
+    async def _either(self, remote: Callable[[], Awaitable[Any]], local: Callable[[], Any],
+                      decode: Callable[[Any], T]) -> T:
+        """Redis while it answers; local state (already in the result's shape) otherwise."""
+        if self.degraded_since is None:
+            try:
+                return decode(await remote())
+            except (RedisError, OSError) as exc:
+                self._degrade(exc)
+        result = local()
+        return await result if asyncio.iscoroutine(result) else result  # MemoryState's async API
+
+    def _degrade(self, exc: BaseException) -> None:
+        self.degraded_since = time.time()
+        self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+        log.warning("Redis at %s is unreachable (%s); serving on local state until it is back",
+                    self.url_shown, self.last_error)
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.get_running_loop().create_task(self._wait_for_redis())
+
+    async def _wait_for_redis(self) -> None:
+        while self.degraded_since is not None:
+            await asyncio.sleep(PROBE_INTERVAL_S)
+            try:
+                await self.redis.ping()
+            except (RedisError, OSError):
+                continue
+            log.warning("Redis at %s is back; sharing state again", self.url_shown)
+            self.degraded_since = None
+
+
+def _without_password(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
