@@ -51,7 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the installed plugins")
     plugins.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
     plugins.set_defaults(run=_plugins)
+    _add_plugin_commands(commands)
     return parser
+
+
+def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
+    """Subcommands that plugins add (``register_commands``); a plugin that fails to load is
+    reported by the commands that load plugins, not here."""
+    from core.hookcall import HookCalls
+    from core.plugin_manager import make_plugin_manager
+
+    try:
+        pm = make_plugin_manager(blocked=load_settings().disabled_plugins)
+        HookCalls(pm).each("register_commands", commands=commands)
+    except Exception as exc:  # noqa: BLE001 - the built-in commands must still work
+        logging.getLogger("modelbroker").debug("plugin commands unavailable: %s", exc)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     import httpx
     from fastapi import APIRouter
 
@@ -49,6 +51,18 @@ def adapter_types() -> list[str]:
 
     Called once at startup, on every plugin; the lists are joined. Every enabled
     provider's ``type`` must be one of them, or startup stops and lists them all.
+    """
+
+
+@hookspec
+def register_commands(commands: argparse._SubParsersAction) -> None:
+    """Add subcommands to the ``modelbroker`` command line.
+
+    :param commands: the argparse subparsers: ``commands.add_parser(name, help=...)``,
+        then ``parser.set_defaults(run=function)``; ``function(args)`` returns the
+        exit status. Read settings with ``core.settings.load_settings()``.
+
+    Called on every plugin when the CLI starts; all run.
     """
 
 

@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1024 * 1024
     graceful_shutdown_s: float = 30.0
     redis_url: str = ""
+    #: The usage ledger (plugins/ledger). Empty: an SQLite file, modelbroker.db, beside app.log.
+    database_url: str = ""
+    ledger_spill_file: str = ""
+    ledger_max_queue: int = 100_000
+    ledger_batch_size: int = 500
+    ledger_flush_interval_s: float = 0.5
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ class ChatRequest:
     ``deadline`` the ``time.monotonic()`` by which it must be answered (0: the
     configured ``reliability.request_timeout_s`` from when routing starts).
     ``client`` names who is calling (the client key's name, else the OpenAI
-    ``user`` field, else None), for accounting.
+    ``user`` field, else None), for accounting; ``route`` the path it came in on.
     """
 
     messages: list[dict[str, Any]]
@@ -34,6 +34,7 @@ class ChatRequest:
     received_at: float = 0.0
     deadline: float = 0.0
     client: str | None = None
+    route: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False

@@ -58,6 +58,7 @@ async def generate(request: Request) -> JSONResponse:
         messages=[{"role": "user", "content": body.prompt}],
         request_id=request_id_of(request),
         received_at=received_at,
+        route=request.url.path,
         deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
         strategy=body.strategy,
         max_tokens=body.max_tokens,

@@ -387,3 +387,55 @@ def test_hook_on_rejected(gateway, provider, upstream):
     assert recorder.rejected[0]["request"] is None
     assert recorder.rejected[0]["reason"] == bad_json.json()["error"]["message"]
     assert "unknown strategy 'fastest'" in recorder.rejected[1]["reason"]
+
+
+def test_hook_register_commands(tmp_path):
+    """A plugin's subcommand appears in `modelbroker --help` and runs (the ledger's `usage`)."""
+    import subprocess
+    import sys
+
+    help_text = subprocess.run([sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True,
+                               timeout=60, cwd=tmp_path).stdout
+    assert "usage     requests, tokens, cost and latency" in help_text
+    ran = subprocess.run([sys.executable, "-m", "core.cli", "usage"], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert ran.returncode == 2
+    assert "no ledger at" in ran.stderr and "Traceback" not in ran.stderr
+
+
+async def test_hook_state_store(tmp_path):
+    """The first store a plugin offers is the gateway's; with none, state stays in the process."""
+    from core.gateway import Gateway
+    from core.hookspecs import hookimpl
+    from core.plugin_manager import make_plugin_manager
+    from core.settings import Settings
+    from core.state import MemoryState
+    from plugins import openai_http, priority
+
+    config = tmp_path / "providers.yaml"
+    config.write_text("providers: []\n")
+
+    class Offered(MemoryState):
+        pass
+
+    class Offering:
+        @hookimpl
+        def state_store(self, settings):
+            return Offered() if settings.redis_url == "offer://" else None
+
+    for redis_url, expected in (("offer://", Offered), ("", MemoryState)):
+        pm = make_plugin_manager(load_entrypoints=False)
+        for plugin in (priority, openai_http, Offering()):
+            pm.register(plugin)
+        gateway = Gateway(Settings(config=config, log_file="", redis_url=redis_url), _config(config), pm)
+        await gateway.start()
+        try:
+            assert type(gateway.state) is expected
+        finally:
+            await gateway.stop()
+
+
+def _config(path):
+    from core.config import load_config
+
+    return load_config(path)

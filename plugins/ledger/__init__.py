@@ -1,0 +1,55 @@
+"""Plugin ``ledger``: every attempt, and every refused request, as a row in a database.
+
+SQLite beside app.log by default (``modelbroker.db``), PostgreSQL when
+``MODELBROKER_DATABASE_URL`` says so, through one SQLAlchemy (Core, async) code
+path. Writes are batched off the request path (``writer.py``); ``GET /usage``
+(``routes.py``) and ``modelbroker usage`` (``cli.py``) sum it up. docs/ledger.md
+has the schema, SQL examples and the outage behaviour.
+"""
+
+from __future__ import annotations
+
+from core.hookspecs import hookimpl
+from plugins.ledger.options import LedgerOptions
+from plugins.ledger.store import STORE_NAME, LedgerStore
+
+__all__ = ["STORE_NAME", "LedgerStore", "api_routes", "on_startup", "register_commands"]
+
+
+@hookimpl(trylast=True)
+def on_startup(pm, settings):
+    """Register this gateway's ledger and start it (schema migrated, writer running)."""
+    store = LedgerStore(LedgerOptions.from_settings(settings))
+    pm.register(store, name=STORE_NAME)
+    return store.start()
+
+
+@hookimpl
+def api_routes():
+    from plugins.ledger.routes import router
+
+    return [router]
+
+
+@hookimpl
+def register_commands(commands):
+    usage = commands.add_parser("usage", help="requests, tokens, cost and latency from the usage ledger")
+    usage.add_argument("--from", dest="from_", metavar="FROM", default=None,
+                       help="ISO date or datetime, UTC (default: 30 days before --to)")
+    usage.add_argument("--to", default=None, help="ISO date (the whole day) or datetime (default: now)")
+    usage.add_argument("--group-by", default=None, choices=["provider", "model", "day", "client", "none"])
+    usage.set_defaults(run=_usage)
+
+
+def _usage(args) -> int:
+    import sys
+
+    from core.settings import load_settings
+    from plugins.ledger.cli import UsageError, print_usage
+
+    try:
+        print(print_usage(load_settings(), args.from_, args.to, args.group_by))
+    except UsageError as exc:
+        print(f"modelbroker: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,43 @@
+"""GET /usage: totals and breakdowns from the ledger, as JSON."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from sqlalchemy.exc import SQLAlchemyError
+
+from core.responses import APIError, JSONResponse
+from plugins.ledger.queries import UsageQueryError, parse_group_by, parse_window, usage_report
+from plugins.ledger.store import STORE_NAME
+from plugins.ledger.writer import describe
+
+router = APIRouter()
+
+#: Seconds /usage may spend writing this process's queued records before it reads.
+FLUSH_BEFORE_READ_S = 2.0
+
+
+@router.get("/usage")
+async def usage(
+    request: Request,
+    start: Annotated[str | None, Query(alias="from", description="ISO date or datetime (default: 30 days ago)")] = None,
+    to: Annotated[str | None, Query(description="ISO date (the whole day) or datetime (default: now)")] = None,
+    group_by: Annotated[str | None, Query(description="provider, model, day, client or none")] = None,
+) -> JSONResponse:
+    """Requests, attempts, failures, tokens, cost and p50/p95 latency, in total and per group."""
+    try:
+        window = parse_window(start, to)
+        group = parse_group_by(group_by)
+    except UsageQueryError as exc:
+        raise APIError(400, str(exc), code="invalid_parameter", param=exc.param) from None
+    store = request.app.state.gateway.pm.get_plugin(STORE_NAME)
+    if store is None:
+        raise APIError(503, "the ledger is not running", code="ledger_unavailable")
+    await store.writer.flush(timeout=FLUSH_BEFORE_READ_S)  # this process's own records are counted at once
+    try:
+        report = await usage_report(store.engine, window, group)
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        raise APIError(503, f"the ledger database cannot be read: {describe(exc)}", code="ledger_unavailable") from None
+    return JSONResponse(report)

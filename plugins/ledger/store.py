@@ -1,0 +1,60 @@
+"""The ledger of one gateway: its engine and writer, and the hooks that feed them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from core.hookspecs import hookimpl
+from plugins.ledger.database import make_engine
+from plugins.ledger.options import LedgerOptions, sqlite_path
+from plugins.ledger.records import failure_record, rejected_record, result_record
+from plugins.ledger.schema import SchemaTooNew, migrate
+from plugins.ledger.spill import SpillFile
+from plugins.ledger.writer import LedgerWriter
+
+#: The name the per-gateway ``LedgerStore`` is registered under in the plugin manager.
+STORE_NAME = "ledger.store"
+#: Seconds startup waits for the database; past that the gateway starts and the ledger catches up.
+STARTUP_TIMEOUT_S = 10.0
+
+
+class LedgerStore:
+    """Registered in the plugin manager by ``on_startup`` (as ``ledger.store``): one per gateway."""
+
+    def __init__(self, options: LedgerOptions) -> None:
+        self.options = options
+        self.engine = make_engine(options.database_url)
+        self.writer = LedgerWriter(self.engine, SpillFile(options.spill_file), options)
+
+    async def start(self) -> None:
+        """Create or migrate the schema, then start writing. An unreachable database does not stop
+        the gateway: records wait, and the schema is migrated before the first write."""
+        path = sqlite_path(self.options.database_url)
+        if path is not None:
+            await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        try:
+            await asyncio.wait_for(migrate(self.engine), STARTUP_TIMEOUT_S)
+            self.writer.migrated = True
+        except SchemaTooNew:
+            await self.engine.dispose()
+            raise
+        except Exception as exc:  # unreachable, refused, timed out: the writer retries
+            self.writer.failed_at_startup(exc)
+        self.writer.start()
+
+    @hookimpl
+    def on_result(self, provider, request, result, elapsed_ms, attempt):
+        self.writer.add(result_record(provider, request, result, elapsed_ms, attempt))
+
+    @hookimpl
+    def on_failure(self, provider, request, error, elapsed_ms, attempt):
+        self.writer.add(failure_record(provider, request, error, elapsed_ms, attempt))
+
+    @hookimpl
+    def on_rejected(self, request, request_id, route, status, reason):
+        self.writer.add(rejected_record(request, request_id, route, status, reason))
+
+    @hookimpl
+    async def on_shutdown(self):
+        await self.writer.stop()
+        await self.engine.dispose()

@@ -1,0 +1,42 @@
+"""plugins/ledger/options.py: where the ledger writes by default, from the process settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from core.settings import Settings
+from plugins.ledger.options import LedgerOptions
+
+
+def options(**settings) -> LedgerOptions:
+    """Options from these settings, the others at their defaults whatever the environment says."""
+    defaults = {"log_file": "app.log", "database_url": "", "ledger_spill_file": ""}
+    return LedgerOptions.from_settings(Settings(**{**defaults, **settings}))
+
+
+def test_by_default_the_database_and_spill_file_are_beside_app_log():
+    default = options()
+    assert default.database_url == "sqlite+aiosqlite:///./modelbroker.db"
+    assert default.spill_file == Path("ledger-spill.jsonl")
+    assert (default.max_queue, default.batch_size, default.flush_interval_s) == (100_000, 500, 0.5)
+    beside = options(log_file="/var/log/modelbroker/app.log")
+    assert beside.database_url == "sqlite+aiosqlite:////var/log/modelbroker/modelbroker.db"
+    assert beside.spill_file == Path("/var/log/modelbroker/ledger-spill.jsonl")
+    assert options(log_file="").database_url == "sqlite+aiosqlite:///./modelbroker.db"
+
+
+def test_the_spill_file_is_beside_an_sqlite_database_else_beside_app_log():
+    assert options(database_url="sqlite+aiosqlite:////data/ledger.db").spill_file == Path("/data/ledger-spill.jsonl")
+    postgres = options(database_url="postgresql+asyncpg://u:pw@db/ledger", log_file="/logs/app.log")
+    assert postgres.spill_file == Path("/logs/ledger-spill.jsonl")
+    assert options(ledger_spill_file="/spill/here.jsonl").spill_file == Path("/spill/here.jsonl")
+
+
+def test_the_password_never_shows():
+    shown = options(database_url="postgresql+asyncpg://u:hunter2@db/ledger").safe_url
+    assert "hunter2" not in shown and shown.startswith("postgresql+asyncpg://u:")
+
+
+def test_numbers_are_kept_sane():
+    clamped = options(ledger_max_queue=0, ledger_batch_size=-3, ledger_flush_interval_s=0)
+    assert (clamped.max_queue, clamped.batch_size, clamped.flush_interval_s) == (1, 1, 0.01)

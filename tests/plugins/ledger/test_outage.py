@@ -1,0 +1,161 @@
+"""A database that is away loses no record: records wait in memory, then in the spill file, and are
+written when it is back (or at the next start)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+
+from plugins.ledger import STORE_NAME
+from plugins.ledger.records import from_line
+from plugins.ledger.spill import SpillFile
+
+from .helpers import read_rows, record
+
+WAIT_S = 10.0
+
+
+def wait_for(condition, what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        time.sleep(0.02)
+
+
+def send(gw, ids: list[str], workers: int = 8) -> None:
+    """POST /generate once per id, ``workers`` at a time; every answer must be 200."""
+    def one(rid: str) -> int:
+        return gw.client.post("/generate", json={"prompt": "hi"}, headers={"x-request-id": rid}).status_code
+
+    with ThreadPoolExecutor(workers) as pool:
+        assert set(pool.map(one, ids)) == {200}
+
+
+def messages(caplog, text: str, level: int = logging.WARNING) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage() and r.levelno >= level]
+
+
+def test_past_the_bound_records_spill_and_are_loaded_at_the_next_start(gateway, provider, upstream, tmp_path,
+                                                                       caplog):
+    caplog.set_level(logging.WARNING, logger="modelbroker")
+    database = tmp_path / "ledger.db"
+    database.mkdir()  # a folder where the file should be: SQLite cannot open it, the database is "down"
+    spill = tmp_path / "spill" / "ledger-spill.jsonl"
+    settings = {"database_url": f"sqlite+aiosqlite:///{database}", "ledger_spill_file": str(spill),
+                "ledger_max_queue": 5, "ledger_flush_interval_s": 0.05}
+    config = {"providers": [provider("a")]}
+    ids = [f"spill-{n}" for n in range(20)]
+
+    first = gateway(config, **settings)
+    for rid in ids:
+        assert first.generate({"prompt": "hi"}, headers={"x-request-id": rid}).status_code == 200
+    wait_for(lambda: spill.exists() and spill.read_bytes().count(b"\n") >= 15, "15 records in the spill file")
+    writer = first.gateway.pm.get_plugin(STORE_NAME).writer
+    assert writer.outage is not None and len(writer.queue) <= 5
+    first.stop()  # the 5 still in memory are spilled too
+    assert sorted(from_line(line)["request_id"] for line in spill.read_bytes().splitlines()) == sorted(ids)
+    (error,) = messages(caplog, "ledger:", logging.ERROR)  # once per outage, not per batch or retry
+    assert "cannot reach" in error and "unable to open database file" in error
+
+    database.rmdir()  # the database is back
+    second = gateway(config, **settings)
+    wait_for(lambda: not spill.exists(), "the spill file to be loaded and removed")
+    second.stop()
+    rows = read_rows(settings["database_url"])
+    assert sorted(row["request_id"] for row in rows) == sorted(ids)
+    assert {row["outcome"] for row in rows} == {"ok"}
+    assert messages(caplog, "loaded 20 records from the spill file")
+
+
+def test_postgres_stopped_mid_load_loses_no_record(gateway, provider, upstream, postgres, caplog):
+    caplog.set_level(logging.WARNING, logger="modelbroker")
+    gw = gateway({"providers": [provider("a")]}, database_url=postgres.url,
+                 ledger_max_queue=40, ledger_flush_interval_s=0.05)
+    writer = gw.gateway.pm.get_plugin(STORE_NAME).writer
+    writer.retry_max_s = 0.2
+    before, during, after = ([f"{phase}-{n}" for n in range(80)] for phase in ("before", "during", "after"))
+
+    send(gw, before)
+    wait_for(lambda: writer.written == 80, "the first 80 records to be written")
+    postgres.stop()  # no new connection, the open ones ended
+    try:
+        send(gw, during)
+        wait_for(lambda: writer.outage is not None and writer.spilled >= 40, "an outage with spilled records")
+        assert len(writer.queue) <= 40
+    finally:
+        postgres.start()
+    send(gw, after)
+    wait_for(lambda: len(read_rows(postgres.url)) == 240 and not writer.spill.pending(),
+             "all 240 records, the spilled ones included")
+    gw.stop()
+
+    rows = read_rows(postgres.url)
+    assert sorted(row["request_id"] for row in rows) == sorted(before + during + after)
+    (error,) = messages(caplog, "ledger:", logging.ERROR)
+    assert "cannot write to" in error and "not currently accepting connections" in error
+    (back,) = messages(caplog, "is back after")
+    assert "spilled" in back
+
+
+def test_shutdown_with_the_database_away_spills_what_is_queued(gateway, provider, upstream, postgres, tmp_path):
+    spill = tmp_path / "spill.jsonl"
+    gw = gateway({"providers": [provider("a")]}, database_url=postgres.url, ledger_spill_file=str(spill),
+                 ledger_flush_interval_s=30)  # nothing is written before shutdown
+    ids = [f"late-{n}" for n in range(5)]
+    send(gw, ids)
+    postgres.stop()
+    try:
+        gw.stop()
+    finally:
+        postgres.start()
+    assert sorted(from_line(line)["request_id"] for line in spill.read_bytes().splitlines()) == sorted(ids)
+
+
+# --- the spill file on its own ------------------------------------------------------------------
+
+
+def test_appends_racing_a_loader_lose_no_line(tmp_path):
+    """Writers append while a loader claims the file again and again: every line is read once."""
+    spill = SpillFile(tmp_path / "ledger-spill.jsonl")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def load_all() -> None:
+        for path in spill.claim():
+            with path.open("rb") as file:
+                while chunk := spill.read_chunk(file, 7):
+                    seen.extend(r["request_id"] for r in chunk)
+            path.unlink()
+
+    def loader() -> None:
+        while not done.is_set():
+            load_all()
+
+    def writer(name: str) -> None:
+        for n in range(50):
+            spill.append([record(f"{name}-{n}-{k}") for k in range(3)])
+
+    loading = threading.Thread(target=loader)
+    loading.start()
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(writer, ["w0", "w1", "w2"]))
+    done.set()
+    loading.join(10)
+    load_all()
+    assert sorted(seen) == sorted(f"w{w}-{n}-{k}" for w in range(3) for n in range(50) for k in range(3))
+    assert not spill.pending()
+
+
+def test_an_abandoned_claimed_file_is_loaded_and_a_torn_line_is_kept_aside(tmp_path):
+    spill = SpillFile(tmp_path / "ledger-spill.jsonl")
+    abandoned = tmp_path / "ledger-spill.jsonl.0123456789ab.claimed"  # its loader died
+    abandoned.write_bytes(orjson.dumps(record("r1", time=record("x")["time"]), default=str) + b"\n"
+                          + b'{"request_id": "torn", "attem')
+    (claimed,) = spill.claim()
+    with claimed.open("rb") as file:
+        assert [r["request_id"] for r in spill.read_chunk(file, 10)] == ["r1"]
+    assert (tmp_path / "ledger-spill.jsonl.bad").read_bytes() == b'{"request_id": "torn", "attem\n'

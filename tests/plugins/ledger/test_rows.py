@@ -1,0 +1,150 @@
+"""Every attempt through a real gateway is exactly one row, with every column filled as documented."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+
+import httpx
+import pytest
+
+from plugins.ledger import STORE_NAME
+
+from .helpers import read_rows
+
+PRICE = 0.001  # the provider fixture's cost per 1k tokens
+NO_RETRY = {"retries": 0, "failure_threshold": 1000}
+PROMPT = "one two three"  # the fake upstream counts words: 3 in, "Fake reply from b: one two three" 7 out
+HELLO = [{"role": "user", "content": PROMPT}]
+
+
+def new_id() -> str:
+    return f"l-{uuid.uuid4().hex[:12]}"
+
+
+def of(rows: list[dict], request_id: str) -> list[dict]:
+    return [row for row in rows if row["request_id"] == request_id]
+
+
+def test_a_fallback_request_is_two_rows_with_every_column(gateway, provider, upstream, database_url):
+    gw = gateway({"reliability": NO_RETRY, "providers": [
+        provider("a", model="fail-500", priority=1), provider("b", priority=2)]}, database_url=database_url)
+    rid = new_id()
+    before = datetime.now(timezone.utc)
+    answer = gw.client.post("/v1/chat/completions", headers={"x-request-id": rid},
+                            json={"model": "auto", "messages": HELLO, "user": "alice"})
+    assert answer.status_code == 200
+    gw.stop()
+    after = datetime.now(timezone.utc)
+
+    failed, ok = read_rows(database_url)
+    for row, number in ((failed, 1), (ok, 2)):
+        assert (row["request_id"], row["attempt"], row["client"]) == (rid, number, "alice")
+        assert before <= row["time"] <= after and row["time"].utcoffset().total_seconds() == 0
+        assert row["route"] is None  # the core does not pass the route to on_result/on_failure
+        assert row["latency_ms"] > 0
+    assert failed == failed | {
+        "provider": "a", "provider_id": "a/fail-500", "model": "fail-500", "model_used": None,
+        "success": False, "outcome": "failed", "error_kind": "status", "status": 500,
+        "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": None,
+        "reasoning_tokens": None, "tokens_estimated": False, "cost": 0.0, "overhead_ms": None,
+    }
+    assert "500" in failed["error"]
+    assert ok == ok | {
+        "provider": "b", "provider_id": "b/b", "model": "b", "model_used": "b", "success": True,
+        "outcome": "ok", "error_kind": None, "status": None, "error": None,
+        "prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10, "cached_tokens": None,
+        "reasoning_tokens": None, "tokens_estimated": False,
+    }
+    assert ok["cost"] == pytest.approx(10 * PRICE / 1000)
+    assert float(answer.headers["x-modelbroker-cost"]) == pytest.approx(ok["cost"], abs=1e-8)
+    assert 0 <= ok["overhead_ms"] < ok["latency_ms"] + 1000
+
+
+def test_the_default_database_is_modelbroker_db_beside_app_log(gateway, provider, upstream, tmp_path):
+    gw = gateway({"providers": [provider("a")]}, database_url="")  # empty: the default
+    rid = new_id()
+    assert gw.generate({"prompt": PROMPT}, headers={"x-request-id": rid}).status_code == 200
+    gw.stop()
+    assert gw.log_file.parent == tmp_path
+    rows = read_rows(f"sqlite+aiosqlite:///{tmp_path / 'modelbroker.db'}")
+    assert [(r["request_id"], r["outcome"]) for r in rows] == [(rid, "ok")]
+
+
+def test_refused_requests_are_one_row_each_with_attempt_zero(gateway, provider, upstream, sqlite_url):
+    gw = gateway({"providers": [provider("a")]}, database_url=sqlite_url)
+    unknown, bad_json, empty = new_id(), new_id(), new_id()
+    assert gw.client.post("/v1/chat/completions", headers={"x-request-id": unknown},
+                          json={"model": "nope", "messages": HELLO, "user": "carol"}).status_code == 404
+    assert gw.generate(content=b"{not json", headers={"x-request-id": bad_json,
+                                                      "content-type": "application/json"}).status_code == 400
+    assert gw.generate({"prompt": ""}, headers={"x-request-id": empty}).status_code == 422
+    gw.stop()
+
+    rows = {row["request_id"]: row for row in read_rows(sqlite_url)}
+    assert set(rows) == {unknown, bad_json, empty}
+    for row in rows.values():
+        assert (row["attempt"], row["success"], row["outcome"]) == (0, False, "rejected")
+        assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"], row["cost"]) == (0, 0, 0, 0.0)
+        assert row["provider"] is None and row["latency_ms"] is None
+    assert (rows[unknown]["route"], rows[unknown]["status"], rows[unknown]["client"]) == (
+        "/v1/chat/completions", 404, "carol")
+    assert "'nope'" in rows[unknown]["error"]
+    assert (rows[bad_json]["route"], rows[bad_json]["status"], rows[bad_json]["client"]) == ("/generate", 400, None)
+    assert rows[empty]["status"] == 422
+
+
+def test_a_stream_cut_after_content_is_one_partial_row(gateway, provider, upstream, sqlite_url):
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("a"), provider("b", priority=5)]},
+                 database_url=sqlite_url)
+    upstream.set_behavior("a", {"kind": "stream_cut", "chunks": 4, "cut_after": 2})
+    rid = new_id()
+    with gw.client.stream("POST", "/generate", json={"prompt": PROMPT, "stream": True},
+                          headers={"x-request-id": rid}) as r:
+        body = r.read().decode()
+    assert "stream_interrupted" in body
+    gw.stop()
+    (row,) = of(read_rows(sqlite_url), rid)
+    assert (row["attempt"], row["provider"], row["success"], row["outcome"], row["error_kind"]) == (
+        1, "a", False, "partial", "partial")
+    assert row["completion_tokens"] > 0 and row["tokens_estimated"] is True
+    assert row["cost"] == pytest.approx(row["total_tokens"] * PRICE / 1000)
+    assert upstream.calls["b"] == 0
+
+
+def test_a_client_leaving_mid_stream_is_one_cancelled_row(gateway, provider, upstream, sqlite_url):
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("a")]}, database_url=sqlite_url)
+    upstream.set_behavior("a", {"kind": "ok", "chunks": 6, "chunk_delay_s": 0.4})
+    rid = new_id()
+    with httpx.Client(timeout=10) as client, client.stream(
+        "POST", gw.url + "/generate", json={"prompt": PROMPT, "stream": True}, headers={"x-request-id": rid},
+    ) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: ") and "delta" in json.loads(line[6:]):
+                break
+    gw.stop()
+    (row,) = of(read_rows(sqlite_url), rid)
+    assert (row["attempt"], row["success"], row["outcome"], row["error_kind"]) == (1, False, "cancelled", "cancelled")
+
+
+def test_a_whole_stream_is_one_ok_row(gateway, provider, upstream, sqlite_url):
+    gw = gateway({"providers": [provider("a")]}, database_url=sqlite_url)
+    rid = new_id()
+    with gw.client.stream("POST", "/generate", json={"prompt": PROMPT, "stream": True},
+                          headers={"x-request-id": rid}) as r:
+        r.read()
+    gw.stop()
+    (row,) = of(read_rows(sqlite_url), rid)
+    assert (row["outcome"], row["success"], row["total_tokens"]) == ("ok", True, 10)
+
+
+def test_many_requests_are_flushed_while_the_gateway_runs(gateway, provider, upstream, sqlite_url):
+    gw = gateway({"providers": [provider("a")]}, database_url=sqlite_url, ledger_batch_size=10)
+    ids = [new_id() for _ in range(25)]
+    for rid in ids:
+        assert gw.generate({"prompt": PROMPT}, headers={"x-request-id": rid}).status_code == 200
+    store = gw.gateway.pm.get_plugin(STORE_NAME)
+    gw.client.get("/usage")  # flushes this process's queue before it reads
+    assert store.writer.written == 25 and not store.writer.queue
+    assert sorted(row["request_id"] for row in read_rows(sqlite_url)) == sorted(ids)
