@@ -13,6 +13,7 @@ import pluggy
 from fastapi import FastAPI
 
 from core import __version__
+from core.access import AccessControl
 from core.config import ConfigError
 from core.errors import GENERATION_ROUTES, install_error_handlers
 from core.gateway import Gateway
@@ -52,6 +53,7 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
                                  status=error.status, reason=error.message)
     install_error_handlers(app)
     app.add_middleware(RequestGuard, max_body_bytes=gateway.settings.max_body_bytes, on_refusal=refused)
+    app.add_middleware(AccessControl, gateway=gateway, on_refusal=refused)  # outermost: checked first
     return app
 
 

@@ -127,6 +127,10 @@ class Gateway:
             return enabled
         raise NoProviderAvailable(self.why_no_provider(matches))
 
+    async def admit(self, request: ChatRequest) -> None:
+        """Let every ``admit`` plugin refuse ``request`` (an APIError) before it is routed."""
+        await self.hooks.each_awaited("admit", request=request, principal=request.principal)
+
     def deadline(self, asked_s: str | None) -> float:
         """When a request must be answered: the configured request timeout, or less if the
         client asked for less (``x-modelbroker-timeout`` header, in seconds)."""

@@ -15,6 +15,8 @@ from typing import Any
 
 import pluggy
 
+from core.responses import APIError
+
 log = logging.getLogger("modelbroker")
 
 Impl = tuple[str, Callable[..., Any], tuple[str, ...]]
@@ -52,6 +54,8 @@ class HookCalls:
         for plugin, function, argnames in self._impls.get(hook, ()):
             try:
                 answer = function(*[kwargs[a] for a in argnames])
+            except APIError:
+                raise
             except Exception as exc:
                 raise PluginError(plugin, hook, exc) from exc
             if answer is not None:
@@ -69,13 +73,16 @@ class HookCalls:
         """Run every implementation and await what it returns.
 
         With ``contain``, a failure is logged and the rest still run (shutdown);
-        without, the first failure raises PluginError (startup).
+        without, the first failure raises PluginError (startup). An ``APIError`` (an
+        answer meant for the client, such as a refusal from ``admit``) passes through.
         """
         for plugin, function, argnames in self._impls.get(hook, ()):
             try:
                 answer = function(*[kwargs[a] for a in argnames])
                 if inspect.isawaitable(answer):
                     await answer
+            except APIError:
+                raise
             except Exception as exc:
                 if not contain:
                     raise PluginError(plugin, hook, exc) from exc

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from core.health import HealthTracker
     from core.settings import Settings
     from core.state import SharedState
-    from core.types import ChatRequest, Completion, ProviderError, StreamChunk
+    from starlette.datastructures import Headers
+
+    from core.types import ChatRequest, Completion, Principal, ProviderError, StreamChunk
 
 hookspec = pluggy.HookspecMarker("modelbroker")
 hookimpl = pluggy.HookimplMarker("modelbroker")
@@ -120,7 +122,36 @@ def on_shutdown() -> Awaitable[None] | None:
     """
 
 
-# --- one request ------------------------------------------------------------------
+# --- one request ---
+
+
+@hookspec(firstresult=True)
+def authenticate(headers: Headers, path: str) -> Awaitable[Principal] | None:
+    """Decide who is calling; runs for every route but ``/health``, before the route.
+
+    :param headers: the request's headers (case-insensitive).
+    :param path: the request's path.
+
+    Return None if you have no say (say, no client key exists: the gateway is
+    open). Else an awaitable giving the ``Principal``, or raising
+    ``core.responses.APIError`` (401 for a missing or wrong key) to refuse the
+    request. The first non-None answer wins. Runs on every request: keep it
+    to a dictionary lookup, no database round trip.
+    """
+
+
+@hookspec
+def admit(request: ChatRequest, principal: Principal | None) -> Awaitable[None] | None:
+    """A generation request is parsed and about to be routed: let it through or refuse it.
+
+    :param request: the parsed request (``request.client`` already names the principal).
+    :param principal: who is calling, from ``authenticate``, or None.
+
+    Refuse by raising ``core.responses.APIError`` (403 for a model the key may not
+    use, 429 with a ``retry-after`` header for a rate limit or an exhausted
+    budget); the refusal is answered and reported through ``on_rejected``. All
+    implementations run; each may return an awaitable.
+    """
 
 
 @hookspec(firstresult=True)

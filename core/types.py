@@ -35,6 +35,7 @@ class ChatRequest:
     deadline: float = 0.0
     client: str | None = None
     route: str | None = None
+    principal: Principal | None = None
     max_tokens: int | None = None
     temperature: float | None = None
     stream: bool = False
@@ -50,6 +51,18 @@ class ChatRequest:
             elif isinstance(content, list):
                 parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
         return "\n".join(parts)
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who is calling, as an ``authenticate`` plugin established it.
+
+    ``name`` is what the ledger records as the client; ``data`` is the
+    plugin's own (limits, allowed models) for its ``admit`` check.
+    """
+
+    name: str
+    data: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -59,6 +59,8 @@ async def generate(request: Request) -> JSONResponse:
         request_id=request_id_of(request),
         received_at=received_at,
         route=request.url.path,
+        principal=(principal := getattr(request.state, "principal", None)),
+        client=principal.name if principal else None,
         deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
         strategy=body.strategy,
         max_tokens=body.max_tokens,
@@ -66,6 +68,7 @@ async def generate(request: Request) -> JSONResponse:
         stream=body.stream,
     )
     request.state.chat = chat
+    await gateway.admit(chat)
     routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     if routed.stream is not None:
         return EventStreamResponse(stream_events(chat, routed), headers=routing_headers(chat, routed))

@@ -87,10 +87,12 @@ async def chat_completions(request: Request):
         max_tokens=data.get("max_tokens"),
         temperature=data.get("temperature"),
         stream=bool(data.get("stream")),
-        client=data["user"] if isinstance(data.get("user"), str) else None,
+        principal=(principal := getattr(request.state, "principal", None)),
+        client=principal.name if principal else data["user"] if isinstance(data.get("user"), str) else None,
         extra={k: v for k, v in data.items() if k not in OWNED_FIELDS},
     )
     request.state.chat = chat
+    await gateway.admit(chat)
     routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     headers = routing_headers(chat, routed)
     if routed.stream is None:
