@@ -439,3 +439,64 @@ def _config(path):
     from core.config import load_config
 
     return load_config(path)
+
+
+class _KeyCheck:
+    """authenticate and admit as a plugin: one key, and model "premium" only with it."""
+
+    def __init__(self):
+        from core.hookspecs import hookimpl
+        from core.responses import APIError
+        from core.types import Principal
+
+        async def check(value):
+            if value != "Bearer right":
+                raise APIError(401, "wrong key", code="invalid_api_key")
+            return Principal("alice")
+
+        class Plugin:
+            @hookimpl
+            def authenticate(self, headers):
+                value = headers.get("authorization")
+                return None if value is None else check(value)
+
+            @hookimpl
+            def admit(self, request, principal):
+                if request.model == "premium" and principal is None:
+                    raise APIError(403, "premium needs a key", code="model_not_allowed")
+
+        self.plugin = Plugin()
+
+
+def _gateway_with(gateway, provider, plugin):
+    from core.plugin_manager import make_plugin_manager
+
+    pm = make_plugin_manager()
+    pm.register(plugin, name="key-check")
+    return gateway({"providers": [provider("a", model="premium")]}, pm=pm)
+
+
+def test_hook_authenticate(gateway, provider):
+    gw = _gateway_with(gateway, provider, _KeyCheck().plugin)
+    assert gw.generate({"prompt": "hi"}).status_code == 200  # no say: open
+    refused = gw.generate({"prompt": "hi"}, headers={"authorization": "Bearer wrong"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert refused.headers["x-request-id"]
+    assert gw.get("/health").status_code == 200  # never asked for /health
+    allowed = gw.generate({"prompt": "hi"}, headers={"authorization": "Bearer right"})
+    assert allowed.status_code == 200
+    lines = gw.log_lines()
+    assert len(lines) == 2  # the refused request made no attempt
+
+
+def test_hook_admit(gateway, provider):
+    import httpx
+
+    gw = _gateway_with(gateway, provider, _KeyCheck().plugin)
+    body = {"model": "premium", "messages": [{"role": "user", "content": "hi"}]}
+    refused = httpx.post(gw.url + "/v1/chat/completions", json=body, timeout=10)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "model_not_allowed"
+    allowed = httpx.post(gw.url + "/v1/chat/completions", json=body, headers={"authorization": "Bearer right"},
+                         timeout=10)
+    assert allowed.status_code == 200
+    assert [line["success"] for line in gw.log_lines()] == [True]

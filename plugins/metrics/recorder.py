@@ -1,0 +1,140 @@
+"""The metrics of one gateway, fed by the hooks (``on_result``, ``on_failure``, ``on_rejected``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from core.config import GatewayConfig, ProviderConfig
+from core.health import COOLING, HealthTracker
+from core.hookspecs import hookimpl
+from core.types import ErrorKind
+from plugins.metrics.instruments import DISABLED, STATES, Instruments
+from plugins.metrics.outcomes import FAILED, RequestOutcomes
+
+log = logging.getLogger("modelbroker")
+
+OK, PARTIAL, CANCELLED = "ok", "partial", "cancelled"
+_OUTCOME_OF_KIND = {ErrorKind.PARTIAL: PARTIAL, ErrorKind.CANCELLED: CANCELLED}
+#: Seconds between a worker's updates of its health gauges in multiprocess mode.
+HEALTH_REFRESH_S = 2.0
+
+
+class MetricsRecorder:
+    """Registered by ``on_startup`` as ``metrics.recorder``: one per gateway.
+
+    ``multiprocess_dir`` set: values go to that directory, and a scrape (by any
+    worker) reads every worker's files; else they live in ``registry`` only.
+    """
+
+    def __init__(self, config: GatewayConfig, multiprocess_dir: str | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.instruments = Instruments(self.registry)
+        self.multiprocess_dir = multiprocess_dir
+        self.outcomes = RequestOutcomes(self._count_request, config.reliability.request_timeout_s)
+        self._providers = {p.id: p for p in config.providers}  # what a worker's refresher reports
+        self._refresher: asyncio.Task | None = None
+        if multiprocess_dir:
+            self.scrape_registry = CollectorRegistry()
+            MultiProcessCollector(self.scrape_registry, path=multiprocess_dir)
+        else:
+            self.scrape_registry = self.registry
+
+    # --- hooks: quick, and never raising ----------------------------------------------------
+
+    @hookimpl
+    def on_result(self, provider, request, result, elapsed_ms):
+        try:
+            self._attempt(provider, OK, elapsed_ms, result.usage, result.cost)
+            self.instruments.overhead.observe(result.overhead_ms / 1000)
+            self.outcomes.attempt_ended(request, _labels(provider), OK)
+        except Exception:
+            log.warning("metrics: an attempt was not counted", exc_info=True)
+
+    @hookimpl
+    def on_failure(self, provider, request, error, elapsed_ms):
+        try:
+            outcome = _OUTCOME_OF_KIND.get(error.kind, FAILED)
+            self._attempt(provider, outcome, elapsed_ms, error.usage, error.cost)
+            status = "" if error.status is None else str(error.status)
+            self.instruments.attempt_errors.labels(*_labels(provider), error.kind.value, status).inc()
+            self.outcomes.attempt_ended(request, _labels(provider), outcome)
+        except Exception:
+            log.warning("metrics: a failed attempt was not counted", exc_info=True)
+
+    @hookimpl
+    def on_rejected(self, route, status):
+        try:
+            self.instruments.rejected.labels(route, str(status)).inc()
+        except Exception:
+            log.warning("metrics: a rejected request was not counted", exc_info=True)
+
+    def _attempt(self, provider: ProviderConfig, outcome: str, elapsed_ms: float, usage, cost: float) -> None:
+        labels = _labels(provider)
+        self._providers.setdefault(provider.id, provider)
+        self.instruments.attempts.labels(*labels, outcome).inc()
+        self.instruments.attempt_duration.labels(*labels, outcome).observe(elapsed_ms / 1000)
+        if usage is not None:
+            self.instruments.tokens.labels(*labels, "prompt").inc(max(0, usage.prompt_tokens))
+            self.instruments.tokens.labels(*labels, "completion").inc(max(0, usage.completion_tokens))
+        if cost:
+            self.instruments.cost.labels(*labels).inc(max(0.0, cost))
+
+    def _count_request(self, provider: str, model: str, outcome: str) -> None:
+        self.instruments.requests.labels(provider, model, outcome).inc()
+
+    # --- health, read from the gateway's tracker ----------------------------------------------
+
+    def refresh_health(self, health: HealthTracker, providers: Iterable[ProviderConfig]) -> None:
+        """Set the health gauges from ``health``; in one process, only ``providers`` are shown."""
+        gauges = self.instruments
+        if not self.multiprocess_dir:
+            for gauge in gauges.health_gauges:
+                gauge.clear()  # a provider removed by a reload disappears
+        for provider in providers:
+            labels = _labels(provider)
+            row = health.report(provider) if provider.enabled else {"state": DISABLED}
+            for state in STATES:
+                gauges.provider_state.labels(*labels, state).set(1 if row["state"] == state else 0)
+            gauges.cooldown_remaining.labels(*labels).set(row.get("cooling_down_for_s", 0.0)
+                                                         if row["state"] == COOLING else 0.0)
+            gauges.consecutive_failures.labels(*labels).set(row.get("consecutive_failures", 0))
+            gauges.in_flight.labels(*labels).set(row.get("in_flight", 0))
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self, health_of) -> None:
+        """In multiprocess mode, keep this worker's health gauges current (``health_of()`` gives
+        the gateway's tracker once it is registered)."""
+        if self.multiprocess_dir:
+            self._refresher = asyncio.create_task(self._refresh_forever(health_of), name="modelbroker-metrics")
+
+    async def _refresh_forever(self, health_of) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_REFRESH_S)
+            health = health_of()
+            if health is not None:
+                try:
+                    self.refresh_health(health, list(self._providers.values()))
+                except Exception:
+                    log.warning("metrics: the health gauges were not updated", exc_info=True)
+
+    @hookimpl
+    async def on_shutdown(self):
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        self.outcomes.close()
+        if self.multiprocess_dir:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)  # its live gauges leave the sums
+
+
+def _labels(provider: ProviderConfig) -> tuple[str, str]:
+    return provider.name, provider.model

@@ -1,0 +1,169 @@
+"""plugins/dashboard: GET /dashboard, drawn by headless Chromium from a real gateway on a fake upstream.
+
+The usage comes from ``StubLedger`` (an in-memory /usage in the ledger's shape) fed by
+the requests each test sends, and from the real ledger when it is installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+import pytest
+
+from core.hookspecs import hookimpl
+from core.plugin_manager import make_plugin_manager
+from core.responses import APIError
+from plugins import dashboard, openai_http, priority
+
+from .stub_ledger import StubLedger, history
+
+BAD_JSON = b"{not json"
+DAYS = 7  # the page shows the last 7 days by default
+
+
+def make_pm(**extra):
+    pm = make_plugin_manager(load_entrypoints=False)
+    for name, plugin in {"priority": priority, "openai": openai_http, "dashboard": dashboard, **extra}.items():
+        pm.register(plugin, name=name)
+    return pm
+
+
+@pytest.fixture
+def providers(provider):
+    return {
+        "providers": [
+            provider("broken", model="fail-500", priority=1),
+            provider("fast", priority=2),
+            provider("backup", priority=3),
+            provider("off", enabled=False),
+        ],
+        "reliability": {"retries": 0, "failure_threshold": 2, "cooldown_s": 60},
+    }
+
+
+def send_traffic(gw) -> None:
+    """Fallbacks from ``broken`` to ``fast`` until ``broken`` cools down, some calls to ``backup``, a refusal."""
+    for n in range(5):
+        assert gw.generate({"prompt": f"hello {n}"}).status_code == 200
+    for n in range(3):
+        body = {"model": "backup", "messages": [{"role": "user", "content": f"hi {n}"}]}
+        assert gw.client.post("/v1/chat/completions", json=body).status_code == 200
+    assert gw.generate(content=BAD_JSON).status_code == 400
+
+
+def count(html: str, pattern: str) -> int:
+    return len(re.findall(pattern, html))
+
+
+def test_the_dashboard_draws_spend_volume_latency_and_health(gateway, providers, upstream, browse):
+    ledger = StubLedger(rows=history())
+    gw = gateway(providers, pm=make_pm(ledger=ledger))
+    send_traffic(gw)
+    page = browse(gw.url + "/dashboard")
+
+    assert 'data-state="ready"' in page.dom
+    assert re.search(r'<p id="notice" hidden="">', page.dom), "a notice is shown"
+    spend = page.section("spend")
+    assert 'data-chart="spend"' in spend
+    for name in ("backup", "broken", "fast"):
+        assert count(spend, rf'<g data-series="{name}">') == 1
+    assert count(spend, r'class="point"') == 3 * DAYS  # one point per provider and day
+    volume = page.section("volume")
+    assert count(volume, r'class="bar" data-series="requests"') == DAYS
+    assert count(volume, r'class="point"') == DAYS  # every day has attempts
+    latency = page.section("latency")
+    for name in ("backup", "fast"):
+        assert count(latency, rf'data-series="{name}" data-percentile="p(50|95)"') == 2
+    assert 'data-series="broken"' not in latency  # no successful attempt: no latency
+
+    health = page.section("health")
+    assert re.search(r'data-provider="broken/fail-500" data-state="cooling_down".*?cooling down, \d', health, re.S)
+    assert 'data-provider="fast/fast" data-state="healthy"' in health
+    assert 'data-provider="off/off" data-state="disabled"' in health
+    totals = page.section("totals")
+    assert re.search(r'<tr data-provider="fast"><td>fast</td><td class="num">[\d,]+</td>', totals)
+    assert page.screenshot.stat().st_size > 30_000  # a drawn page, not a blank one
+
+
+def test_without_a_day_by_provider_breakdown_the_total_spend_is_drawn(gateway, providers, upstream, browse):
+    gw = gateway(providers, pm=make_pm(ledger=StubLedger(by_day_and_provider=False, rows=history())))
+    send_traffic(gw)
+    spend = browse(gw.url + "/dashboard").section("spend")
+    assert count(spend, r'<g data-series="all providers">') == 1
+    assert count(spend, r'class="point"') == DAYS
+    assert "no per-provider daily breakdown" in spend
+
+
+def test_an_empty_ledger_says_there_is_no_data_yet(gateway, providers, upstream, browse):
+    gw = gateway(providers, pm=make_pm(ledger=StubLedger()))
+    page = browse(gw.url + "/dashboard")
+    for name in ("spend", "volume", "latency"):
+        assert "No data yet" in page.section(name)
+        assert "<svg" not in page.section(name)
+    assert 'data-provider="fast/fast" data-state="healthy"' in page.section("health")
+
+
+def test_with_the_ledger_off_the_health_is_still_shown(gateway, providers, upstream, browse):
+    gw = gateway(providers, pm=make_pm())
+    assert gw.get("/usage").status_code == 404
+    page = browse(gw.url + "/dashboard")
+    assert re.search(r'<p id="notice">The ledger is off', page.dom)
+    assert re.search(r'<section class="card wide" id="spend" hidden="">', page.dom)
+    assert 'data-provider="broken/fail-500" data-state="healthy"' in page.section("health")
+
+
+class UsageNeedsAKey:
+    """An ``authenticate`` plugin that guards /usage only (the page itself carries no data)."""
+
+    @hookimpl
+    def authenticate(self, headers, path):
+        if path != "/usage" or headers.get("authorization") == "Bearer sk-test":
+            return None
+        return _refuse()
+
+
+async def _refuse():
+    raise APIError(401, "a client key is needed", code="invalid_api_key")
+
+
+def test_a_usage_behind_a_key_asks_for_one(gateway, providers, upstream, browse):
+    gw = gateway(providers, pm=make_pm(ledger=StubLedger(rows=history()), keys=UsageNeedsAKey()))
+    assert gw.get("/usage", params={"from": "2020-01-01", "to": "2020-01-02"}).status_code == 401
+    page = browse(gw.url + "/dashboard")
+    assert '<form id="key-form" autocomplete="off">' in page.dom  # shown
+    assert re.search(r'<p id="notice">The usage needs a client key \(a client key is needed\)', page.dom)
+    assert 'data-provider="fast/fast" data-state="healthy"' in page.section("health")
+
+
+def test_a_range_in_the_address_is_used(gateway, providers, upstream, browse):
+    gw = gateway(providers, pm=make_pm(ledger=StubLedger(rows=history())))
+    spend = browse(gw.url + "/dashboard?from=2020-01-01&to=2020-01-03").section("spend")
+    assert "No data yet" in spend  # the history is recent
+
+
+def test_the_page_is_self_contained(gateway, providers, upstream):
+    gw = gateway(providers, pm=make_pm())
+    answer = gw.get("/dashboard")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/html")
+    html = answer.text
+    assert not re.search(r'\b(src|href)=', html), "the page loads something"
+    assert re.findall(r"https?://[^\s\"'`]+", html) == ["http://www.w3.org/2000/svg"]  # a namespace, not a fetch
+    policy = answer.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    script = re.search(r"<script>(.*)</script>", html, re.S).group(1)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in policy
+
+
+def test_with_the_real_ledger(gateway, providers, upstream, browse, tmp_path):
+    ledger = pytest.importorskip("plugins.ledger", reason="the ledger's dependencies are not installed")
+    gw = gateway(providers, pm=make_pm(ledger=ledger), log=tmp_path / "app.log")
+    send_traffic(gw)
+    page = browse(gw.url + "/dashboard")
+    assert 'data-state="ready"' in page.dom
+    assert count(page.section("spend"), r'class="point"') >= DAYS
+    assert count(page.section("volume"), r'class="point"') == 1  # a failure rate only for today, which has attempts
+    assert count(page.section("latency"), r'data-series="fast" data-percentile="p(50|95)"') == 2
+    assert re.search(r'<tr data-provider="fast"><td>fast</td><td class="num">5</td>', page.section("totals"))
