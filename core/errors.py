@@ -15,7 +15,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from core.disconnect import ClientGone
+from core.hookcall import PluginError
 from core.gateway import UnknownModel
 from core.request_ids import request_id_of
 from core.responses import APIError, error_response
@@ -73,6 +76,9 @@ def as_api_error(request: Request, exc: Exception) -> APIError:
         return APIError(422, message, param=found[0][0] if found else None)
     if isinstance(exc, HTTPException):
         return APIError(exc.status_code, str(exc.detail), headers=exc.headers)
+    if isinstance(exc, PluginError):
+        log.error("%s (on %s %s)", exc, request.method, request.url.path, exc_info=exc.error)
+        return APIError(500, f"{exc}; the gateway log has the traceback", code="plugin_error")
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return APIError(500, "internal error in the gateway; the gateway log has the details")
 
@@ -94,6 +100,37 @@ async def handle(request: Request, exc: Exception) -> Response:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Known exceptions are answered by Starlette's exception middleware; anything else by
+    ``CatchUnexpected``. (A handler for ``Exception`` itself would run in Starlette's
+    outermost middleware, which re-raises after answering: uvicorn then drops the
+    client's keep-alive connection and logs the error twice.)"""
     for kind in (APIError, NoProviderAvailable, UnknownStrategy, UnknownModel, AllProvidersFailed,
-                 AllProvidersBusy, ClientGone, RequestValidationError, HTTPException, Exception):
+                 AllProvidersBusy, ClientGone, RequestValidationError, HTTPException, PluginError):
         app.add_exception_handler(kind, handle)
+    app.add_middleware(CatchUnexpected)
+
+
+class CatchUnexpected:
+    """Answer an unexpected exception with a 500 in the error shape, and keep the connection."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if started:
+                raise  # the answer is under way: nothing sound can be sent now
+            response = await handle(Request(scope, receive), exc)
+            await response(scope, receive, send)
