@@ -1,5 +1,9 @@
 """Count tokens with tiktoken when an upstream reports no usage (a stream without a usage chunk).
 
+The encoding takes about 75 MiB and 0.3 s to load, and most upstreams report
+usage, so it is loaded only when first needed, in a background thread; counts
+asked for before it is ready use the character estimate.
+
 tiktoken downloads its BPE files on first use, which an offline gateway cannot
 do. The same files ship inside the ``bpe-openai`` package, so they are copied
 into tiktoken's cache under the name tiktoken looks for; tiktoken still checks
@@ -15,6 +19,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 from importlib import resources
 from typing import Any
 
@@ -25,18 +30,37 @@ _URL = f"https://openaipublic.blob.core.windows.net/encodings/{ENCODING}.tiktoke
 
 
 def count_tokens(text: str) -> int:
-    """Tokens in ``text`` under o200k_base (GPT-4o's encoding), or about len/4 without tiktoken."""
+    """Tokens in ``text`` under o200k_base (GPT-4o's encoding); about len/4 until it is loaded."""
     if not text:
         return 0
-    encoding = load_encoding()
+    encoding = _loaded[0] if _loaded else None
     if encoding is None:
+        _load_in_background()
         return max(1, (len(text) + 3) // 4)
     return len(encoding.encode_ordinary(text))
 
 
+_loaded: list[Any] = []  # [encoding] once loaded (None if it cannot be)
+_loading = threading.Lock()
+
+
+def preload() -> None:
+    """Load the encoding now, in this thread (tests, or a process that wants exact counts at once)."""
+    if _loading.acquire(blocking=False):
+        _loaded.append(load_encoding())
+    while not _loaded:  # another thread is loading it
+        threading.Event().wait(0.01)
+
+
+def _load_in_background() -> None:
+    if _loading.acquire(blocking=False):  # once per process; the lock is never released
+        threading.Thread(target=lambda: _loaded.append(load_encoding()), name="tiktoken-load",
+                         daemon=True).start()
+
+
 @functools.lru_cache(maxsize=1)
 def load_encoding() -> Any:
-    """The tiktoken encoding, loaded once (about 0.3 s: call it at startup, off the event loop)."""
+    """The tiktoken encoding, loaded once (about 0.3 s: keep it off the event loop)."""
     try:
         import tiktoken
 

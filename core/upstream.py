@@ -127,12 +127,12 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def sse_data(response: httpx.Response) -> AsyncIterator[str]:
-    """The ``data:`` payload of each server-sent event."""
+async def sse_data(stream) -> AsyncIterator[str]:
+    """The ``data:`` payload of each server-sent event of ``stream`` (a ``core.http.UpstreamStream``)."""
     data: list[str] = []
-    async for line in response.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip(" "))
+    async for line in stream.lines():
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" ").decode("utf-8", "replace"))
         elif not line and data:
             yield "\n".join(data)
             data = []

@@ -16,13 +16,13 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timezone
 
-import httpx
 import orjson
 
 from core.hookspecs import hookimpl
+from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.streaming import single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, RateLimit, StreamChunk
-from core.upstream import redact, sse_data, status_error, transport_error
+from core.upstream import redact, sse_data, status_error
 from plugins.anthropic_convert import StreamState, parse_message, request_body
 
 TYPE = "anthropic"
@@ -35,12 +35,12 @@ def adapter_types():
 
 
 @hookimpl(trylast=True)
-def call_provider(provider, request, client):
+def call_provider(provider, request, http):
     if provider.type != TYPE:
         return None
     if request.stream:
-        return open_stream(provider, request, client)
-    return complete(provider, request, client)
+        return open_stream(provider, request, http)
+    return complete(provider, request, http)
 
 
 def request_headers(api_key: str | None, options: Mapping) -> dict[str, str]:
@@ -57,28 +57,23 @@ def _secret(provider) -> str | None:
     return provider.api_key.get_secret_value() if provider.api_key else None
 
 
-def _build(provider, request: ChatRequest, client: httpx.AsyncClient, secret: str | None) -> httpx.Request:
-    return client.build_request(
-        "POST",
-        provider.endpoint,
-        content=orjson.dumps(request_body(provider.model, request, provider.options)),
-        headers=request_headers(secret, provider.options),
-        timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s),
-    )
+def _payload(provider, request: ChatRequest, secret: str | None) -> tuple[str, bytes, dict[str, str]]:
+    """URL, body and headers of the upstream request."""
+    body = orjson.dumps(request_body(provider.model, request, provider.options))
+    return provider.endpoint, body, request_headers(secret, provider.options)
 
 
-async def complete(provider, request: ChatRequest, client: httpx.AsyncClient) -> Completion:
+async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
     """One non-streaming call; raises ProviderError for every kind of failure."""
     secret = _secret(provider)
     started = time.perf_counter()
-    try:
-        response = await client.send(_build(provider, request, client, secret))
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
+    url, body, headers = _payload(provider, request, secret)
+    response = await http.post(url, body, headers, timeout_s=provider.timeout_s,
+                               connect_timeout_s=provider.connect_timeout_s, secret=secret)
     upstream_ms = (time.perf_counter() - started) * 1000
-    if response.status_code >= 300:
-        raise upstream_error(response.status_code, response.headers, response.content, secret)
-    completion = parse_body(response.content, provider.model, secret)
+    if response.status >= 300:
+        raise upstream_error(response.status, response.headers, response.body, secret)
+    completion = parse_body(response.body, provider.model, secret)
     completion.upstream_ms = upstream_ms
     completion.rate_limit = rate_limit_of(response.headers)
     return completion
@@ -94,27 +89,17 @@ def parse_body(content: bytes, model: str, secret: str | None) -> Completion:
     return parse_message(data, model)
 
 
-async def open_stream(provider, request: ChatRequest, client: httpx.AsyncClient) -> AsyncIterator[StreamChunk]:
+async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:
     """Send a streaming request; return its chunks once the upstream has answered 2xx."""
     secret = _secret(provider)
-    try:
-        response = await client.send(_build(provider, request, client, secret), stream=True)
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
-    if response.status_code >= 300:
-        try:
-            content = await response.aread()
-        except httpx.HTTPError:
-            content = b""
-        finally:
-            await response.aclose()
-        raise upstream_error(response.status_code, response.headers, content, secret)
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return _whole_answer_as_stream(response, provider.model, secret)
-    return read_stream(response, provider.model, secret)
+    url, body, headers = _payload(provider, request, secret)
+    stream = await open_event_stream(http, provider, url, body, headers, upstream_error)
+    if stream.is_json:
+        return _whole_answer_as_stream(stream, provider.model, secret)
+    return read_stream(stream, provider.model, secret)
 
 
-async def read_stream(response: httpx.Response, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+async def read_stream(response: UpstreamStream, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
     """The upstream's events as OpenAI chunks; a stream that stops before ``message_stop`` raises."""
     state = StreamState(model, secret)
     try:
@@ -123,23 +108,17 @@ async def read_stream(response: httpx.Response, model: str, secret: str | None) 
                 yield chunk
             if state.done:
                 break
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
     finally:
-        await response.aclose()
+        await response.close()
     if not state.done:
         raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, before message_stop")
 
 
-async def _whole_answer_as_stream(response: httpx.Response, model: str,
+async def _whole_answer_as_stream(response: UpstreamStream, model: str,
                                   secret: str | None) -> AsyncIterator[StreamChunk]:
     """An upstream (or proxy) that ignored ``stream: true`` and answered whole: one chunk."""
-    try:
-        content = await response.aread()
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
-    finally:
-        await response.aclose()
+    async with response:
+        content = await response.read()
     async for chunk in single_chunk_stream(parse_body(content, model, secret)):
         yield chunk
 

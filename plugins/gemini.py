@@ -17,12 +17,12 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import orjson
 
 from core.hookspecs import hookimpl
+from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
-from core.upstream import duration_seconds, redact, sse_data, status_error, transport_error
+from core.upstream import duration_seconds, redact, sse_data, status_error
 from plugins.gemini_convert import StreamState, parse_response, request_body
 
 TYPE = "gemini"
@@ -34,12 +34,12 @@ def adapter_types():
 
 
 @hookimpl(trylast=True)
-def call_provider(provider, request, client):
+def call_provider(provider, request, http):
     if provider.type != TYPE:
         return None
     if request.stream:
-        return open_stream(provider, request, client)
-    return complete(provider, request, client)
+        return open_stream(provider, request, http)
+    return complete(provider, request, http)
 
 
 def model_url(endpoint: str, model: str, stream: bool) -> str:
@@ -61,58 +61,43 @@ def _secret(provider) -> str | None:
     return provider.api_key.get_secret_value() if provider.api_key else None
 
 
-def _build(provider, request: ChatRequest, client: httpx.AsyncClient, secret: str | None) -> httpx.Request:
-    return client.build_request(
-        "POST",
-        model_url(provider.endpoint, provider.model, request.stream),
-        content=orjson.dumps(request_body(request, provider.options)),
-        headers=request_headers(secret),
-        timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s),
-    )
+def _payload(provider, request: ChatRequest, secret: str | None) -> tuple[str, bytes, dict[str, str]]:
+    """URL, body and headers of the upstream request."""
+    url = model_url(provider.endpoint, provider.model, request.stream)
+    return url, orjson.dumps(request_body(request, provider.options)), request_headers(secret)
 
 
-async def complete(provider, request: ChatRequest, client: httpx.AsyncClient) -> Completion:
+async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
     """One non-streaming call; raises ProviderError for every kind of failure."""
     secret = _secret(provider)
     started = time.perf_counter()
-    try:
-        response = await client.send(_build(provider, request, client, secret))
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
+    url, body, headers = _payload(provider, request, secret)
+    response = await http.post(url, body, headers, timeout_s=provider.timeout_s,
+                               connect_timeout_s=provider.connect_timeout_s, secret=secret)
     upstream_ms = (time.perf_counter() - started) * 1000
-    if response.status_code >= 300:
-        raise upstream_error(response.status_code, response.headers, response.content, secret)
+    if response.status >= 300:
+        raise upstream_error(response.status, response.headers, response.body, secret)
     try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(response.body)
     except orjson.JSONDecodeError:
-        snippet = redact(response.content[:80].decode("utf-8", "replace"), secret)
+        snippet = redact(response.body[:80].decode("utf-8", "replace"), secret)
         raise ProviderError(ErrorKind.MALFORMED, f"not a Gemini response (body starts {snippet!r})") from None
     completion = parse_response(data, provider.model, secret)
     completion.upstream_ms = upstream_ms
     return completion
 
 
-async def open_stream(provider, request: ChatRequest, client: httpx.AsyncClient) -> AsyncIterator[StreamChunk]:
+async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:
     """Send a streaming request; return its chunks once the upstream has answered 2xx."""
     secret = _secret(provider)
-    try:
-        response = await client.send(_build(provider, request, client, secret), stream=True)
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
-    if response.status_code >= 300:
-        try:
-            content = await response.aread()
-        except httpx.HTTPError:
-            content = b""
-        finally:
-            await response.aclose()
-        raise upstream_error(response.status_code, response.headers, content, secret)
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return _whole_answer_as_stream(response, provider.model, secret)
-    return read_stream(response, provider.model, secret)
+    url, body, headers = _payload(provider, request, secret)
+    stream = await open_event_stream(http, provider, url, body, headers, upstream_error)
+    if stream.is_json:
+        return _whole_answer_as_stream(stream, provider.model, secret)
+    return read_stream(stream, provider.model, secret)
 
 
-async def read_stream(response: httpx.Response, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+async def read_stream(response: UpstreamStream, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
     """The upstream's responses as OpenAI chunks, then the usage chunk; a stream that
     ends before any ``finishReason`` raises ProviderError(connection)."""
     state = StreamState(model, secret)
@@ -120,10 +105,8 @@ async def read_stream(response: httpx.Response, model: str, secret: str | None) 
         async for data in sse_data(response):
             for chunk in state.feed(parse_event(data, secret)):
                 yield chunk
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
     finally:
-        await response.aclose()
+        await response.close()
     if not state.finished:
         raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, before any finishReason")
     usage = state.usage_chunk()
@@ -131,16 +114,12 @@ async def read_stream(response: httpx.Response, model: str, secret: str | None) 
         yield usage
 
 
-async def _whole_answer_as_stream(response: httpx.Response, model: str,
+async def _whole_answer_as_stream(response: UpstreamStream, model: str,
                                   secret: str | None) -> AsyncIterator[StreamChunk]:
     """An answer sent whole (one response, or the JSON array of a stream without ``alt=sse``),
     read as the stream it stands for."""
-    try:
-        content = await response.aread()
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
-    finally:
-        await response.aclose()
+    async with response:
+        content = await response.read()
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:

@@ -11,14 +11,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from core.hookspecs import hookimpl
+from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.pricing import estimated_usage
 from core.streaming import single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from core.upstream import rate_limit_of, redact, sse_data, status_error, transport_error
+from core.upstream import rate_limit_of, redact, sse_data, status_error
 
 TYPE = "openai"
 
@@ -29,12 +29,12 @@ def adapter_types():
 
 
 @hookimpl(trylast=True)
-def call_provider(provider, request, client):
+def call_provider(provider, request, http):
     if provider.type != TYPE:
         return None
     if request.stream:
-        return open_stream(provider, request, client)
-    return complete(provider, request, client)
+        return open_stream(provider, request, http)
+    return complete(provider, request, http)
 
 
 def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
@@ -65,26 +65,20 @@ def request_headers(api_key: str | None) -> dict[str, str]:
     return headers
 
 
-async def complete(provider, request: ChatRequest, client: httpx.AsyncClient) -> Completion:
+async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
     """One non-streaming call; raises ProviderError for every kind of failure."""
     secret = provider.api_key.get_secret_value() if provider.api_key else None
-    timeout = httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s)
     started = time.perf_counter()
-    try:
-        response = await client.post(
-            provider.endpoint,
-            content=orjson.dumps(request_body(provider.model, request)),
-            headers=request_headers(secret),
-            timeout=timeout,
-        )
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
+    reply = await http.post(
+        provider.endpoint, orjson.dumps(request_body(provider.model, request)), request_headers(secret),
+        timeout_s=provider.timeout_s, connect_timeout_s=provider.connect_timeout_s, secret=secret,
+    )
     upstream_ms = (time.perf_counter() - started) * 1000
-    if response.status_code >= 300:
-        raise status_error(response.status_code, response.headers, response.content, secret)
-    completion = parse_completion(response.content, provider.model, secret)
+    if reply.status >= 300:
+        raise status_error(reply.status, reply.headers, reply.body, secret)
+    completion = parse_completion(reply.body, provider.model, secret)
     completion.upstream_ms = upstream_ms
-    completion.rate_limit = rate_limit_of(response.headers)
+    completion.rate_limit = rate_limit_of(reply.headers)
     if completion.raw is not None and not isinstance(completion.raw.get("usage"), dict):
         completion.usage = estimated_usage(request, completion.text)
     return completion
@@ -130,48 +124,29 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and value >= 0 else 0
 
 
-async def open_stream(provider, request: ChatRequest, client: httpx.AsyncClient) -> AsyncIterator[StreamChunk]:
+async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:
     """Send a streaming request; return its chunks once the upstream has answered 2xx."""
     secret = provider.api_key.get_secret_value() if provider.api_key else None
-    upstream_request = client.build_request(
-        "POST",
-        provider.endpoint,
-        content=orjson.dumps(stream_body(provider.model, request)),
-        headers=request_headers(secret),
-        timeout=httpx.Timeout(provider.timeout_s, connect=provider.connect_timeout_s),
-    )
-    try:
-        response = await client.send(upstream_request, stream=True)
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
-    if response.status_code >= 300:
-        try:
-            content = await response.aread()
-        except httpx.HTTPError:
-            content = b""
-        finally:
-            await response.aclose()
-        raise status_error(response.status_code, response.headers, content, secret)
-    if response.headers.get("content-type", "").startswith("application/json"):
-        return _whole_answer_as_stream(response, provider.model, secret)
-    return read_stream(response, secret)
+    body = orjson.dumps(stream_body(provider.model, request))
+    stream = await open_event_stream(http, provider, provider.endpoint, body, request_headers(secret), status_error)
+    if stream.is_json:
+        return _whole_answer_as_stream(stream, provider.model, secret)
+    return read_stream(stream, secret)
 
 
-async def read_stream(response: httpx.Response, secret: str | None) -> AsyncIterator[StreamChunk]:
+async def read_stream(stream: UpstreamStream, secret: str | None) -> AsyncIterator[StreamChunk]:
     """The upstream's SSE events as chunks; a stream that stops before its end raises."""
     finished = False
     try:
-        async for data in sse_data(response):
+        async for data in sse_data(stream):
             if data == "[DONE]":
                 finished = True
                 break
             chunk = parse_chunk(data, secret)
             finished = finished or chunk.finish_reason is not None
             yield chunk
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
     finally:
-        await response.aclose()
+        await stream.close()
     if not finished:
         raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, with no finish_reason and no [DONE]")
 
@@ -206,14 +181,10 @@ def parse_chunk(data: str, secret: str | None = None) -> StreamChunk:
     )
 
 
-async def _whole_answer_as_stream(response: httpx.Response, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+async def _whole_answer_as_stream(stream: UpstreamStream, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
     """An upstream that ignored ``stream: true`` and answered whole: one chunk."""
-    try:
-        content = await response.aread()
-    except httpx.HTTPError as exc:
-        raise transport_error(exc, secret) from None
-    finally:
-        await response.aclose()
+    async with stream:
+        content = await stream.read()
     completion = parse_completion(content, model, secret)
     async for chunk in single_chunk_stream(completion):
         yield chunk

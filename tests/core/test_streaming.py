@@ -21,7 +21,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
 
-from core.tokens import count_tokens
+from core.tokens import count_tokens, preload
 
 SECRET = "sk-modelbroker-stream-test-SECRET-9c8d7e6f5a4b"
 PRICE = 0.001
@@ -29,6 +29,12 @@ TIMEOUT = 10.0
 PROMPT = "hello big world"
 HELLO = [{"role": "user", "content": PROMPT}]
 RELIABILITY = {"retries": 0, "failure_threshold": 1000}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _exact_token_counts():
+    """The gateway loads tiktoken lazily; load it now so counts compared here are exact."""
+    preload()
 
 
 def reply(model: str) -> str:

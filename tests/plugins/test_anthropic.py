@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from core.config import ProviderConfig
+from core.http import UpstreamHTTP
 from core.types import ChatRequest, ErrorKind, ProviderError, Usage
 from plugins import anthropic
 from plugins.anthropic_convert import (
@@ -305,7 +306,7 @@ def test_request_headers():
 
 def test_declines_other_types():
     provider = ProviderConfig(name="p", endpoint="http://x/v1", model="m", cost_per_1k_tokens=0)
-    assert anthropic.call_provider(provider=provider, request=chat_request(), client=None) is None
+    assert anthropic.call_provider(provider=provider, request=chat_request(), http=None) is None
     assert anthropic.adapter_types() == ["anthropic"]
 
 
@@ -324,7 +325,7 @@ async def collect(chunks) -> list:
 
 async def test_complete_sends_key_version_and_converted_body(upstream):
     request = chat_request(messages=PROMPT)
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         completion = await anthropic.complete(claude(upstream, options={"anthropic_version": "2099-01-01"}),
                                               request, client)
     assert completion.text == "Fake reply from claude-t: hello big world"
@@ -336,7 +337,7 @@ async def test_complete_sends_key_version_and_converted_body(upstream):
 
 
 async def test_complete_without_key_is_a_401(upstream):
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await anthropic.complete(claude(upstream, api_key=None), chat_request(), client)
     assert caught.value.status == 401 and caught.value.code == "authentication_error"
@@ -345,14 +346,14 @@ async def test_complete_without_key_is_a_401(upstream):
 
 async def test_complete_malformed_body(upstream):
     upstream.set_behavior("claude-t", "malformed")
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await anthropic.complete(claude(upstream), chat_request(), client)
     assert caught.value.kind is ErrorKind.MALFORMED
 
 
 async def test_open_stream_yields_chunks_and_usage(upstream):
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         chunks = await collect(await anthropic.open_stream(claude(upstream), chat_request(messages=PROMPT,
                                                                                           stream=True), client))
     assert "".join(c.text for c in chunks) == "Fake reply from claude-t: hello big world"
@@ -370,7 +371,7 @@ async def test_open_stream_yields_chunks_and_usage(upstream):
 async def test_open_stream_failures(upstream, behavior, kind):
     upstream.set_behavior("claude-t", behavior)
     got = []
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             async for chunk in await anthropic.open_stream(claude(upstream, timeout_s=0.3),
                                                            chat_request(stream=True), client):
@@ -382,7 +383,7 @@ async def test_open_stream_failures(upstream, behavior, kind):
 
 async def test_open_stream_status_raises_before_any_chunk(upstream):
     upstream.set_behavior("claude-t", {"kind": "status", "status": 529})
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await anthropic.open_stream(claude(upstream), chat_request(stream=True), client)
     assert caught.value.status == 529 and caught.value.code == "overloaded_error"

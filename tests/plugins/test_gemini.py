@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from core.config import ProviderConfig
+from core.http import UpstreamHTTP
 from core.types import ChatRequest, ErrorKind, ProviderError, Usage
 from plugins import gemini
 from plugins.gemini_convert import (
@@ -253,7 +254,7 @@ def test_model_url_and_headers():
 
 def test_declines_other_types():
     provider = ProviderConfig(name="p", endpoint="http://x/v1", model="m", cost_per_1k_tokens=0)
-    assert gemini.call_provider(provider=provider, request=chat_request(), client=None) is None
+    assert gemini.call_provider(provider=provider, request=chat_request(), http=None) is None
     assert gemini.adapter_types() == ["gemini"]
 
 
@@ -271,7 +272,7 @@ async def collect(chunks) -> list:
 
 
 async def test_complete_sends_key_header_not_in_url(upstream):
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         completion = await gemini.complete(gem(upstream), chat_request(messages=PROMPT), client)
     assert completion.text == "Fake reply from gem-t: hello big world" and completion.usage == Usage(5, 7, 12)
     sent = upstream.requests[-1]
@@ -281,7 +282,7 @@ async def test_complete_sends_key_header_not_in_url(upstream):
 
 
 async def test_complete_without_key_is_refused(upstream):
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await gemini.complete(gem(upstream, api_key=None), chat_request(), client)
     assert caught.value.status == 403 and caught.value.code == "PERMISSION_DENIED"
@@ -290,14 +291,14 @@ async def test_complete_without_key_is_refused(upstream):
 @pytest.mark.parametrize("behavior, kind", [("malformed", ErrorKind.MALFORMED), ("empty_choices", ErrorKind.STATUS)])
 async def test_complete_malformed_and_blocked(upstream, behavior, kind):
     upstream.set_behavior("gem-t", behavior)
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await gemini.complete(gem(upstream), chat_request(), client)
     assert caught.value.kind is kind
 
 
 async def test_open_stream_yields_chunks_and_usage(upstream):
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         request = chat_request(messages=PROMPT, stream=True)
         chunks = await collect(await gemini.open_stream(gem(upstream), request, client))
     assert "".join(c.text for c in chunks) == "Fake reply from gem-t: hello big world"
@@ -316,7 +317,7 @@ async def test_open_stream_yields_chunks_and_usage(upstream):
 async def test_open_stream_failures(upstream, behavior, kind):
     upstream.set_behavior("gem-t", behavior)
     got = []
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             stream = await gemini.open_stream(gem(upstream, timeout_s=0.3), chat_request(stream=True), client)
             async for chunk in stream:
@@ -328,7 +329,7 @@ async def test_open_stream_failures(upstream, behavior, kind):
 
 async def test_open_stream_status_raises_before_any_chunk(upstream):
     upstream.set_behavior("gem-t", {"kind": "status", "status": 503})
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await gemini.open_stream(gem(upstream), chat_request(stream=True), client)
     assert caught.value.status == 503 and caught.value.code == "UNAVAILABLE"

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from core.config import ProviderConfig
+from core.http import UpstreamHTTP
 from core.types import ChatRequest, ErrorKind, ProviderError, Usage
 from plugins.openai_http import (
     complete,
@@ -293,7 +294,7 @@ async def collect(chunks) -> list:
 
 async def test_open_stream_yields_chunks_with_usage_and_sends_the_key(upstream):
     request = chat_request(stream=True, messages=[{"role": "user", "content": "one two three"}])
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         chunks = await collect(await open_stream(provider_config(upstream), request, client))
     assert chunks[0].has_content is False  # the role chunk
     assert "".join(c.text for c in chunks) == "Fake reply from m: one two three"
@@ -305,7 +306,7 @@ async def test_open_stream_yields_chunks_with_usage_and_sends_the_key(upstream):
 
 async def test_open_stream_status_error_raises_before_any_chunk(upstream):
     upstream.set_behavior("m", {"kind": "status", "status": 503})
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await open_stream(provider_config(upstream), chat_request(stream=True), client)
     assert caught.value.kind is ErrorKind.STATUS and caught.value.status == 503
@@ -314,7 +315,7 @@ async def test_open_stream_status_error_raises_before_any_chunk(upstream):
 async def test_open_stream_cut_raises_connection_after_the_chunks_sent(upstream):
     upstream.set_behavior("m", {"kind": "stream_cut", "cut_after": 2, "chunks": 4})
     got = []
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             async for chunk in await open_stream(provider_config(upstream), chat_request(stream=True), client):
                 got.append(chunk)
@@ -324,7 +325,7 @@ async def test_open_stream_cut_raises_connection_after_the_chunks_sent(upstream)
 
 async def test_open_stream_error_event_raises_error_event(upstream):
     upstream.set_behavior("m", {"kind": "stream_error_event", "cut_after": 1})
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await collect(await open_stream(provider_config(upstream), chat_request(stream=True), client))
     assert caught.value.kind is ErrorKind.ERROR_EVENT
@@ -333,7 +334,7 @@ async def test_open_stream_error_event_raises_error_event(upstream):
 
 async def test_open_stream_stall_raises_timeout(upstream):
     upstream.set_behavior("m", {"kind": "stream_stall", "cut_after": 1})
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             chunks = await open_stream(provider_config(upstream, timeout_s=0.3), chat_request(stream=True), client)
             await collect(chunks)
@@ -344,7 +345,7 @@ async def test_open_stream_stall_raises_timeout(upstream):
 async def test_open_stream_json_answer_that_is_no_completion_is_malformed(upstream, kind):
     """An upstream answering a stream request with application/json is read whole; a bad one is malformed."""
     upstream.set_behavior("m", {"kind": kind})
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         with pytest.raises(ProviderError) as caught:
             await collect(await open_stream(provider_config(upstream), chat_request(stream=True), client))
     assert caught.value.kind is ErrorKind.MALFORMED
@@ -352,7 +353,7 @@ async def test_open_stream_json_answer_that_is_no_completion_is_malformed(upstre
 
 async def test_complete_passes_extra_and_reads_usage(upstream):
     request = chat_request(extra={"seed": 3, "foo": {"bar": 1}}, max_tokens=9)
-    async with httpx.AsyncClient(timeout=5) as client:
+    async with UpstreamHTTP() as client:
         completion = await complete(provider_config(upstream), request, client)
     assert completion.text.startswith("Fake reply from m")
     assert completion.usage.estimated is False and completion.usage.total_tokens > 0
