@@ -13,12 +13,12 @@ import pluggy
 from core.config import ConfigError, GatewayConfig, ProviderConfig, load_config
 from core.health import HealthTracker
 from core.hookcall import HookCalls, PluginError
+from core.http import UpstreamHTTP
 from core.http_client import make_http_client
 from core.plugin_manager import make_plugin_manager
 from core.router import NoProviderAvailable, Router
 from core.settings import Settings, load_settings
 from core.state import MemoryState, SharedState
-from core.tokens import load_encoding
 from core.types import ChatRequest
 
 log = logging.getLogger("modelbroker")
@@ -60,21 +60,24 @@ class Gateway:
 
     async def start(self) -> None:
         """Open the HTTP client, run the plugins' on_startup, then freeze the hook lists."""
-        await asyncio.to_thread(load_encoding)  # 0.3 s, once; later counts are fast
         _, store = HookCalls(self.pm).first("state_store", settings=self.settings)
         self.state = store or MemoryState()
         self.client = make_http_client()
+        self.http = UpstreamHTTP()
+        await self.http.start()
         try:
             await HookCalls(self.pm).each_awaited(
-                "on_startup", pm=self.pm, settings=self.settings, config=self.config, client=self.client
+                "on_startup", pm=self.pm, settings=self.settings, config=self.config, client=self.client,
+                state=self.state,
             )
         except PluginError:
             await self.client.aclose()
+            await self.http.close()
             raise
         self.pm.register(self.health, name=HEALTH_PLUGIN)
         self.pm.check_pending()
         self.hooks = HookCalls(self.pm)
-        self.router = Router(self.hooks, self.client, self.config, self.health)
+        self.router = Router(self.hooks, self.client, self.config, self.health, self.http)
 
     async def reload(self) -> GatewayConfig:
         """Re-read providers.yaml; a valid file replaces the old one at once, an invalid one
@@ -92,7 +95,7 @@ class Gateway:
         self.health.policy = config.reliability
         self.config = config
         self._by_target = target_index(config.providers)
-        self.router = Router(self.hooks, self.client, config, self.health)
+        self.router = Router(self.hooks, self.client, config, self.health, self.http)
         log.warning("reloaded %s: %d providers, strategy %r", config.source, len(config.providers), config.strategy)
         return config
 
@@ -101,6 +104,7 @@ class Gateway:
         await HookCalls(self.pm).each_awaited("on_shutdown", contain=True)
         if self.client is not None:
             await self.client.aclose()
+            await self.http.close()
         if self.state is not None:
             await self.state.close()
 

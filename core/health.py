@@ -143,7 +143,7 @@ class HealthTracker:
     def failed(self, provider: ProviderConfig, error: ProviderError, latency_ms: float) -> None:
         health = self.of(provider)
         health.in_flight = max(0, health.in_flight - 1)
-        if error.kind == ErrorKind.CANCELLED or error.status in CLIENT_FAULT:
+        if error.kind == ErrorKind.CANCELLED or (error.status in CLIENT_FAULT and not error.quota_exhausted):
             health.trial_in_flight = False  # not the provider's fault: no verdict on it
             return
         self._record(health, False, latency_ms)
@@ -208,14 +208,21 @@ class HealthTracker:
 
     def _cool(self, provider: ProviderConfig, health: ProviderHealth, error: ProviderError) -> None:
         policy = self.policy
-        health.cooldowns += 1
-        duration = min(policy.max_cooldown_s, policy.cooldown_s * 2 ** (health.cooldowns - 1))
+        was = health.state
+        # A failure while already cooling down (an attempt that was in flight when the
+        # cooldown began) is not a repeat: it may extend the cooldown, never double it.
+        if was != COOLING:
+            health.cooldowns += 1
+        duration = min(policy.max_cooldown_s, policy.cooldown_s * 2 ** (max(1, health.cooldowns) - 1))
         if error.retry_after is not None:
             duration = max(duration, min(error.retry_after, policy.max_cooldown_s))
         until = self.clock() + duration
-        was = health.state
         health.cooling_until = max(health.cooling_until if was == COOLING else 0.0, until)
         health.state, health.trial_in_flight = COOLING, False
+        if was == COOLING:
+            log.info("provider %s: failed while cooling down; cooling down for %.1f s more (last: %s)",
+                     provider.id, health.cooling_until - self.clock(), error)
+            return
         log.warning(
             "provider %s: cooling down for %.1f s (was %s; %d consecutive failures; last: %s)",
             provider.id, health.cooling_until - self.clock(), was, health.consecutive_failures, error,

@@ -19,6 +19,7 @@ import httpx
 
 from core.config import GatewayConfig, ProviderConfig
 from core.health import HealthTracker
+from core.http import UpstreamHTTP
 from core.hookcall import HookCalls, PluginError
 from core.pricing import cost_of, estimate_tokens
 from core.streaming import StreamAttempt, single_chunk_stream
@@ -102,9 +103,10 @@ class Router:
     """
 
     def __init__(self, hooks: HookCalls, client: httpx.AsyncClient, config: GatewayConfig,
-                 health: HealthTracker) -> None:
+                 health: HealthTracker, http: UpstreamHTTP) -> None:
         self.hooks = hooks
         self.client = client
+        self.http = http
         self.config = config
         self.default_strategy = config.strategy
         self.policy = config.reliability
@@ -140,12 +142,20 @@ class Router:
         (``Routed.stream``); until then a failure still falls back.
         """
         deadline = request.deadline or (time.monotonic() + self.policy.request_timeout_s)
-        queue = self.order(request, self.usable(request, providers))
+        usable = self.usable(request, providers)
+        queue = self.order(request, usable)
         if not queue:
             raise NoProviderAvailable("the strategy left no provider to try")
+        # Only when every provider was resting is one that is not available now tried.
+        forced = len(usable) == 1 and not self.health.available(usable[0])
+        tokens = estimate_tokens(request.prompt_text()) if any(p.tpm for p in queue) else 0
         run = _Run(request, deadline)
         while queue and len(run.attempts) < self.policy.max_attempts:
             provider = queue.pop(0)
+            if run.attempts and not forced and not self.health.available(provider, tokens):
+                # The order was fixed when the request arrived; since then this provider may
+                # have reached a limit, started cooling down, or begun its half-open trial.
+                continue
             answer = await self._try_provider(run, provider, queue)
             if answer is not None:
                 return answer
@@ -186,11 +196,14 @@ class Router:
         if not is_transient(error) or retries <= 0:
             return None
         if error.status == 429:
-            others = [p for p in queue if self.health.available(p)]
-            wait = error.retry_after if error.retry_after is not None else None
-            if others or wait is None or wait > self.policy.max_retry_after_wait_s:
-                return None  # another provider takes it at once; never sit on a long Retry-After
-            return wait if wait < run.remaining() else None
+            if any(self.health.available(p) for p in queue):
+                return None  # another provider takes it at once
+            wait = error.retry_after
+            if wait is not None:
+                if wait > self.policy.max_retry_after_wait_s:
+                    return None  # never sit on a long Retry-After
+                return wait if wait < run.remaining() else None
+            # no Retry-After: an ordinary transient failure, retried after a backoff
         if not self.health.available(provider):
             return None  # it has just started cooling down
         attempt = self.policy.retries - retries + 1 if provider.retries is None else provider.retries - retries + 1
@@ -210,6 +223,7 @@ class Router:
                 self._attempt(provider, run.request, number, started, run.waited_ms), remaining
             )
         except asyncio.TimeoutError:
+            run.expired = True
             error = ProviderError(ErrorKind.TIMEOUT, "the request deadline passed during this attempt")
             self._report_failure(provider, run.request, error, number, started)
             raise error from None
@@ -256,7 +270,7 @@ class Router:
         """The adapter's answer: a Completion, or for a stream an async iterator of chunks."""
         try:
             plugin, pending = self.hooks.first(
-                "call_provider", provider=provider, request=request, client=self.client
+                "call_provider", provider=provider, request=request, client=self.client, http=self.http
             )
         except PluginError as exc:
             raise ProviderError(ErrorKind.PLUGIN, str(exc)) from exc
@@ -289,14 +303,21 @@ class _Run:
         self.attempts: list[AttemptSummary] = []
         self.waited_ms = 0.0  # failed attempts and backoff pauses: time not spent working
         self.retry_afters: list[float | None] = []
+        # Set when the deadline cut an attempt off. The event loop's timer may fire a
+        # little before time.monotonic() reaches the deadline (uvloop keeps milliseconds).
+        self.expired = False
 
     def remaining(self) -> float:
+        if self.expired:
+            return 0.0
         return self.deadline - time.monotonic()
 
     def failed(self, provider: ProviderConfig, error: ProviderError, started: float) -> None:
         self.attempts.append(_failed(provider, error, started))
         self.waited_ms += self.attempts[-1].elapsed_ms
-        self.retry_afters.append(error.retry_after if error.status == 429 else -1.0)
+        # An exhausted quota is no rate limit: waiting will not help, so it sets no Retry-After.
+        limited = error.status == 429 and not error.quota_exhausted
+        self.retry_afters.append(error.retry_after if limited else -1.0)
 
     def succeeded(self, provider: ProviderConfig, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000

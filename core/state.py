@@ -23,6 +23,10 @@ class SharedState(Protocol):
     async def get(self, key: str) -> float:
         """Counter ``key``'s value (0 if absent or expired)."""
 
+    async def add_if_absent(self, key: str, amount: float, ttl_s: float) -> bool:
+        """Create counter ``key`` at ``amount`` (expiring in ``ttl_s``) unless it exists;
+        True if this call created it. Lets replicas seed a counter once between them."""
+
     async def take(self, key: str, limit: float, window_s: float, amount: float = 1) -> float | None:
         """Rate limit: if ``amount`` more stays within ``limit`` in the current window of
         ``window_s`` seconds, count it and return None; else return the seconds until the
@@ -66,6 +70,16 @@ class MemoryState:
     async def get(self, key: str) -> float:
         value, expires = self._counters.get(key, (0.0, 0.0))
         return value if expires > self.clock() else 0.0
+
+    async def add_if_absent(self, key: str, amount: float, ttl_s: float) -> bool:
+        return self.add_if_absent_now(key, amount, ttl_s)
+
+    def add_if_absent_now(self, key: str, amount: float, ttl_s: float) -> bool:
+        now = self.clock()
+        if key in self._counters and self._counters[key][1] > now:
+            return False
+        self._counters[key] = (amount, now + ttl_s)
+        return True
 
     async def take(self, key: str, limit: float, window_s: float, amount: float = 1) -> float | None:
         return self.take_now(key, limit, window_s, amount)

@@ -49,3 +49,22 @@ def message(error: dict[str, Any]) -> str:
 def problems(errors: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """``(field, message)`` for every error, in order."""
     return [(location(e["loc"]), message(e)) for e in errors]
+
+
+def request_body_schema(model: type) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its JSON body itself: the model's JSON schema
+    with its ``$defs`` inlined, so the schema stands alone inside /openapi.json."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}

@@ -1,7 +1,8 @@
 """Strategy ``latency``: fastest first, by each provider's moving-average latency.
 
-Providers with no measurement yet come first, so every provider gets tried
-and measured; among them, the configured priority decides.
+Providers not tried yet come first, so every provider gets tried and measured;
+among them, the configured priority decides. Providers that were tried but never
+answered (every attempt failed) come last.
 """
 
 from core.hookspecs import hookimpl
@@ -21,6 +22,9 @@ def select_provider(providers, strategy, health):
 
     def key(provider):
         latency = health.latency_ms(provider)
-        return (latency is not None, latency or 0.0, provider.priority)
+        if latency is not None:
+            return (1, latency, provider.priority)
+        # Never answered: untried comes first; tried and only ever failed comes last.
+        return (0 if health.samples(provider) == 0 else 2, 0.0, provider.priority)
 
     return sorted(providers, key=key)

@@ -82,6 +82,12 @@ class RedisState:
 
         return await self._either(remote, lambda: self.local.get(key), float)
 
+    async def add_if_absent(self, key: str, amount: float, ttl_s: float) -> bool:
+        return await self._either(
+            lambda: self.redis.set(self.prefix + key, amount, px=int(ttl_s * 1000), nx=True),
+            lambda: self.local.add_if_absent_now(key, amount, ttl_s), bool,
+        )
+
     async def take(self, key: str, limit: float, window_s: float, amount: float = 1) -> float | None:
         window = int(time.time() // window_s)
         slot = f"{self.prefix}{key}:{window}"

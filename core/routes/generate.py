@@ -18,7 +18,7 @@ from core.routes.openai_chat import routing_headers, stream_error_event
 from core.sse import EventStreamResponse, sse_event
 from core.streaming import StreamEnd
 from core.types import ChatRequest, Completion
-from core.validation import problems
+from core.validation import problems, request_body_schema
 
 router = APIRouter()
 
@@ -37,12 +37,7 @@ class GenerateBody(BaseModel):
 
 @router.post(
     "/generate",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": GenerateBody.model_json_schema()}},
-        }
-    },
+    openapi_extra=request_body_schema(GenerateBody),
 )
 async def generate(request: Request) -> JSONResponse:
     """Route a prompt to a provider; fall back to the next one on failure."""

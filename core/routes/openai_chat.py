@@ -23,7 +23,7 @@ from core.router import Routed
 from core.sse import DONE, EventStreamResponse, sse_event
 from core.streaming import StreamEnd
 from core.types import ChatRequest, Completion
-from core.validation import problems
+from core.validation import problems, request_body_schema
 
 router = APIRouter(prefix="/v1")
 
@@ -65,12 +65,7 @@ class ChatCompletionBody(BaseModel):
 
 @router.post(
     "/chat/completions",
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ChatCompletionBody.model_json_schema()}},
-        }
-    },
+    openapi_extra=request_body_schema(ChatCompletionBody),
 )
 async def chat_completions(request: Request):
     """Route an OpenAI chat request; fall back until an answer (or a stream's first content)."""
@@ -125,6 +120,9 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise APIError(400, "the body is not valid JSON", code="invalid_json") from None
     if not isinstance(data, dict):
         raise APIError(400, "the body must be a JSON object (an OpenAI chat request)", code="invalid_body")
+    if len(raw) > MIN_BYTES_FOR_DEEP_NESTING and not _encodable(data):
+        raise APIError(400, f"the body is nested more than {MAX_DEPTH} levels deep; it cannot be forwarded",
+                       code="invalid_body")
     try:
         ChatCompletionBody.model_validate(data)
     except ValidationError as exc:
@@ -133,6 +131,20 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
             400, "; ".join(f"{field}: {text}" for field, text in found), code="invalid_field", param=found[0][0]
         ) from None
     return data
+
+
+#: orjson writes at most this many nested levels (it reads up to 1024); a body with fewer
+#: bytes than this cannot be nested that deep, so most requests skip the check.
+MAX_DEPTH = 254
+MIN_BYTES_FOR_DEEP_NESTING = 2 * MAX_DEPTH
+
+
+def _encodable(data: Any) -> bool:
+    try:
+        orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        return False
+    return True
 
 
 def routing_headers(chat: ChatRequest, routed: Routed) -> dict[str, str]:
