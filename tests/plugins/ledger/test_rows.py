@@ -42,7 +42,7 @@ def test_a_fallback_request_is_two_rows_with_every_column(gateway, provider, ups
     for row, number in ((failed, 1), (ok, 2)):
         assert (row["request_id"], row["attempt"], row["client"]) == (rid, number, "alice")
         assert before <= row["time"] <= after and row["time"].utcoffset().total_seconds() == 0
-        assert row["route"] is None  # the core does not pass the route to on_result/on_failure
+        assert row["route"] == "/v1/chat/completions"
         assert row["latency_ms"] > 0
     assert failed == failed | {
         "provider": "a", "provider_id": "a/fail-500", "model": "fail-500", "model_used": None,

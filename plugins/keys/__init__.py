@@ -1,0 +1,54 @@
+"""Plugin ``keys``: client API keys, with budgets, rate limits and allowed models per key.
+
+With no key in the table the gateway is open. Once one exists, every route but
+/health (and the dashboard's page, which holds no data) needs
+``Authorization: Bearer <key>``. Keys live, hashed, in the ledger's database
+(``store.py``); the gateway keeps them in memory, re-read every ``refresh_s``
+seconds (``cache.py``); spend and rates are counted in the shared state
+(``limits.py``); ``modelbroker keys create|list|revoke`` manages them
+(``cli.py``). docs/security.md has the model and the rules.
+
+providers.yaml::
+
+    plugins:
+      keys:
+        refresh_s: 2      # seconds between two reads of the key table
+"""
+
+from __future__ import annotations
+
+from core.hookspecs import hookimpl
+from plugins.keys.cache import DEFAULT_REFRESH_S
+from plugins.keys.guard import GUARD_NAME, KeyGuard
+from plugins.keys.limits import Limits
+from plugins.ledger.database import make_engine
+from plugins.ledger.options import LedgerOptions, sqlite_path
+
+__all__ = ["GUARD_NAME", "KeyGuard", "on_startup", "register_commands"]
+
+NAME = "keys"
+
+
+@hookimpl(trylast=True)
+def on_startup(pm, settings, config, state):
+    """Register this gateway's key guard and start it (key table read, spend seeded)."""
+    refresh_s = refresh_interval(config.plugins.settings_for(NAME))
+    url = LedgerOptions.from_settings(settings).database_url
+    guard = KeyGuard(make_engine(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url))
+    pm.register(guard, name=GUARD_NAME)
+    return guard.start()
+
+
+@hookimpl
+def register_commands(commands):
+    from plugins.keys.cli import add_commands
+
+    add_commands(commands)
+
+
+def refresh_interval(options: dict) -> float:
+    """``plugins: keys: refresh_s`` (seconds > 0), by default 2."""
+    value = options.get("refresh_s", DEFAULT_REFRESH_S)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"plugins.keys.refresh_s must be a number of seconds above 0, not {value!r}")
+    return float(value)

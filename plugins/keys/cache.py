@@ -1,0 +1,108 @@
+"""The key table in memory, by hash, re-read from the database every ``refresh_s`` seconds.
+
+``authenticate`` runs on every request and must not touch the database: it
+looks the presented key up here. The CLI creates and revokes keys in another
+process; re-reading the (small) table every couple of seconds makes that take
+effect within ``refresh_s``. If the database goes away after the first read,
+the last table read stays in force (a revocation made during the outage takes
+effect when it is back); before the first read, ``loaded`` is false and the
+gateway refuses requests rather than guess whether keys exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from plugins.keys.keygen import hash_key, same_hash
+from plugins.keys.store import ClientKey, KeysSchemaTooNew, load_keys, migrate
+from plugins.ledger.writer import describe
+
+log = logging.getLogger("modelbroker")
+
+#: Seconds between two reads of the key table (``plugins: keys: {refresh_s: ...}``).
+DEFAULT_REFRESH_S = 2.0
+
+
+class KeyCache:
+    """Every key of the table by hash; ``enforcing`` once any unrevoked key exists."""
+
+    def __init__(self, engine: AsyncEngine, refresh_s: float = DEFAULT_REFRESH_S,
+                 on_refresh: Callable[[list[ClientKey]], None] | None = None) -> None:
+        self.engine = engine
+        self.refresh_s = refresh_s
+        self.on_refresh = on_refresh
+        self.by_hash: dict[str, ClientKey] = {}
+        self.enforcing = False
+        self.loaded = False
+        self.error: str | None = None
+        self._migrated = False
+        self._summary: tuple[int, int] | None = None
+        self._task: asyncio.Task | None = None
+
+    async def start(self, timeout_s: float) -> None:
+        """Read the table once (waiting up to ``timeout_s``), then keep it fresh in the background."""
+        try:
+            await asyncio.wait_for(self.refresh(), timeout_s)
+        except KeysSchemaTooNew:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unreachable or slow: the background task retries
+            self._failed(exc)
+        self._task = asyncio.create_task(self._refresh_forever(), name="modelbroker-keys-refresh")
+
+    async def refresh(self) -> None:
+        """Re-read the table (migrating it first, once); raises if the database cannot be read."""
+        if not self._migrated:
+            await migrate(self.engine)
+            self._migrated = True
+        keys = await load_keys(self.engine)
+        self.by_hash = {key.key_hash: key for key in keys}
+        self.enforcing = any(not key.revoked for key in keys)
+        summary = (sum(not k.revoked for k in keys), sum(k.revoked for k in keys))
+        if summary != self._summary or self.error is not None:
+            log.warning("client keys: %d active, %d revoked; %s", *summary,
+                        "every route but /health needs one" if self.enforcing else "the gateway is open")
+        self.loaded, self.error, self._summary = True, None, summary
+        if self.on_refresh is not None:
+            self.on_refresh(keys)
+
+    def lookup(self, presented: str) -> ClientKey | None:
+        """The key whose hash is the presented key's, revoked or not; None for an unknown key."""
+        digest = hash_key(presented)
+        found = self.by_hash.get(digest)
+        if found is None or not same_hash(found.key_hash, digest):
+            return None
+        return found
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                await asyncio.wait_for(self.refresh(), max(5.0, self.refresh_s))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the last table; say so once
+                self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        first = self.error is None
+        self.error = describe(exc) if str(exc) else f"{type(exc).__name__}: no answer in time"
+        if not first:
+            return
+        if self.loaded:
+            log.error("client keys: cannot re-read the key table (%s); the last table read stays in force",
+                      self.error)
+        else:
+            log.error("client keys: cannot read the key table (%s); every request is refused until it can be "
+                      "read (a gateway that uses no client keys can run without the plugin: "
+                      "MODELBROKER_DISABLED_PLUGINS=keys)", self.error)

@@ -1,0 +1,161 @@
+"""``modelbroker keys create|list|revoke``: manage client keys in the ledger's database.
+
+The running gateways read the table every ``refresh_s`` seconds, so a key
+created or revoked here takes effect within that time, in every replica.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.report import table
+from plugins.keys.keygen import check_name, hash_key, key_prefix, new_key
+from plugins.keys.store import ClientKey, KeyNameTaken, KeysSchemaTooNew, insert_key, load_keys, migrate, revoke_key
+from plugins.ledger.database import make_engine
+from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
+from plugins.ledger.writer import describe
+
+LIST_HEADER = ["name", "prefix", "daily", "monthly", "rpm", "tpm", "models", "created", "revoked"]
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    keys = commands.add_parser("keys", help="client API keys: create, list, revoke")
+    actions = keys.add_subparsers(dest="keys_action", metavar="ACTION", required=True)
+
+    create = actions.add_parser("create", help="create a key and print it (once: it is stored hashed)")
+    create.add_argument("--name", required=True, type=_name, help="who the key is for (the ledger's client)")
+    create.add_argument("--budget-daily", type=_positive(float), metavar="COST", help="cost per UTC day")
+    create.add_argument("--budget-monthly", type=_positive(float), metavar="COST", help="cost per UTC month")
+    create.add_argument("--rpm", type=_positive(int), help="requests per minute")
+    create.add_argument("--tpm", type=_positive(int), help="tokens per minute")
+    create.add_argument("--models", type=_models, metavar="A,B",
+                        help="the only values 'model' may take (provider ids, models, provider names, "
+                             "auto, strategy names); default: any")
+    create.set_defaults(run=_create)
+
+    listing = actions.add_parser("list", help="every key: name, prefix, limits, created, revoked")
+    listing.set_defaults(run=_list)
+
+    revoke = actions.add_parser("revoke", help="revoke the key called NAME")
+    revoke.add_argument("name", metavar="NAME")
+    revoke.add_argument("--allow-open", action="store_true",
+                        help="revoke even the last unrevoked key, which opens the gateway to anyone")
+    revoke.set_defaults(run=_revoke)
+
+
+def _create(args: argparse.Namespace) -> int:
+    key = new_key()
+    row = ClientKey(
+        name=args.name, prefix=key_prefix(key), key_hash=hash_key(key), created_at=datetime.now(timezone.utc),
+        budget_daily=args.budget_daily, budget_monthly=args.budget_monthly, rpm=args.rpm, tpm=args.tpm,
+        models=args.models,
+    )
+    try:
+        _run(lambda engine: insert_key(engine, row))
+    except KeyNameTaken:
+        return _fail(f"a key named {args.name!r} exists and is not revoked; "
+                     "choose another name, or revoke it first")
+    print(f"created key {args.name!r} ({row.prefix}...); it is shown once, here, and cannot be recovered:",
+          file=sys.stderr)
+    print(key)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    keys = _run(load_keys)
+    if not keys:
+        print("no client key: the gateway is open (modelbroker keys create --name NAME)")
+        return 0
+    print(table([_row(key) for key in keys], LIST_HEADER))
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    active = [key.name for key in _run(load_keys) if not key.revoked]
+    if args.name not in active:
+        return _fail(f"no unrevoked key named {args.name!r} (modelbroker keys list shows them)")
+    if active == [args.name] and not args.allow_open:
+        return _fail(f"{args.name!r} is the last unrevoked key: without it the gateway is open to anyone. "
+                     "Create another key first, or pass --allow-open to revoke it and open the gateway")
+    _run(lambda engine: revoke_key(engine, args.name))
+    print(f"revoked key {args.name!r}; the gateways refuse it within their refresh interval (2 s by default)"
+          + ("; no key is left: the gateway is open" if active == [args.name] else ""))
+    return 0
+
+
+def _run(work: Callable[[AsyncEngine], Awaitable[Any]]) -> Any:
+    """Migrate the key table in the configured database, then do ``work`` on it."""
+    from core.settings import load_settings
+
+    url = LedgerOptions.from_settings(load_settings()).database_url
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    async def run() -> Any:
+        engine = make_engine(url)
+        try:
+            await migrate(engine)
+            return await work(engine)
+        finally:
+            await engine.dispose()
+
+    try:
+        return asyncio.run(run())
+    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        raise SystemExit(_fail(f"cannot use the key table at {safe_url(url)}: {describe(exc)}")) from None
+    except KeysSchemaTooNew as exc:
+        raise SystemExit(_fail(str(exc))) from None
+
+
+def _row(key: ClientKey) -> list[str]:
+    return [
+        key.name, key.prefix + "...", _limit(key.budget_daily), _limit(key.budget_monthly), _limit(key.rpm),
+        _limit(key.tpm), ",".join(key.models) if key.models is not None else "any",
+        f"{key.created_at:%Y-%m-%d %H:%M}", f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked else "-",
+    ]
+
+
+def _limit(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def _fail(message: str) -> int:
+    print(f"modelbroker: {message}", file=sys.stderr)
+    return 1
+
+
+def _name(text: str) -> str:
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive(kind: type) -> Callable[[str], float | int]:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
+
+
+def _models(text: str) -> tuple[str, ...]:
+    models = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    if not models:
+        raise argparse.ArgumentTypeError("name at least one model, provider or strategy, comma-separated")
+    return models

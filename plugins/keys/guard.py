@@ -1,0 +1,152 @@
+"""The keys of one gateway: who is calling (``authenticate``), whether they may (``admit``),
+and what they spent (``on_result``, ``on_failure``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.hookspecs import hookimpl
+from core.responses import APIError
+from core.types import Principal
+from plugins.keys.cache import KeyCache
+from plugins.keys.keygen import bearer_token
+from plugins.keys.limits import DAY, MONTH, Limits, period_start
+from plugins.keys.store import ClientKey, ledger_spend
+
+log = logging.getLogger("modelbroker")
+
+#: The name the per-gateway ``KeyGuard`` is registered under in the plugin manager.
+GUARD_NAME = "keys.guard"
+#: Where a ``Principal`` made by this plugin keeps its key.
+PRINCIPAL_KEY = "client_key"
+#: Paths left open besides /health (which the core never guards): the dashboard's page holds no
+#: data and asks for a key for the data it fetches, which a browser cannot send on navigation.
+OPEN_PATHS = frozenset({"/dashboard"})
+#: Seconds startup waits for the key table; past that, requests are refused until it is read.
+STARTUP_TIMEOUT_S = 10.0
+
+MISSING = "this gateway needs a client key: send 'Authorization: Bearer <key>' (the OpenAI SDKs' api_key)"
+UNKNOWN = "the client key is not valid"
+REVOKED = "the client key has been revoked"
+UNAVAILABLE = ("the gateway cannot read its client keys from its database, so it refuses every request "
+               "until it can; the gateway log has the details")
+
+
+class KeyGuard:
+    """Registered by ``on_startup`` (as ``keys.guard``): one per gateway."""
+
+    def __init__(self, engine: AsyncEngine, limits: Limits, *, refresh_s: float,
+                 sqlite_file: Path | None = None) -> None:
+        self.engine = engine
+        self.limits = limits
+        self.cache = KeyCache(engine, refresh_s, on_refresh=self._keys_read)
+        self.sqlite_file = sqlite_file
+        self._seeded: set[str] = set()
+        self._seeding: set[asyncio.Task] = set()
+        self._started = False
+
+    async def start(self) -> None:
+        """Read the key table, then start each key's spend from the ledger (today, this month)."""
+        if self.sqlite_file is not None:
+            await asyncio.to_thread(self.sqlite_file.parent.mkdir, parents=True, exist_ok=True)
+        await self.cache.start(STARTUP_TIMEOUT_S)
+        self._started = True
+        if self.cache.loaded:
+            names = {key.name for key in self.cache.by_hash.values() if not key.revoked}
+            await self._seed(names)
+
+    @hookimpl
+    def authenticate(self, headers, path):
+        if path in OPEN_PATHS:
+            return None
+        if not self.cache.loaded:
+            return _refuse(APIError(503, UNAVAILABLE, code="keys_unavailable"))
+        if not self.cache.enforcing:
+            return None
+        token = bearer_token(headers.get("authorization"))
+        key = self.cache.lookup(token) if token is not None else None
+        if key is None or key.revoked:
+            message, code = (MISSING, "missing_api_key") if token is None else (
+                (REVOKED, "revoked_api_key") if key is not None else (UNKNOWN, "invalid_api_key"))
+            return _refuse(APIError(401, message, code=code, headers={"www-authenticate": "Bearer"}))
+        return _accept(Principal(name=key.name, data={PRINCIPAL_KEY: key}))
+
+    @hookimpl
+    def admit(self, request, principal):
+        key = key_of(principal)
+        if key is None:
+            return None
+        check_model(key, request)
+        return self.limits.check(key) if key.limited else None
+
+    @hookimpl
+    def on_result(self, request, result):
+        key = key_of(request.principal)
+        if key is not None:
+            self.limits.charge(key.name, result.cost, result.usage.total_tokens)
+
+    @hookimpl
+    def on_failure(self, request, error):
+        key = key_of(request.principal)
+        if key is not None:
+            tokens = error.usage.total_tokens if error.usage is not None else 0
+            self.limits.charge(key.name, error.cost, tokens)
+
+    @hookimpl
+    async def on_shutdown(self):
+        await self.cache.stop()
+        for task in list(self._seeding):
+            task.cancel()
+        await self.limits.drain()
+        await self.engine.dispose()
+
+    def _keys_read(self, keys: list[ClientKey]) -> None:
+        """After each read of the table: start the spend of a name not seen before."""
+        new = {key.name for key in keys if not key.revoked} - self._seeded
+        if new and self._started:
+            task = asyncio.get_running_loop().create_task(self._seed(new))
+            self._seeding.add(task)
+            task.add_done_callback(self._seeding.discard)
+
+    async def _seed(self, names: set[str]) -> None:
+        self._seeded |= names
+        now = datetime.now(timezone.utc)
+        try:
+            spend = await asyncio.wait_for(
+                ledger_spend(self.engine, names, period_start(DAY, now), period_start(MONTH, now)),
+                STARTUP_TIMEOUT_S)
+            await self.limits.seed(spend)
+        except Exception as exc:  # noqa: BLE001 - budgets then count from zero; say so
+            log.error("client keys: cannot read today's spend from the ledger (%s: %s); "
+                      "budgets count from zero", type(exc).__name__, exc)
+
+
+def key_of(principal: Principal | None) -> ClientKey | None:
+    """The key behind a principal this plugin made; None for anyone else's."""
+    key = principal.data.get(PRINCIPAL_KEY) if principal is not None else None
+    return key if isinstance(key, ClientKey) else None
+
+
+def check_model(key: ClientKey, request) -> None:
+    """A key with ``models`` may ask only for a listed value of ``model`` (a provider id, a model
+    name, a provider name, ``auto`` or a strategy name); /generate, which has no ``model``, asks
+    for its ``strategy`` or ``auto``. Raises APIError 403."""
+    if key.models is None:
+        return
+    asked = request.model or request.strategy or "auto"
+    if asked not in key.models:
+        raise APIError(403, f"key {key.name!r} may not use model {asked!r}; it may use: {', '.join(key.models)}",
+                       code="model_not_allowed", param="model")
+
+
+async def _accept(principal: Principal) -> Principal:
+    return principal
+
+
+async def _refuse(error: APIError) -> Principal:
+    raise error

@@ -1,0 +1,200 @@
+"""Fixtures for the client-key tests: a key database, the CLI, a Redis of the machine's.
+
+Redis: ``MODELBROKER_TEST_REDIS_URL`` names it; when set and unreachable, the Redis
+tests fail. Unset, ``redis://127.0.0.1:6379/15`` is used if it answers, else those
+tests are skipped. Runs do not collide: every test names its keys uniquely, so its
+counters (``spend:<name>:...``, ``rpm:<name>:...``) are its own, and they expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from plugins.keys import GUARD_NAME
+from plugins.keys.keygen import hash_key, key_prefix, new_key
+from plugins.keys.store import ClientKey, insert_key, migrate
+from plugins.ledger.database import make_engine
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
+#: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
+REDIS_URL_FROM_ENV = os.environ.get("MODELBROKER_TEST_REDIS_URL")
+REPO_ROOT = Path(__file__).resolve().parents[3]
+#: The key table is re-read this often in these tests (the default is 2 s).
+REFRESH_S = 0.2
+CLI_TIMEOUT_S = 30.0
+
+
+def unique(name: str) -> str:
+    """A key name no other test (or run, sharing a Redis) uses."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+def add_key(url: str, name: str, **limits) -> str:
+    """Store a key called ``name`` with ``limits`` in the database at ``url``; return the key."""
+    key = new_key()
+    if "models" in limits and limits["models"] is not None:
+        limits["models"] = tuple(limits["models"])
+    row = ClientKey(name=name, prefix=key_prefix(key), key_hash=hash_key(key),
+                    created_at=datetime.now(timezone.utc), **limits)
+
+    async def write() -> None:
+        engine = make_engine(url)
+        try:
+            await migrate(engine)
+            await insert_key(engine, row)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(write())
+    return key
+
+
+def wait_for(condition, what: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up after {timeout} s waiting for {what}"
+        time.sleep(0.02)
+
+
+def clear_of_minute_end(margin_s: float = 5.0) -> None:
+    """Wait, if need be, so that the next ``margin_s`` seconds lie in one clock minute
+    (the rate windows are clock minutes; a test must not straddle two)."""
+    left = 60.0 - time.time() % 60.0
+    if left < margin_s:
+        time.sleep(left + 0.05)
+
+
+def guard_of(gw):
+    """The running gateway's ``KeyGuard``."""
+    return gw.gateway.pm.get_plugin(GUARD_NAME)
+
+
+def keys_config(*providers, **extra) -> dict:
+    """providers.yaml with these providers and the key table re-read every REFRESH_S."""
+    return {"providers": list(providers), "plugins": {"keys": {"refresh_s": REFRESH_S}}, **extra}
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """The database of the test's gateways, keys and CLI: an SQLite file in tmp_path."""
+    return f"sqlite+aiosqlite:///{(tmp_path / 'modelbroker.db').as_posix()}"
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(db_url, monkeypatch, capsys):
+    """``cli(*args) -> Ran``: ``modelbroker keys ...`` run in this process, on ``db_url``."""
+    from core.cli import main
+
+    monkeypatch.setenv("MODELBROKER_DATABASE_URL", db_url)
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        try:
+            status = main(["keys", *args])
+        except SystemExit as exc:  # argparse's usage errors
+            status = exc.code
+        out = capsys.readouterr()
+        return Ran(status, out.out, out.err)
+
+    return run
+
+
+@pytest.fixture
+def cli_process(subprocess_env, db_url):
+    """``cli_process(*args) -> CompletedProcess``: ``modelbroker keys ...`` in another process."""
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "core.cli", "keys", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+            env=subprocess_env(MODELBROKER_DATABASE_URL=db_url), timeout=CLI_TIMEOUT_S,
+        )
+
+    return run
+
+
+def _reachable(url: str) -> str | None:
+    host_port = url.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host, _, port = host_port.partition(":")
+    try:
+        with socket.create_connection((host, int(port or 6379)), timeout=0.5):
+            return None
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis (skipped or failed as the module docstring says)."""
+    url = REDIS_URL_FROM_ENV or DEFAULT_REDIS_URL
+    problem = _reachable(url)
+    if problem and REDIS_URL_FROM_ENV:
+        pytest.fail(f"MODELBROKER_TEST_REDIS_URL={url} is unreachable: {problem}")
+    if problem:
+        pytest.skip(f"no Redis at {url} ({problem}); set MODELBROKER_TEST_REDIS_URL to run these tests")
+    return url
+
+
+# --- PostgreSQL, as the ledger's tests use it -------------------------------------------------
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+PG_URL_FROM_ENV = os.environ.get("MODELBROKER_TEST_DATABASE_URL")
+
+
+async def _pg(url: str, *statements: str) -> None:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(
+        hide_password=False), timeout=5, command_timeout=30)
+    try:
+        for statement in statements:
+            await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A database of this run's own on the PostgreSQL server (``MODELBROKER_TEST_DATABASE_URL``:
+    failed if set and unreachable; else the default URL, skipped if it does not answer)."""
+    from sqlalchemy.engine import make_url
+
+    server = PG_URL_FROM_ENV or DEFAULT_PG_URL
+    try:
+        asyncio.run(_pg(server, "SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure to connect
+        if PG_URL_FROM_ENV:
+            pytest.fail(f"MODELBROKER_TEST_DATABASE_URL is unreachable: {type(exc).__name__}: {exc}")
+        pytest.skip(f"no PostgreSQL at {DEFAULT_PG_URL} ({type(exc).__name__}); set MODELBROKER_TEST_DATABASE_URL")
+    name = f"mb_keys_test_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_pg(server, f'CREATE DATABASE "{name}"'))
+    yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    asyncio.run(_pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_db_url(request, db_url) -> str:
+    """Each test that takes it runs on an SQLite file, then on an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        return db_url
+    url = request.getfixturevalue("postgres_url")
+    asyncio.run(_pg(url, "DROP SCHEMA public CASCADE", "CREATE SCHEMA public"))
+    return url
