@@ -25,6 +25,8 @@ log = logging.getLogger("modelbroker")
 
 #: The name the health tracker is registered under, as a plugin hearing every attempt.
 HEALTH_PLUGIN = "health"
+#: How often a replica reads the cooldowns other replicas published (shared state only).
+COOLDOWN_SYNC_S = 1.0
 
 
 class Gateway:
@@ -77,7 +79,37 @@ class Gateway:
         self.pm.register(self.health, name=HEALTH_PLUGIN)
         self.pm.check_pending()
         self.hooks = HookCalls(self.pm)
+        self._share_cooldowns()
         self.router = Router(self.hooks, self.client, self.config, self.health, self.http)
+
+    def _share_cooldowns(self) -> None:
+        """With a shared store, publish the cooldowns this replica starts and adopt, every
+        second, those the other replicas started (in-process state has nobody to share with)."""
+        if isinstance(self.state, MemoryState):
+            return
+        loop = asyncio.get_running_loop()
+        self._publishing: set[asyncio.Task] = set()
+
+        def publish(provider_id: str, until: float) -> None:
+            task = loop.create_task(self.state.publish_cooldown(provider_id, until))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+        self.health.on_cooldown = publish
+        self._cooldown_sync = loop.create_task(self._adopt_cooldowns(), name="modelbroker-cooldowns")
+
+    async def _adopt_cooldowns(self) -> None:
+        while True:
+            await asyncio.sleep(COOLDOWN_SYNC_S)
+            try:
+                remote = await self.state.cooldowns()
+            except Exception:  # noqa: BLE001 - a store must not raise; if one does, try again later
+                log.exception("reading shared cooldowns failed")
+                continue
+            by_id = {p.id: p for p in self.config.providers}
+            for provider_id, until in remote.items():
+                if provider_id in by_id:
+                    self.health.adopt_cooldown(by_id[provider_id], until)
 
     async def reload(self) -> GatewayConfig:
         """Re-read providers.yaml; a valid file replaces the old one at once, an invalid one
@@ -101,6 +133,9 @@ class Gateway:
 
     async def stop(self) -> None:
         """Run every plugin's on_shutdown (each even if another fails), then close the client."""
+        sync = getattr(self, "_cooldown_sync", None)
+        if sync is not None:
+            sync.cancel()
         await HookCalls(self.pm).each_awaited("on_shutdown", contain=True)
         if self.client is not None:
             await self.client.aclose()

@@ -65,6 +65,22 @@ class HealthTracker:
         self.policy = policy
         self.clock = clock
         self._health: dict[str, ProviderHealth] = {}
+        #: Called with (provider id, cooldown end in epoch seconds) when this replica starts
+        #: or extends a cooldown, so other replicas can honour it (see Gateway).
+        self.on_cooldown: Callable[[str, float], None] | None = None
+
+    def adopt_cooldown(self, provider: ProviderConfig, until_epoch: float) -> None:
+        """Honour a cooldown another replica found: skip ``provider`` until ``until_epoch``."""
+        remaining = until_epoch - time.time()
+        health = self.of(provider)
+        until = self.clock() + remaining
+        if remaining <= 0 or (health.state == COOLING and health.cooling_until >= until - 0.5):
+            return  # over, or already known here
+        was = health.state
+        health.cooling_until = max(health.cooling_until if was == COOLING else 0.0, until)
+        health.state, health.trial_in_flight = COOLING, False
+        log.warning("provider %s: cooling down for %.1f s, as another replica found (was %s)",
+                    provider.id, remaining, was)
 
     @hookimpl(tryfirst=True)
     def on_result(self, provider, result, elapsed_ms):
@@ -219,6 +235,8 @@ class HealthTracker:
         until = self.clock() + duration
         health.cooling_until = max(health.cooling_until if was == COOLING else 0.0, until)
         health.state, health.trial_in_flight = COOLING, False
+        if self.on_cooldown is not None:
+            self.on_cooldown(provider.id, time.time() + (health.cooling_until - self.clock()))
         if was == COOLING:
             log.info("provider %s: failed while cooling down; cooling down for %.1f s more (last: %s)",
                      provider.id, health.cooling_until - self.clock(), error)
