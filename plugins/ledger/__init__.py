@@ -37,7 +37,8 @@ def register_commands(commands):
     usage.add_argument("--from", dest="from_", metavar="FROM", default=None,
                        help="ISO date or datetime, UTC (default: 30 days before --to)")
     usage.add_argument("--to", default=None, help="ISO date (the whole day) or datetime (default: now)")
-    usage.add_argument("--group-by", default=None, choices=["provider", "model", "day", "client", "none"])
+    usage.add_argument("--group-by", default=None,
+                       help="provider, model, day, client or none; or two joined by a comma (day,provider)")
     usage.set_defaults(run=_usage)
 
 

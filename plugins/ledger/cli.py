@@ -67,4 +67,6 @@ def _cells(summary: dict[str, Any]) -> list[str]:
 
 
 def _key(key: Any) -> str:
+    if isinstance(key, list):
+        return " / ".join(_key(part) for part in key)
     return "(none)" if key is None else str(key)

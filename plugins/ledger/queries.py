@@ -57,12 +57,17 @@ def parse_window(start: str | None, end: str | None, now: datetime | None = None
 
 
 def parse_group_by(value: str | None) -> str | None:
-    """One of GROUPS, or None (also for ``none`` or an empty value): totals only."""
+    """One of GROUPS, two of them joined by a comma (``day,provider``: a breakdown by both,
+    each group's key a ``[day, provider]`` list), or None (also ``none`` or empty): totals only."""
     if value is None or value.strip().lower() in ("", "none"):
         return None
-    if value not in GROUPS:
-        raise UsageQueryError("group_by", f"group_by must be one of {', '.join(GROUPS)} or none, not {value!r}")
-    return value
+    names = [name.strip() for name in value.split(",")]
+    if len(names) > 2 or len(set(names)) != len(names) or any(name not in GROUPS for name in names):
+        raise UsageQueryError(
+            "group_by", f"group_by must be one of {', '.join(GROUPS)} or none, or two of them "
+            f"joined by a comma (day,provider), not {value!r}",
+        )
+    return ",".join(names)
 
 
 def _parse_time(param: str, value: str, *, end_of_day: bool) -> datetime:
@@ -85,6 +90,9 @@ async def usage_report(engine: AsyncEngine, window: Window, group_by: str | None
     async with engine.connect() as conn:
         totals = await _summaries(conn, window, None)
         groups = await _summaries(conn, window, group_by) if group_by else []
+    if group_by and "," in group_by:
+        for group in groups:
+            group["key"] = [part or None for part in group["key"].split(KEY_SEPARATOR)]
     return {
         "from": window.start.isoformat(),
         "to": window.end.isoformat(),
@@ -103,15 +111,27 @@ async def _summaries(conn, window: Window, group_by: str | None) -> list[dict[st
     return list(sums.values())
 
 
+#: Joins the parts of a two-column group key inside SQL; never in a day, name or model.
+KEY_SEPARATOR = "\x1f"
+
+
 def _group_key(group_by: str | None, dialect: str) -> sa.ColumnElement:
-    """The value rows are grouped by: a constant for the totals, a UTC date for ``day``."""
+    """The value rows are grouped by: a constant for the totals, a UTC date for ``day``,
+    two columns joined by KEY_SEPARATOR for ``day,provider`` and the like."""
     if group_by is None:
         return sa.literal_column("'total'", sa.Text)
-    if group_by == "day":
+    if "," in group_by:
+        first, second = (sa.func.coalesce(_column(name, dialect), "") for name in group_by.split(","))
+        return sa.cast(first, sa.Text) + sa.literal(KEY_SEPARATOR, sa.Text) + sa.cast(second, sa.Text)
+    return _column(group_by, dialect)
+
+
+def _column(name: str, dialect: str) -> sa.ColumnElement:
+    if name == "day":
         if dialect == "postgresql":
             return sa.func.to_char(sa.func.timezone("UTC", attempts.c.time), "YYYY-MM-DD")
         return sa.func.strftime("%Y-%m-%d", attempts.c.time)
-    return attempts.c[group_by]
+    return attempts.c[name]
 
 
 def _rows_in(window: Window, key: sa.ColumnElement) -> sa.Select:

@@ -24,7 +24,7 @@ async def usage(
     request: Request,
     start: Annotated[str | None, Query(alias="from", description="ISO date or datetime (default: 30 days ago)")] = None,
     to: Annotated[str | None, Query(description="ISO date (the whole day) or datetime (default: now)")] = None,
-    group_by: Annotated[str | None, Query(description="provider, model, day, client or none")] = None,
+    group_by: Annotated[str | None, Query(description="provider, model, day, client or none; or two joined by a comma, e.g. day,provider")] = None,
 ) -> JSONResponse:
     """Requests, attempts, failures, tokens, cost and p50/p95 latency, in total and per group."""
     try:

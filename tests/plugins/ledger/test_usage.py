@@ -221,3 +221,22 @@ def test_print_usage_without_a_ledger_says_where_it_looked(tmp_path):
 def test_print_usage_refuses_bad_parameters(sqlite_url):
     with pytest.raises(UsageQueryError, match="group_by"):
         print_usage(Settings(database_url=sqlite_url), None, None, "week")
+
+
+def test_usage_by_day_and_provider_on_both_databases(gateway, provider, upstream, database_url):
+    """Two columns at once (the dashboard's spend per provider per day): keys are [day, provider]."""
+    insert(database_url, JANUARY)
+    gw = gateway({"providers": [provider("a")]}, database_url=database_url)
+    body = gw.get("/usage", params={"from": "2024-12-01", "to": "2025-02-28", "group_by": "day,provider"}).json()
+    assert body["group_by"] == "day,provider"
+    assert sorted((tuple(g["key"]), g["cost"]) for g in body["groups"]) == sorted([
+        (("2024-12-31", JANUARY[0]["provider"]), 8.0), (("2025-01-10", "p"), 1.0),
+        (("2025-01-31", "q"), 2.0), (("2025-02-01", JANUARY[3]["provider"]), 4.0)])
+
+
+@pytest.mark.parametrize("group_by", ["day,day", "day,provider,model", "day,nope"])
+def test_a_bad_pair_of_groups_is_refused(gateway, provider, upstream, sqlite_url, group_by):
+    gw = gateway({"providers": [provider("a")]}, database_url=sqlite_url)
+    answer = gw.get("/usage", params={"group_by": group_by})
+    assert answer.status_code == 400
+    assert answer.json()["error"]["param"] == "group_by"
