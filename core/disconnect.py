@@ -4,7 +4,6 @@ keep an upstream call (and its cost) running."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -21,25 +20,25 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await ``work``; if the client disconnects first, cancel it and raise ClientGone.
 
     Call it once the body has been read: the next ASGI message is then the
-    disconnect (or nothing, until the response is sent).
+    disconnect (or nothing, until the response is sent). The work runs in the
+    request's own task; one watcher task cancels that task on a disconnect.
     """
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    current = asyncio.current_task()
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, current))
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if watcher.done() and not watcher.cancelled() and watcher.result():
+            if hasattr(current, "uncancel"):  # Python 3.11+: this cancellation ends here
+                current.uncancel()
+            raise ClientGone() from None
         raise
     finally:
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    raise ClientGone()
 
 
-async def _disconnected(request: Request) -> None:
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task) -> bool:
     while (await request.receive())["type"] != "http.disconnect":
         pass
+    task.cancel()
+    return True

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import httpx
 
@@ -219,9 +221,7 @@ class Router:
         self.health.begin(provider)
         number = len(run.attempts) + 1
         try:
-            return await asyncio.wait_for(
-                self._attempt(provider, run.request, number, started, run.waited_ms), remaining
-            )
+            return await within(remaining, self._attempt(provider, run.request, number, started, run.waited_ms))
         except asyncio.TimeoutError:
             run.expired = True
             error = ProviderError(ErrorKind.TIMEOUT, "the request deadline passed during this attempt")
@@ -294,6 +294,9 @@ class Router:
         )
 
 
+T = TypeVar("T")
+
+
 class _Run:
     """The bookkeeping of one request's attempts."""
 
@@ -334,6 +337,19 @@ def _larger_context(candidate: ProviderConfig, failed: ProviderConfig) -> bool:
     if candidate.context_window is None:
         return failed.context_window is None
     return failed.context_window is None or candidate.context_window > failed.context_window
+
+
+if sys.version_info >= (3, 11):
+
+    async def within(seconds: float, work: Awaitable[T]) -> T:
+        """``await work``, cut off after ``seconds`` (TimeoutError); no task is made for it."""
+        async with asyncio.timeout(seconds):
+            return await work
+
+else:  # pragma: no cover - Python 3.10
+
+    async def within(seconds: float, work: Awaitable[T]) -> T:
+        return await asyncio.wait_for(work, seconds)
 
 
 def overhead_ms(request: ChatRequest, upstream_ms: float) -> float:
