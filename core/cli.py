@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
     reload = commands.add_parser("reload", help="make a running gateway re-read providers.yaml")
     reload.add_argument("--url", default=None, help="the gateway's base URL (default: from MODELBROKER_HOST/PORT)")
+    reload.add_argument("--key", default=os.environ.get("MODELBROKER_CLIENT_KEY"),
+                        help="a client key, when the gateway has keys (default: $MODELBROKER_CLIENT_KEY)")
     reload.set_defaults(run=_reload)
 
     plugins = commands.add_parser("plugins", help="list the installed plugins")
@@ -100,7 +103,8 @@ def _reload(args: argparse.Namespace) -> int:
     settings = load_settings()
     url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/admin/reload"
     try:
-        answer = httpx.post(url, timeout=30)
+        headers = {"authorization": f"Bearer {args.key}"} if args.key else {}
+        answer = httpx.post(url, headers=headers, timeout=30)
     except httpx.HTTPError as exc:
         print(f"modelbroker: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
         return 1
