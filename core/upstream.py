@@ -71,8 +71,8 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 def rate_limit_of(headers: Mapping[str, str]) -> RateLimit | None:
     """The ``x-ratelimit-remaining-*`` and ``-reset-*`` headers (OpenAI, Groq and others), if any."""
-    requests = _int_header(headers.get("x-ratelimit-remaining-requests"))
-    tokens = _int_header(headers.get("x-ratelimit-remaining-tokens"))
+    requests = int_header(headers.get("x-ratelimit-remaining-requests"))
+    tokens = int_header(headers.get("x-ratelimit-remaining-tokens"))
     if requests is None and tokens is None:
         return None
     return RateLimit(
@@ -98,7 +98,8 @@ def duration_seconds(value: str | None) -> float | None:
     return sum(float(number) * scale[unit] for number, unit in parts)
 
 
-def _int_header(value: str | None) -> int | None:
+def int_header(value: str | None) -> int | None:
+    """An integer header's value, or None if absent or not an integer."""
     try:
         return int(value) if value is not None else None
     except ValueError:
@@ -138,3 +139,15 @@ async def sse_data(stream) -> AsyncIterator[str]:
             data = []
     if data:
         yield "\n".join(data)
+
+
+def parse_event(data: str, secret: str | None = None) -> dict:
+    """One event's JSON object; anything else raises ProviderError(malformed)."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        event = None
+    if not isinstance(event, dict):
+        snippet = redact(data[:80], secret)
+        raise ProviderError(ErrorKind.MALFORMED, f"a stream event is not a JSON object (starts {snippet!r})")
+    return event

@@ -22,7 +22,7 @@ from core.hookspecs import hookimpl
 from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.streaming import single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, RateLimit, StreamChunk
-from core.upstream import redact, sse_data, status_error
+from core.upstream import int_header, parse_event, redact, sse_data, status_error
 from plugins.anthropic_convert import StreamState, parse_message, request_body
 
 TYPE = "anthropic"
@@ -123,18 +123,6 @@ async def _whole_answer_as_stream(response: UpstreamStream, model: str,
         yield chunk
 
 
-def parse_event(data: str, secret: str | None = None) -> dict:
-    """One event's JSON object; anything else raises ProviderError(malformed)."""
-    try:
-        event = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        event = None
-    if not isinstance(event, dict):
-        snippet = redact(data[:80], secret)
-        raise ProviderError(ErrorKind.MALFORMED, f"a stream event is not a JSON object (starts {snippet!r})")
-    return event
-
-
 def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret: str | None) -> ProviderError:
     """``status_error`` (which reads Anthropic's error shape), plus its rate-limit headers and
     its wording for a prompt that does not fit, so the router can try a larger context."""
@@ -147,8 +135,8 @@ def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret:
 
 def rate_limit_of(headers: Mapping[str, str]) -> RateLimit | None:
     """The ``anthropic-ratelimit-*`` headers, whose resets are RFC 3339 times, if any."""
-    requests = _int_header(headers.get("anthropic-ratelimit-requests-remaining"))
-    tokens = _int_header(headers.get("anthropic-ratelimit-tokens-remaining"))
+    requests = int_header(headers.get("anthropic-ratelimit-requests-remaining"))
+    tokens = int_header(headers.get("anthropic-ratelimit-tokens-remaining"))
     if requests is None and tokens is None:
         return None
     return RateLimit(
@@ -157,13 +145,6 @@ def rate_limit_of(headers: Mapping[str, str]) -> RateLimit | None:
         reset_requests_s=_seconds_until(headers.get("anthropic-ratelimit-requests-reset")),
         reset_tokens_s=_seconds_until(headers.get("anthropic-ratelimit-tokens-reset")),
     )
-
-
-def _int_header(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _seconds_until(value: str | None) -> float | None:

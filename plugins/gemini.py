@@ -22,7 +22,7 @@ import orjson
 from core.hookspecs import hookimpl
 from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
-from core.upstream import duration_seconds, redact, sse_data, status_error
+from core.upstream import duration_seconds, parse_event, redact, sse_data, status_error
 from plugins.gemini_convert import StreamState, parse_response, request_body
 
 TYPE = "gemini"
@@ -134,18 +134,6 @@ async def _whole_answer_as_stream(response: UpstreamStream, model: str,
     usage = state.usage_chunk()
     if usage is not None:
         yield usage
-
-
-def parse_event(data: str, secret: str | None = None) -> dict:
-    """One event's JSON object; anything else raises ProviderError(malformed)."""
-    try:
-        event = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        event = None
-    if not isinstance(event, dict):
-        snippet = redact(data[:80], secret)
-        raise ProviderError(ErrorKind.MALFORMED, f"a stream event is not a JSON object (starts {snippet!r})")
-    return event
 
 
 def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret: str | None) -> ProviderError:

@@ -25,7 +25,7 @@ from core.hookcall import PluginError
 from core.hookspecs import hookimpl
 from core.plugin_manager import make_plugin_manager
 from core.settings import Settings
-from core.types import Completion, ProviderError, Usage
+from core.types import Completion, Usage
 
 BUILTINS = {
     "priority": plugins.priority,

@@ -1,7 +1,7 @@
 """plugins/anthropic.py (and anthropic_convert.py): OpenAI requests to Anthropic's Messages API and back.
 
 The converters are tested with plain dicts, the adapter against the fake upstream's
-``/v1/messages`` with a real ``httpx.AsyncClient``, and the whole path through a real
+``/v1/messages`` with the gateway's own client (``core.http.UpstreamHTTP``), and the whole path through a real
 gateway with the official ``openai`` client.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import openai
 import pytest
 

@@ -1,7 +1,7 @@
 """plugins/gemini.py (and gemini_convert.py): OpenAI requests to Gemini's generateContent and back.
 
 The converters are tested with plain dicts, the adapter against the fake upstream's
-``/v1beta/models/{model}:generateContent`` with a real ``httpx.AsyncClient``, and the
+``/v1beta/models/{model}:generateContent`` with the gateway's own client (``core.http.UpstreamHTTP``), and the
 whole path through a real gateway with the official ``openai`` client.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import openai
 import pytest
 

@@ -3,14 +3,13 @@
 Pure functions (parse_chunk, parse_usage, stream_body, request_body, parse_completion)
 are tested with plain dicts and strings, because the fake upstream never reports
 cached or reasoning tokens. ``open_stream`` and ``complete`` are then run against the
-real fake upstream on loopback with a real ``httpx.AsyncClient``.
+real fake upstream on loopback with the gateway's own client (``core.http.UpstreamHTTP``).
 """
 
 from __future__ import annotations
 
 import json
 
-import httpx
 import orjson
 import pytest
 
