@@ -13,11 +13,10 @@ import pluggy
 from fastapi import FastAPI
 
 from core import __version__
-from core.access import AccessControl
 from core.config import ConfigError
+from core.edge import Edge
 from core.errors import GENERATION_ROUTES, install_error_handlers
 from core.gateway import Gateway
-from core.guard import RequestGuard
 from core.hookcall import HookCalls
 from core.responses import APIError
 from core.routes import admin, generate, health, openai_chat
@@ -52,8 +51,7 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
             gateway.hooks.notify("on_rejected", request=None, request_id=request_id, route=path,
                                  status=error.status, reason=error.message)
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, max_body_bytes=gateway.settings.max_body_bytes, on_refusal=refused)
-    app.add_middleware(AccessControl, gateway=gateway, on_refusal=refused)  # outermost: checked first
+    app.add_middleware(Edge, gateway=gateway, max_body_bytes=gateway.settings.max_body_bytes, on_refusal=refused)
     return app
 
 

@@ -15,8 +15,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from core.disconnect import ClientGone
 from core.hookcall import PluginError
 from core.gateway import UnknownModel
@@ -101,36 +99,7 @@ async def handle(request: Request, exc: Exception) -> Response:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Known exceptions are answered by Starlette's exception middleware; anything else by
-    ``CatchUnexpected``. (A handler for ``Exception`` itself would run in Starlette's
-    outermost middleware, which re-raises after answering: uvicorn then drops the
-    client's keep-alive connection and logs the error twice.)"""
+    ``core.edge.Edge`` (a handler for ``Exception`` itself would make Starlette re-raise)."""
     for kind in (APIError, NoProviderAvailable, UnknownStrategy, UnknownModel, AllProvidersFailed,
                  AllProvidersBusy, ClientGone, RequestValidationError, HTTPException, PluginError):
         app.add_exception_handler(kind, handle)
-    app.add_middleware(CatchUnexpected)
-
-
-class CatchUnexpected:
-    """Answer an unexpected exception with a 500 in the error shape, and keep the connection."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception as exc:
-            if started:
-                raise  # the answer is under way: nothing sound can be sent now
-            response = await handle(Request(scope, receive), exc)
-            await response(scope, receive, send)

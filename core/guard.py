@@ -1,49 +1,34 @@
-"""ASGI middleware that turns away what no route should parse: oversized bodies and
-bodies that are not JSON. It runs before routing, in plain ASGI, so it costs a header
-scan per request and holds nothing."""
+"""What no route should parse: oversized bodies and bodies that are not JSON.
+
+Checked in ``core/edge.py`` before routing, from the headers alone (a header
+scan per request); a chunked body is counted as it is received.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from starlette.types import Message, Receive, Scope
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from core.request_ids import request_id
-from core.responses import APIError, error_response
+from core.responses import APIError
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-class RequestGuard:
+class BodyRules:
     """413 for a body over ``max_body_bytes``; 415 for a body whose content type is not JSON."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int,
-                 on_refusal: Callable[[str, str, APIError], None] | None = None) -> None:
-        self.app = app
+    def __init__(self, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes
-        self.on_refusal = on_refusal
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
-            await self.app(scope, receive, send)
-            return
+    def refusal(self, scope: Scope) -> APIError | None:
+        """The refusal for this request's headers, or None."""
+        if scope["method"] not in BODY_METHODS:
+            return None
         length, content_type = None, None
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
             elif name == b"content-type":
                 content_type = value
-        refusal = self._refusal(length, content_type)
-        if refusal is not None:
-            rid = request_id(dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1"))
-            refusal.headers = {"x-request-id": rid}
-            if self.on_refusal is not None:
-                self.on_refusal(scope["path"], rid, refusal)
-            await error_response(refusal)(scope, receive, send)
-            return
-        await self.app(scope, self._counting(receive), send)
-
-    def _refusal(self, length: bytes | None, content_type: bytes | None) -> APIError | None:
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             return self._too_large()
         if content_type is not None:
@@ -55,13 +40,7 @@ class RequestGuard:
                 )
         return None
 
-    def _too_large(self) -> APIError:
-        return APIError(
-            413, f"the body is larger than {self.max_body_bytes} bytes "
-            "(MODELBROKER_MAX_BODY_BYTES)", code="body_too_large",
-        )
-
-    def _counting(self, receive: Receive) -> Receive:
+    def counting(self, receive: Receive) -> Receive:
         """``receive`` that raises APIError(413) once a chunked body passes the limit."""
         seen = 0
 
@@ -75,3 +54,9 @@ class RequestGuard:
             return message
 
         return counted
+
+    def _too_large(self) -> APIError:
+        return APIError(
+            413, f"the body is larger than {self.max_body_bytes} bytes "
+            "(MODELBROKER_MAX_BODY_BYTES)", code="body_too_large",
+        )

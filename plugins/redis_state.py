@@ -16,9 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from core.hookspecs import hookimpl
 from core.state import MemoryState
 
@@ -54,11 +51,20 @@ def state_store(settings):
     return RedisState(settings.redis_url)
 
 
+def _redis():
+    """redis-py, imported only when a Redis URL is set (it costs ~7 MiB of memory)."""
+    import redis.asyncio
+    import redis.exceptions
+
+    return redis.asyncio, redis.exceptions.RedisError
+
+
 class RedisState:
     """``SharedState`` in Redis, with in-process state to fall back on during an outage."""
 
     def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = PREFIX) -> None:
         self.url_shown = _without_password(url)
+        aioredis, self._redis_error = _redis()
         self.redis = aioredis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
         )
@@ -145,7 +151,7 @@ class RedisState:
         if self.degraded_since is None:
             try:
                 return decode(await remote())
-            except (RedisError, OSError) as exc:
+            except (self._redis_error, OSError) as exc:
                 self._degrade(exc)
         result = local()
         return await result if asyncio.iscoroutine(result) else result  # MemoryState's async API
@@ -163,7 +169,7 @@ class RedisState:
             await asyncio.sleep(PROBE_INTERVAL_S)
             try:
                 await self.redis.ping()
-            except (RedisError, OSError):
+            except (self._redis_error, OSError):
                 continue
             log.warning("Redis at %s is back; sharing state again", self.url_shown)
             self.degraded_since = None
