@@ -40,6 +40,7 @@ class MetricsRecorder:
         self.outcomes = RequestOutcomes(self._count_request, config.reliability.request_timeout_s)
         self._providers = {p.id: p for p in config.providers}  # what a worker's refresher reports
         self._refresher: asyncio.Task | None = None
+        self._labelled: dict[tuple[str, str, str], tuple] = {}
         if multiprocess_dir:
             self.scrape_registry = CollectorRegistry()
             MultiProcessCollector(self.scrape_registry, path=multiprocess_dir)
@@ -76,15 +77,32 @@ class MetricsRecorder:
             log.warning("metrics: a rejected request was not counted", exc_info=True)
 
     def _attempt(self, provider: ProviderConfig, outcome: str, elapsed_ms: float, usage, cost: float) -> None:
-        labels = _labels(provider)
-        self._providers.setdefault(provider.id, provider)
-        self.instruments.attempts.labels(*labels, outcome).inc()
-        self.instruments.attempt_duration.labels(*labels, outcome).observe(elapsed_ms / 1000)
+        attempts, duration, prompt, completion, spend = self._children(provider, outcome)
+        attempts.inc()
+        duration.observe(elapsed_ms / 1000)
         if usage is not None:
-            self.instruments.tokens.labels(*labels, "prompt").inc(max(0, usage.prompt_tokens))
-            self.instruments.tokens.labels(*labels, "completion").inc(max(0, usage.completion_tokens))
+            prompt.inc(max(0, usage.prompt_tokens))
+            completion.inc(max(0, usage.completion_tokens))
         if cost:
-            self.instruments.cost.labels(*labels).inc(max(0.0, cost))
+            spend.inc(max(0.0, cost))
+
+    def _children(self, provider: ProviderConfig, outcome: str) -> tuple:
+        """The labelled metrics of one (provider, outcome), looked up once: ``.labels()`` takes a
+        lock and builds a key on every call, which is most of a counter's cost."""
+        key = (provider.name, provider.model, outcome)
+        children = self._labelled.get(key)
+        if children is None:
+            self._providers.setdefault(provider.id, provider)
+            labels = _labels(provider)
+            instruments = self.instruments
+            children = self._labelled[key] = (
+                instruments.attempts.labels(*labels, outcome),
+                instruments.attempt_duration.labels(*labels, outcome),
+                instruments.tokens.labels(*labels, "prompt"),
+                instruments.tokens.labels(*labels, "completion"),
+                instruments.cost.labels(*labels),
+            )
+        return children
 
     def _count_request(self, provider: str, model: str, outcome: str) -> None:
         self.instruments.requests.labels(provider, model, outcome).inc()
