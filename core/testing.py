@@ -5,15 +5,22 @@
 
 The server is uvicorn in a background thread, listening on a free port on
 127.0.0.1: requests cross a real socket, exactly as in production.
+``GatewayProcess`` runs ``modelbroker serve`` in a fresh interpreter instead, for a
+test that needs its own process (a plugin installed on ``PYTHONPATH``, several replicas).
 """
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 import uvicorn
 
@@ -63,3 +70,50 @@ class GatewayServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class GatewayProcess:
+    """``modelbroker serve --config config`` in a subprocess on a free port; ``url`` is its base URL.
+
+    ``env`` is the child's whole environment; its output goes to ``output_path``
+    (default: beside ``config``), which ``output()`` reads back.
+    """
+
+    def __init__(self, config: Path, *, env: dict[str, str], cwd: Path | None = None,
+                 command: Sequence[str] = (sys.executable, "-m", "core.cli"),
+                 output_path: Path | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = output_path or config.parent / f"serve-{self.port}.out"
+        with self.log_path.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [*command, "serve", "--config", str(config), "--port", str(self.port)],
+                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_ready(self, timeout: float = 20.0) -> GatewayProcess:
+        """Return once /health answers; raise with the process's output if it never does."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the gateway exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"the gateway did not answer /health in {timeout} s:\n{self.output()}")
+
+    def stop(self) -> None:
+        """SIGTERM (uvicorn shuts down gracefully, plugins flush), then SIGKILL after 10 s."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +35,7 @@ import yaml  # noqa: E402
 from core.fake_upstream import FakeUpstream  # noqa: E402
 from core.hookcall import HookCalls  # noqa: E402
 from core.plugin_manager import make_plugin_manager  # noqa: E402
-from core.testing import GatewayServer, free_port  # noqa: E402
+from core.testing import GatewayProcess, GatewayServer  # noqa: E402
 
 #: Every HTTP call a test makes is bounded by this (seconds).
 HTTP_TIMEOUT = 10.0
@@ -259,46 +257,6 @@ def module_gateway(tmp_path_factory):
 # --- the gateway in its own process --------------------------------------------------
 
 
-class GatewayProcess:
-    """``python -m core.cli serve`` in a subprocess, for tests that need a fresh interpreter."""
-
-    def __init__(self, config: Path, *, env: dict[str, str], cwd: Path = REPO_ROOT) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = config.parent / f"serve-{self.port}.out"
-        self._out = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "serve", "--config", str(config), "--port", str(self.port)],
-            cwd=cwd, env=env, stdout=self._out, stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def wait_ready(self, timeout: float = 20.0) -> GatewayProcess:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the gateway exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"the gateway did not answer /health in {timeout} s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._out.close()
-
-
 @pytest.fixture
 def subprocess_env():
     """``subprocess_env(**extra) -> dict``: this environment (already without MODELBROKER_*
@@ -316,7 +274,7 @@ def gateway_process():
     started: list[GatewayProcess] = []
 
     def start(config: Path, env: dict[str, str]) -> GatewayProcess:
-        process = GatewayProcess(config, env=env)
+        process = GatewayProcess(config, env=env, cwd=REPO_ROOT)
         started.append(process)
         return process.wait_ready()
 

@@ -19,11 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
-from core.testing import free_port
+from core.testing import GatewayProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
@@ -105,47 +104,21 @@ def run_cli():
     return run
 
 
-class Served:
+class Served(GatewayProcess):
     """``modelbroker serve`` in a subprocess, shared by a module's tests (``gateway_process``
-    in tests/conftest.py starts one per test)."""
+    in tests/conftest.py starts one per test), with ``site`` on its PYTHONPATH."""
 
     def __init__(self, config: dict, site: Site, workdir: Path, **env: str) -> None:
         path = workdir / "providers.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         self.log_file = workdir / "app.log"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._output = workdir / "serve.out"
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(site.path),
                      "MODELBROKER_LOG_FILE": str(self.log_file), **env}
-        with self._output.open("wb") as out:
-            self.proc = subprocess.Popen([*MODELBROKER, "serve", "--config", str(path), "--port", str(self.port)],
-                                         cwd=REPO_ROOT, env=child_env, stdout=out, stderr=subprocess.STDOUT)
-
-    def output(self) -> str:
-        return self._output.read_text(encoding="utf-8", errors="replace")
+        super().__init__(path, env=child_env, cwd=REPO_ROOT, command=MODELBROKER,
+                         output_path=workdir / "serve.out")
 
     def wait_ready(self, timeout: float = 30.0) -> Served:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the gateway exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"the gateway did not answer /health in {timeout} s:\n{self.output()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        return super().wait_ready(timeout)
 
     def log_lines(self, request_ids: set[str], count: int, timeout: float = 5.0) -> list[dict]:
         """The app.log lines of ``request_ids``, once ``count`` of them are written (file_log
