@@ -109,8 +109,10 @@ def _uvicorn(app: str, port: int) -> list[str]:
             "--workers", "1", "--no-access-log", "--log-level", "warning"]
 
 
-def start_target(name: str, upstream: Upstream, stream: bool, tmp: Path, cpu: int | None) -> Target:
-    """Start target ``name`` in front of ``upstream`` (its SSE answer when ``stream``)."""
+def start_target(name: str, upstream: Upstream, stream: bool, tmp: Path, cpu: int | None,
+                 extra_env: dict[str, str] | None = None) -> Target:
+    """Start target ``name`` in front of ``upstream`` (its SSE answer when ``stream``);
+    ``extra_env`` is added to the target's environment (``python -m bench.profile --env``)."""
     upstream_url = upstream.url(stream)
     if name == "direct":
         return Target(name, None, [Endpoint(name, "upstream", upstream_url, chat_body(stream))])
@@ -121,12 +123,12 @@ def start_target(name: str, upstream: Upstream, stream: bool, tmp: Path, cpu: in
     if name == "modelbroker":
         config = work / "providers.yaml"
         config.write_text(MODELBROKER_CONFIG.format(url=upstream_url, model=MODEL))
-        env = {"MODELBROKER_CONFIG": str(config), "MODELBROKER_LOG_FILE": str(work / "app.log")}
+        env = {"MODELBROKER_CONFIG": str(config), "MODELBROKER_LOG_FILE": str(work / "app.log"), **(extra_env or {})}
         proc = procs.start(name, _uvicorn("main:app", port), log_dir=work, cpu=cpu, env=env, cwd=REPO)
         endpoints = [Endpoint(name, "/generate", base + "/generate", generate_body(stream)),
                      Endpoint(name, "/v1/chat/completions", base + "/v1/chat/completions", chat_body(stream))]
     elif name == "reference":
-        env = {"BENCH_UPSTREAM_URL": upstream_url}
+        env = {"BENCH_UPSTREAM_URL": upstream_url, **(extra_env or {})}
         proc = procs.start(name, _uvicorn("bench.reference_proxy:app", port), log_dir=work, cpu=cpu,
                            env=env, cwd=REPO)
         endpoints = [Endpoint(name, "/v1/chat/completions", base + "/v1/chat/completions", chat_body(stream))]

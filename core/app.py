@@ -13,6 +13,7 @@ import pluggy
 from fastapi import FastAPI
 
 from core import __version__
+from core.direct_routes import DirectRoutes, GatewayApp
 from core.config import ConfigError
 from core.edge import Edge
 from core.errors import GENERATION_ROUTES, install_error_handlers
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
         finally:
             await gateway.stop()
 
-    app = FastAPI(title="modelbroker", version=__version__, lifespan=lifespan)
+    app = GatewayApp(title="modelbroker", version=__version__, lifespan=lifespan)
     app.state.gateway = gateway
     for routes in (generate, openai_chat, health, admin):
         app.include_router(routes.router)
@@ -51,7 +52,10 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
             gateway.hooks.notify("on_rejected", request=None, request_id=request_id, route=path,
                                  status=error.status, reason=error.message)
     install_error_handlers(app)
-    app.add_middleware(Edge, gateway=gateway, max_body_bytes=gateway.settings.max_body_bytes, on_refusal=refused)
+    edge = {"gateway": gateway, "max_body_bytes": gateway.settings.max_body_bytes, "on_refusal": refused}
+    app.add_middleware(Edge, **edge)
+    direct = DirectRoutes({"/generate": generate.generate, "/v1/chat/completions": openai_chat.chat_completions})
+    app.serve_directly(Edge(direct, **edge), frozenset(direct.routes))
     return app
 
 

@@ -87,12 +87,12 @@ async def handle(request: Request, exc: Exception) -> Response:
     error = as_api_error(request, exc)
     rid = request_id_of(request)
     error.headers = {**(error.headers or {}), "x-request-id": rid}
-    if request.url.path in GENERATION_ROUTES and not isinstance(exc, AllProvidersFailed):
+    if request.scope["path"] in GENERATION_ROUTES and not isinstance(exc, AllProvidersFailed):
         gateway = request.app.state.gateway
         if gateway.router is not None:
             gateway.hooks.notify(
                 "on_rejected", request=getattr(request.state, "chat", None), request_id=rid,
-                route=request.url.path, status=error.status, reason=error.message,
+                route=request.scope["path"], status=error.status, reason=error.message,
             )
     return error_response(error)
 

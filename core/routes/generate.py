@@ -53,7 +53,7 @@ async def generate(request: Request) -> JSONResponse:
         messages=[{"role": "user", "content": body.prompt}],
         request_id=request_id_of(request),
         received_at=received_at,
-        route=request.url.path,
+        route=request.scope["path"],
         principal=(principal := getattr(request.state, "principal", None)),
         client=principal.name if principal else None,
         deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),

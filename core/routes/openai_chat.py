@@ -76,7 +76,7 @@ async def chat_completions(request: Request):
         messages=data["messages"],
         request_id=request_id_of(request),
         received_at=received_at,
-        route=request.url.path,
+        route=request.scope["path"],
         deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
         model=data.get("model") or "auto",
         max_tokens=data.get("max_tokens"),

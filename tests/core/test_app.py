@@ -50,10 +50,10 @@ def test_uvicorn_main_app_with_a_bad_config(write_config, subprocess_env, repo_r
 
 
 def test_import_main_with_the_shipped_config_and_no_key(subprocess_env, repo_root):
-    done = subprocess.run([sys.executable, "-c", "import main; print(type(main.app).__name__)"], cwd=repo_root,
+    done = subprocess.run([sys.executable, "-c", "import fastapi, main; print(isinstance(main.app, fastapi.FastAPI))"], cwd=repo_root,
                           capture_output=True, text=True, env=subprocess_env(), timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "FastAPI"
+    assert done.stdout.strip() == "True"
     assert done.stderr.count("GROQ_API_KEY") == 2  # one warning per disabled provider
 
 
