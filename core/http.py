@@ -1,29 +1,27 @@
-"""The gateway's one pooled HTTP client for upstream calls, on aiohttp.
+"""The gateway's one pooled HTTP client for upstream calls.
 
-Measured on this project's benchmark (docs/performance.md): per request,
-aiohttp's client costs about 160 µs of CPU where httpx costs about 680 µs
-(400 µs with httpx's aiohttp transport), and httpx's pool grows costlier with
-concurrency. So adapters call upstreams through this small facade. It gives
-what an adapter needs (a whole answer, or a stream of lines), applies the
-provider's timeouts and turns every transport failure into a ``ProviderError``
-without secrets. The httpx client remains on the ``client`` hook argument for
-plugins written against it.
+Adapters call upstreams through this small facade. It gives what an adapter
+needs (a whole answer, or a stream of lines), applies the provider's timeouts and
+turns every transport failure into a ``ProviderError`` without secrets. Calls go
+through ``core/http1.py``, a small keep-alive HTTP/1.1 client built for this (per
+call it costs a fraction of aiohttp's client, which cost a fraction of httpx's:
+docs/performance.md); calls to an endpoint behind ``HTTPS_PROXY``/``HTTP_PROXY``
+go through aiohttp (``core/http_proxied.py``). The httpx client remains on the
+``client`` hook argument for plugins written against it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-import aiohttp
-
+from core.http1 import Http1Client, TransportError
 from core.types import ErrorKind, ProviderError
 from core.upstream import MAX_MESSAGE, redact
 
-#: Connections kept in total and per upstream host; enough for a few hundred requests in flight.
+#: Connections in use at once, over all upstreams; more calls wait for one to be free.
 MAX_CONNECTIONS = 1000
 KEEPALIVE_S = 30.0
 
@@ -40,10 +38,10 @@ class UpstreamReply:
 class UpstreamStream:
     """An answer whose body is still arriving; ``close()`` (or ``async with``) releases it."""
 
-    def __init__(self, response: aiohttp.ClientResponse, secret: str | None) -> None:
+    def __init__(self, response, secret: str | None) -> None:
         self._response = response
         self._secret = secret
-        self.status = response.status
+        self.status: int = response.status
         self.headers: Mapping[str, str] = response.headers
 
     @property
@@ -55,32 +53,29 @@ class UpstreamStream:
         """The rest of the body, at once."""
         try:
             return await self._response.read()
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except TransportError as exc:
             raise transport_error(exc, self._secret) from None
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The body line by line (without the line ending), each as soon as it is complete."""
+    async def lines(self):
+        """The body line by line (without the line ending), each as soon as it is complete.
+
+        Lines complete before a broken connection are given before the error is raised.
+        """
         pending = b""
         try:
-            async for data in self._response.content.iter_any():
+            async for data in self._response.chunks():
                 pending += data
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    yield line.rstrip(b"\r")
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            error = transport_error(exc, self._secret)
-            # aiohttp refuses to hand out what it had buffered once the connection broke; the
-            # complete lines in it arrived before the break, so they are still relayed.
-            *complete, _ = (pending + _buffered(self._response.content)).split(b"\n")
-            for line in complete:
-                yield line.rstrip(b"\r")
-            raise error from None
+                if b"\n" in pending:
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        yield line.rstrip(b"\r")
+        except TransportError as exc:
+            raise transport_error(exc, self._secret) from None
         if pending:
             yield pending.rstrip(b"\r")
 
     async def close(self) -> None:
         self._response.release()
-        self._response.close()
 
     async def __aenter__(self) -> UpstreamStream:
         return self
@@ -90,23 +85,23 @@ class UpstreamStream:
 
 
 class UpstreamHTTP:
-    """One aiohttp session for every upstream call of a gateway (connections are pooled)."""
+    """The pooled client for every upstream call of a gateway."""
 
     def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+        self._client: Http1Client | None = None
+        self._proxied = None  # core.http_proxied.ProxiedClient, made on the first proxied call
         self._proxies: dict[str, str | None] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, limit_per_host=0, keepalive_timeout=KEEPALIVE_S)
-        # trust_env=True would read ~/.netrc and the proxy variables on every request (~8% of
-        # the gateway's CPU); the proxy for each endpoint is worked out once instead (_proxy).
-        self._session = aiohttp.ClientSession(connector=connector, auto_decompress=True, trust_env=False)
+        self._client = Http1Client(max_connections=MAX_CONNECTIONS, keepalive_s=KEEPALIVE_S)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+        if self._proxied is not None:
+            await self._proxied.close()
+            self._proxied = None
 
     async def __aenter__(self) -> UpstreamHTTP:
         await self.start()
@@ -122,22 +117,38 @@ class UpstreamHTTP:
         ``timeout_s`` bounds each wait for data (connect has its own bound); ``secret``
         is removed from any error message.
         """
+        response = await self._send(url, body, headers, timeout_s, connect_timeout_s, secret)
         try:
-            async with self._session.post(url, data=body, headers=headers, proxy=self._proxy(url),
-                                          timeout=self._timeout(timeout_s, connect_timeout_s)) as response:
-                return UpstreamReply(response.status, response.headers, await response.read())
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            content = await response.read()
+        except TransportError as exc:
             raise transport_error(exc, secret) from None
+        return UpstreamReply(response.status, response.headers, content)
 
     async def stream(self, url: str, body: bytes, headers: Mapping[str, str], *, timeout_s: float,
                      connect_timeout_s: float, secret: str | None = None) -> UpstreamStream:
         """POST ``body`` and return once the answer's headers are in; read it from the stream."""
+        return UpstreamStream(await self._send(url, body, headers, timeout_s, connect_timeout_s, secret), secret)
+
+    async def _send(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
+                    connect_timeout_s: float, secret: str | None):
         try:
-            response = await self._session.post(url, data=body, headers=headers, proxy=self._proxy(url),
-                                                timeout=self._timeout(timeout_s, connect_timeout_s))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            proxy = self._proxy(url)
+            if proxy is None:
+                return await self._client.request("POST", url, body, headers, read_timeout=timeout_s,
+                                                  connect_timeout=connect_timeout_s)
+            return await self._via_proxy().request("POST", url, body, headers, read_timeout=timeout_s,
+                                                   connect_timeout=connect_timeout_s, proxy=proxy)
+        except TransportError as exc:
             raise transport_error(exc, secret) from None
-        return UpstreamStream(response, secret)
+        except ValueError as exc:
+            raise ProviderError(ErrorKind.CONNECTION, redact(f"cannot send the request: {exc}", secret)) from None
+
+    def _via_proxy(self):
+        if self._proxied is None:
+            from core.http_proxied import ProxiedClient
+
+            self._proxied = ProxiedClient(MAX_CONNECTIONS, KEEPALIVE_S)
+        return self._proxied
 
     def _proxy(self, url: str) -> str | None:
         """The proxy for ``url`` from HTTP(S)_PROXY and NO_PROXY, looked up once per URL."""
@@ -151,13 +162,6 @@ class UpstreamHTTP:
             proxy = None
         self._proxies[url] = proxy
         return proxy
-
-    def _timeout(self, read_s: float, connect_s: float) -> aiohttp.ClientTimeout:
-        timeout = self._timeouts.get((read_s, connect_s))
-        if timeout is None:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s, sock_read=read_s)
-            self._timeouts[(read_s, connect_s)] = timeout
-        return timeout
 
 
 async def open_event_stream(
@@ -183,21 +187,7 @@ async def open_event_stream(
     raise status_error(stream.status, stream.headers, content, secret)
 
 
-def _buffered(content: aiohttp.StreamReader) -> bytes:
-    """What ``content`` received but did not hand out (read from aiohttp's internals, defensively)."""
-    buffer = getattr(content, "_buffer", None)
-    try:
-        return b"".join(bytes(part) for part in buffer) if buffer else b""
-    except TypeError:
-        return b""
-
-
-def transport_error(exc: BaseException, secret: str | None = None) -> ProviderError:
+def transport_error(exc: TransportError, secret: str | None = None) -> ProviderError:
     """A ProviderError for a failure that produced no (complete) HTTP answer."""
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        kind, what = ErrorKind.TIMEOUT, f"{type(exc).__name__}: the upstream did not answer in time"
-    elif isinstance(exc, aiohttp.ClientConnectorError):
-        kind, what = ErrorKind.CONNECT, f"cannot connect: {exc}"
-    else:
-        kind, what = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
-    return ProviderError(kind, redact(what, secret)[:MAX_MESSAGE])
+    kind = {"timeout": ErrorKind.TIMEOUT, "connect": ErrorKind.CONNECT}.get(exc.kind, ErrorKind.CONNECTION)
+    return ProviderError(kind, redact(str(exc), secret)[:MAX_MESSAGE])

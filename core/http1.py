@@ -1,0 +1,384 @@
+"""A small HTTP/1.1 client for upstream calls: pooled keep-alive connections, httptools' parser.
+
+Why not aiohttp's client: under the benchmark (``python -m bench.profile --py-spy``)
+aiohttp spent about a quarter of the gateway's CPU, ~200 µs per call; this client,
+an ``asyncio.Protocol`` around the same llhttp parser uvicorn uses, needs a
+fraction of that because it does only what an upstream call needs:
+
+* a request with a body of bytes; the status and headers once they are in; the body
+  whole (``read``) or in pieces as they arrive (``chunks``), with back-pressure;
+* keep-alive connections kept per origin, and one retry on a new connection when a
+  reused one turns out to be closed before any byte of the answer came back (the
+  server dropped it while it was idle; the request was never read);
+* TLS with the system's certificate store (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` work);
+* a connect timeout, and a read timeout that bounds each wait for data;
+* at most ``max_connections`` connections in use; callers beyond that wait for one.
+
+Not here: proxies (``core/http.py`` sends proxied calls through aiohttp), compression
+(the request asks for ``identity``), redirects, cookies, HTTP/2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass
+
+import httptools
+
+from core import __version__
+
+#: Body bytes held unread before the socket stops being read (the upstream then waits).
+HIGH_WATER = 256 * 1024
+USER_AGENT = f"modelbroker/{__version__}"
+
+
+class TransportError(Exception):
+    """No complete answer. ``kind`` is ``connect``, ``timeout`` or ``connection``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ResponseHeaders(dict):
+    """Header names in lower case; lookups accept any case. Repeated headers are joined with ", "."""
+
+    def get(self, key: str, default=None):
+        return dict.get(self, key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return dict.__getitem__(self, key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and dict.__contains__(self, key.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a URL resolves to, worked out once per URL."""
+
+    origin: tuple[str, str, int]  # scheme, host, port: the pool key
+    host_header: str
+    path: str  # path and query, as sent on the request line
+    tls: bool
+
+
+def parse_target(url: str) -> Target:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == (443 if tls else 80) else f"{shown}:{port}"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target((parts.scheme, host, port), host_header, path, tls)
+
+
+class Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection, carrying one request at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.paused = False
+        self.waiter: asyncio.Future | None = None
+        self.begin()
+
+    def begin(self) -> None:
+        """Forget the last answer; the next bytes start a new one."""
+        self.status = 0
+        self.headers = ResponseHeaders()
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.framed = False  # the body's end is known (content-length or chunked), not the connection's close
+        self.got_bytes = False
+        self.body: deque[bytes] = deque()
+        self.buffered = 0
+        self.error: TransportError | None = None
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.fail(TransportError("connection", f"the upstream's answer is not valid HTTP/1.1: {exc}"))
+            self.abort()
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.headers_done and not self.framed and not self.complete and self.error is None:
+            self.complete = True  # a body that ends when the connection does
+        elif not self.complete:
+            reason = f": {exc}" if exc else ""
+            self.fail(TransportError("connection", f"the upstream closed the connection{reason}"))
+        self.wake()
+
+    def pause_writing(self) -> None:  # requests are small: nothing to hold back
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # ---------------------------------------------------------------- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        if key in ("content-length", "transfer-encoding"):
+            self.framed = True
+        previous = dict.get(self.headers, key)
+        dict.__setitem__(self.headers, key, text if previous is None else f"{previous}, {text}")
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
+        if self.status in (204, 304):
+            self.framed = True
+        self.wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self.wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.framed = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self.wake()
+
+    # ---------------------------------------------------------------- for the client and the response
+
+    def fail(self, error: TransportError) -> None:
+        if self.error is None and not self.complete:
+            self.error = error
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until something happens (data, end, failure); TransportError('timeout') after ``timeout`` s."""
+        waiter = self.waiter = self.loop.create_future()
+        timer = self.loop.call_later(timeout, self._timed_out, waiter, timeout)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+        if waiter.result() is not None:
+            raise waiter.result()
+
+    def _timed_out(self, waiter: asyncio.Future, timeout: float) -> None:
+        if not waiter.done():
+            waiter.set_result(TransportError("timeout", f"no data from the upstream for {timeout:g} s"))
+
+    def take_chunk(self) -> bytes:
+        chunk = self.body.popleft()
+        self.buffered -= len(chunk)
+        if self.paused and self.buffered <= HIGH_WATER // 4 and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        return chunk
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and self.error is None and not self.closed
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Response:
+    """An answer whose headers are in; read the body, then ``release()`` (or ``async with``)."""
+
+    def __init__(self, client: Http1Client, connection: Connection, target: Target, read_timeout: float) -> None:
+        self._client = client
+        self._connection = connection
+        self._target = target
+        self._read_timeout = read_timeout
+        self._released = False
+        self.status = connection.status
+        self.headers = connection.headers
+
+    async def read(self) -> bytes:
+        """The rest of the body, at once."""
+        connection = self._connection
+        try:
+            while not connection.complete:
+                if connection.error is not None:
+                    raise connection.error
+                await connection.wait(self._read_timeout)
+        except BaseException:
+            self.release()
+            raise
+        body = b"".join(connection.body)
+        connection.body.clear()
+        connection.buffered = 0
+        self.release()
+        return body
+
+    async def chunks(self):
+        """The body in pieces as they arrive; raises TransportError after the pieces that came before a failure."""
+        connection = self._connection
+        try:
+            while True:
+                if connection.body:
+                    yield connection.take_chunk()
+                elif connection.error is not None:
+                    raise connection.error
+                elif connection.complete:
+                    return
+                else:
+                    await connection.wait(self._read_timeout)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give the connection back (kept if the answer was read to its end), else close it."""
+        if not self._released:
+            self._released = True
+            self._client._put_back(self._target, self._connection)
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Http1Client:
+    """Pooled connections to any number of origins; one per gateway."""
+
+    def __init__(self, *, max_connections: int = 1000, keepalive_s: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.keepalive_s = keepalive_s
+        self._ssl = ssl_context
+        self._targets: dict[str, Target] = {}
+        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._slots = asyncio.Semaphore(max_connections)
+        self._closed = False
+
+    async def request(self, method: str, url: str, body: bytes, headers: dict[str, str], *,
+                      read_timeout: float, connect_timeout: float) -> Response:
+        """Send the request; return once the answer's status and headers are in.
+
+        Raises TransportError; ValueError for a URL or header that cannot be sent.
+        """
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = parse_target(url)
+        message = self._message(method, target, body, headers)
+        await self._slots.acquire()
+        try:
+            return await self._exchange(target, message, read_timeout, connect_timeout)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _exchange(self, target: Target, message: bytes, read_timeout: float,
+                        connect_timeout: float) -> Response:
+        while True:
+            connection = self._take_idle(target.origin)
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect(target, connect_timeout)
+            connection.begin()
+            connection.transport.write(message)
+            try:
+                while not connection.headers_done:
+                    if connection.error is not None:
+                        raise connection.error
+                    await connection.wait(read_timeout)
+            except TransportError as error:
+                connection.abort()
+                if reused and not connection.got_bytes and error.kind == "connection":
+                    continue  # a kept connection the server had closed: the request was never read
+                raise
+            except BaseException:
+                connection.abort()
+                raise
+            return Response(self, connection, target, read_timeout)
+
+    @staticmethod
+    def _message(method: str, target: Target, body: bytes, headers: dict[str, str]) -> bytes:
+        lines = [f"{method} {target.path} HTTP/1.1\r\nhost: {target.host_header}\r\ncontent-length: {len(body)}\r\n"]
+        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+        if "user-agent" not in headers:
+            lines.append(f"user-agent: {USER_AGENT}\r\n")
+        lines.append("accept-encoding: identity\r\n\r\n")
+        head = "".join(lines)
+        breaks = len(lines) + 3  # the request line, host and content-length share the first piece
+        if head.count("\n") != breaks or head.count("\r") != breaks:  # one inside a name or value
+            raise ValueError("a request header name or value contains a line break")
+        return head.encode("latin-1") + body
+
+    def _take_idle(self, origin: tuple[str, str, int]) -> Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        oldest_kept = asyncio.get_running_loop().time() - self.keepalive_s
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and connection.idle_since >= oldest_kept:
+                return connection
+            connection.abort()
+        return None
+
+    async def _connect(self, target: Target, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        scheme, host, port = target.origin
+        tls = self._ssl_context() if target.tls else None
+        try:
+            _, connection = await asyncio.wait_for(loop.create_connection(
+                lambda: Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None), timeout)
+        except asyncio.TimeoutError:
+            raise TransportError("connect", f"cannot connect to {scheme}://{host}:{port} within {timeout:g} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError("connect", f"cannot connect to {scheme}://{host}:{port}: {exc}") from None
+        return connection
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def _put_back(self, target: Target, connection: Connection) -> None:
+        self._slots.release()
+        if connection.reusable and not self._closed:
+            connection.idle_since = connection.loop.time()
+            self._idle.setdefault(target.origin, []).append(connection)
+        else:
+            connection.abort()
+
+    async def close(self) -> None:
+        """Close every kept connection; connections in use close when released."""
+        self._closed = True
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.abort()
+        self._idle.clear()
