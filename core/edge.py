@@ -20,8 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.access import principal_of
 from core.errors import handle
-from core.guard import BODY_METHODS, BodyRules
+from core.guard import BodyRules
 from core.request_ids import request_id
+from core.scope import state
 from core.responses import APIError, error_response
 
 
@@ -38,11 +39,11 @@ class Edge:
             await self.app(scope, receive, send)
             return
         try:
-            await self._admit(scope)
+            count_body = await self._admit(scope)
         except APIError as refusal:
             await self._refuse(scope, receive, send, refusal)
             return
-        if scope["method"] in BODY_METHODS:
+        if count_body:
             receive = self.body_rules.counting(receive)
         started = False
 
@@ -59,16 +60,14 @@ class Edge:
             response = await handle(Request(scope, receive), exc)
             await response(scope, receive, send)
 
-    async def _admit(self, scope: Scope) -> None:
-        """Raise the APIError that refuses this request, if any."""
+    async def _admit(self, scope: Scope) -> bool:
+        """Raise the APIError that refuses this request, if any; True if its body must be counted."""
         hooks = getattr(self.gateway, "hooks", None)
-        if hooks is not None:
+        if hooks is not None and hooks.has("authenticate"):
             principal = await principal_of(hooks, scope, Headers(scope=scope))
             if principal is not None:
-                scope.setdefault("state", {})["principal"] = principal
-        refusal = self.body_rules.refusal(scope)
-        if refusal is not None:
-            raise refusal
+                state(scope)["principal"] = principal
+        return self.body_rules.check(scope)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: APIError) -> None:
         rid = request_id(Headers(scope=scope).get("x-request-id"))

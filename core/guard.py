@@ -19,10 +19,11 @@ class BodyRules:
     def __init__(self, max_body_bytes: int) -> None:
         self.max_body_bytes = max_body_bytes
 
-    def refusal(self, scope: Scope) -> APIError | None:
-        """The refusal for this request's headers, or None."""
+    def check(self, scope: Scope) -> bool:
+        """Raise the APIError refusing this request's headers, if any; True if the body has no
+        declared length and must be counted as it arrives (``counting``)."""
         if scope["method"] not in BODY_METHODS:
-            return None
+            return False
         length, content_type = None, None
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -30,15 +31,15 @@ class BodyRules:
             elif name == b"content-type":
                 content_type = value
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-            return self._too_large()
+            raise self._too_large()
         if content_type is not None:
             media = content_type.split(b";", 1)[0].strip().lower()
             if media != b"application/json" and not media.endswith(b"+json"):
-                return APIError(
+                raise APIError(
                     415, f"the body must be JSON: send 'Content-Type: application/json' "
                     f"(got {media.decode('latin-1')[:60]!r})", code="unsupported_media_type",
                 )
-        return None
+        return length is None  # with a length, the server delivers no more than it says
 
     def counting(self, receive: Receive) -> Receive:
         """``receive`` that raises APIError(413) once a chunked body passes the limit."""

@@ -3,7 +3,8 @@
 pluggy's own call stops at the first exception and does not say which plugin
 raised it. The gateway needs both: a broken logger must not fail a request, and
 an error must name the plugin. The implementation lists are resolved once, when
-``HookCalls`` is built, not on every request.
+``HookCalls`` is built, not on every request; these loops run several times per
+request, so they stay plain (no generator, no list per call).
 """
 
 from __future__ import annotations
@@ -42,9 +43,22 @@ class HookCalls:
             if isinstance(caller, pluggy.HookCaller):
                 self._impls[name] = _ordered_impls(caller)
 
+    def has(self, hook: str) -> bool:
+        """Whether any plugin implements ``hook`` (so a caller can skip building its arguments)."""
+        return bool(self._impls.get(hook))
+
     def first(self, hook: str, **kwargs: Any) -> tuple[str, Any] | tuple[None, None]:
         """The first non-None answer and the plugin that gave it; raises PluginError."""
-        return next(self._answers(hook, kwargs), (None, None))
+        for plugin, function, argnames in self._impls.get(hook, ()):
+            try:
+                answer = function(*map(kwargs.__getitem__, argnames))
+            except APIError:
+                raise
+            except Exception as exc:
+                raise PluginError(plugin, hook, exc) from exc
+            if answer is not None:
+                return plugin, answer
+        return None, None
 
     def each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Every implementation's non-None answer; raises PluginError at the first failure."""
@@ -53,7 +67,7 @@ class HookCalls:
     def _answers(self, hook: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
         for plugin, function, argnames in self._impls.get(hook, ()):
             try:
-                answer = function(*[kwargs[a] for a in argnames])
+                answer = function(*map(kwargs.__getitem__, argnames))
             except APIError:
                 raise
             except Exception as exc:
@@ -65,7 +79,7 @@ class HookCalls:
         """Run every implementation; a failure is logged with the plugin's name and skipped."""
         for plugin, function, argnames in self._impls.get(hook, ()):
             try:
-                function(*[kwargs[a] for a in argnames])
+                function(*map(kwargs.__getitem__, argnames))
             except Exception:
                 log.exception("plugin %r failed in %s; the request goes on", plugin, hook)
 
@@ -78,7 +92,7 @@ class HookCalls:
         """
         for plugin, function, argnames in self._impls.get(hook, ()):
             try:
-                answer = function(*[kwargs[a] for a in argnames])
+                answer = function(*map(kwargs.__getitem__, argnames))
                 if inspect.isawaitable(answer):
                     await answer
             except APIError:

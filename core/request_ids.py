@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 
+from core.scope import header, state
+
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
@@ -17,8 +19,8 @@ def request_id(client_value: str | None) -> str:
 
 def request_id_of(request) -> str:
     """The id of a Starlette request, made once and kept in ``request.state``."""
-    state = request.state
-    rid = getattr(state, "request_id", None)
+    kept = state(request.scope)
+    rid = kept.get("request_id")
     if rid is None:
-        rid = state.request_id = request_id(request.headers.get("x-request-id"))
+        rid = kept["request_id"] = request_id(header(request.scope, b"x-request-id"))
     return rid

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.disconnect import unless_disconnected
 from core.request_ids import request_id_of
+from core.scope import header, state
 from core.responses import APIError, JSONResponse
 from core.router import Routed
 from core.routes.openai_chat import routing_headers, stream_error_event
@@ -54,15 +55,15 @@ async def generate(request: Request) -> JSONResponse:
         request_id=request_id_of(request),
         received_at=received_at,
         route=request.scope["path"],
-        principal=(principal := getattr(request.state, "principal", None)),
+        principal=(principal := state(request.scope).get("principal")),
         client=principal.name if principal else None,
-        deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
+        deadline=gateway.deadline(header(request.scope, b"x-modelbroker-timeout")),
         strategy=body.strategy,
         max_tokens=body.max_tokens,
         temperature=body.temperature,
         stream=body.stream,
     )
-    request.state.chat = chat
+    state(request.scope)["chat"] = chat
     await gateway.admit(chat)
     routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     if routed.stream is not None:

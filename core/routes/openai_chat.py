@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.disconnect import unless_disconnected
 from core.request_ids import request_id_of
+from core.scope import header, state
 from core.responses import APIError, JSONResponse
 from core.router import Routed
 from core.sse import DONE, EventStreamResponse, sse_event
@@ -77,16 +78,16 @@ async def chat_completions(request: Request):
         request_id=request_id_of(request),
         received_at=received_at,
         route=request.scope["path"],
-        deadline=gateway.deadline(request.headers.get("x-modelbroker-timeout")),
+        deadline=gateway.deadline(header(request.scope, b"x-modelbroker-timeout")),
         model=data.get("model") or "auto",
         max_tokens=data.get("max_tokens"),
         temperature=data.get("temperature"),
         stream=bool(data.get("stream")),
-        principal=(principal := getattr(request.state, "principal", None)),
+        principal=(principal := state(request.scope).get("principal")),
         client=principal.name if principal else data["user"] if isinstance(data.get("user"), str) else None,
         extra={k: v for k, v in data.items() if k not in OWNED_FIELDS},
     )
-    request.state.chat = chat
+    state(request.scope)["chat"] = chat
     await gateway.admit(chat)
     routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
     headers = routing_headers(chat, routed)
