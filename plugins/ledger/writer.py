@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from plugins.ledger.bulk import BulkInsert
 from plugins.ledger.database import writing
 from plugins.ledger.options import LedgerOptions
 from plugins.ledger.records import Record
@@ -71,7 +72,7 @@ class LedgerWriter:
         self.migrated = False
         self.outage: Outage | None = None
         self.written = self.spilled = self.loaded = 0
-        self._insert = insert_ignoring_duplicates(engine.dialect.name)
+        self._insert = BulkInsert(engine, insert_ignoring_duplicates(engine.dialect.name))
         self._wake = asyncio.Event()
         self._busy = asyncio.Lock()  # one writer at a time: the task, flush() or stop()
         self._stopping = False
@@ -170,7 +171,7 @@ class LedgerWriter:
                 await migrate(self.engine)
                 self.migrated = True
             async with writing(self.engine) as conn:
-                await conn.execute(self._insert, batch)
+                await self._insert.execute(conn, batch)
         except Exception as exc:
             self._failed(exc)
             return False
