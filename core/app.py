@@ -18,6 +18,7 @@ from core.config import ConfigError
 from core.edge import Edge
 from core.errors import GENERATION_ROUTES, install_error_handlers
 from core.gateway import Gateway
+from core.heap import settle_after_startup
 from core.hookcall import HookCalls
 from core.responses import APIError
 from core.routes import admin, generate, health, openai_chat
@@ -33,6 +34,8 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await gateway.start()
+        if gateway.settings.gc_tuning:
+            settle_after_startup()
         reload_on_sighup(gateway)
         try:
             yield

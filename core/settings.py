@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     ledger_max_queue: int = 100_000
     ledger_batch_size: int = 500
     ledger_flush_interval_s: float = 0.5
+    #: Freeze what startup made and collect young objects less often (core/heap.py).
+    gc_tuning: bool = True
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod

@@ -40,6 +40,8 @@ class GatewayServer:
     def __init__(self, config: str | Path, *, log_file: str | Path = "", pm: Any = None, **settings: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # gc_tuning off: this gateway shares the test process, whose collector it must not freeze.
+        settings = {"gc_tuning": False, **settings}
         self.settings = Settings(config=Path(config), log_file=str(log_file), port=self.port, **settings)
         self.app = create_app(self.settings, pm)
         self._server = uvicorn.Server(
