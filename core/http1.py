@@ -33,6 +33,10 @@ from core import __version__
 #: Body bytes held unread before the socket stops being read (the upstream then waits).
 HIGH_WATER = 256 * 1024
 USER_AGENT = f"modelbroker/{__version__}"
+#: Sent unless the caller gives its own (in any case); compression is not supported.
+DEFAULT_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+#: Always the client's own, worked out from the URL and the body.
+OWN_HEADERS = frozenset({"host", "content-length"})
 
 
 class TransportError(Exception):
@@ -94,6 +98,9 @@ class Connection(asyncio.Protocol):
 
     def begin(self) -> None:
         """Forget the last answer; the next bytes start a new one."""
+        self.hold = True  # pause reading past HIGH_WATER unread bytes (``chunks``); ``read`` wants it all
+        if self.paused:
+            self.resume()
         self.status = 0
         self.headers = ResponseHeaders()
         self.headers_done = False
@@ -156,7 +163,7 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
         self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+        if self.hold and self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
         self.wake()
@@ -198,10 +205,14 @@ class Connection(asyncio.Protocol):
     def take_chunk(self) -> bytes:
         chunk = self.body.popleft()
         self.buffered -= len(chunk)
-        if self.paused and self.buffered <= HIGH_WATER // 4 and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.paused and self.buffered <= HIGH_WATER // 4:
+            self.resume()
         return chunk
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
 
     @property
     def reusable(self) -> bool:
@@ -228,6 +239,9 @@ class Response:
     async def read(self) -> bytes:
         """The rest of the body, at once."""
         connection = self._connection
+        connection.hold = False
+        if connection.paused:
+            connection.resume()
         try:
             while not connection.complete:
                 if connection.error is not None:
@@ -326,13 +340,20 @@ class Http1Client:
 
     @staticmethod
     def _message(method: str, target: Target, body: bytes, headers: dict[str, str]) -> bytes:
+        """The request's bytes. ``host`` and ``content-length`` are always the client's own (from
+        the URL and the body); ``user-agent`` and ``accept-encoding`` unless the caller gave them."""
         lines = [f"{method} {target.path} HTTP/1.1\r\nhost: {target.host_header}\r\ncontent-length: {len(body)}\r\n"]
-        lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-        if "user-agent" not in headers:
-            lines.append(f"user-agent: {USER_AGENT}\r\n")
-        lines.append("accept-encoding: identity\r\n\r\n")
+        defaults = dict(DEFAULT_HEADERS)
+        for name, value in headers.items():
+            lower = name.lower()
+            if lower in OWN_HEADERS:
+                continue
+            defaults.pop(lower, None)
+            lines.append(f"{name}: {value}\r\n")
+        lines += [f"{name}: {value}\r\n" for name, value in defaults.items()]
+        lines.append("\r\n")
         head = "".join(lines)
-        breaks = len(lines) + 3  # the request line, host and content-length share the first piece
+        breaks = len(lines) + 2  # the request line, host and content-length share the first piece
         if head.count("\n") != breaks or head.count("\r") != breaks:  # one inside a name or value
             raise ValueError("a request header name or value contains a line break")
         return head.encode("latin-1") + body
