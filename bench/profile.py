@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                     sys.exit("py-spy is not installed: pip install py-spy")
                 out = tmp / "profile.txt"
                 spy = subprocess.Popen(["py-spy", "record", "--pid", str(target.pid), "--format", "raw",
-                                        "--rate", "250", "--duration", str(int(args.seconds)), "--nonblocking",
+                                        "--rate", "250", "--duration", str(int(args.seconds)),
                                         "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 time.sleep(0.5)
             cell = load.measure(endpoint.url, endpoint.body, pid=target.pid, connections=args.connections,

@@ -41,6 +41,7 @@ class MetricsRecorder:
         self._providers = {p.id: p for p in config.providers}  # what a worker's refresher reports
         self._refresher: asyncio.Task | None = None
         self._labelled: dict[tuple[str, str, str], tuple] = {}
+        self._requests: dict[tuple[str, str, str], object] = {}
         if multiprocess_dir:
             self.scrape_registry = CollectorRegistry()
             MultiProcessCollector(self.scrape_registry, path=multiprocess_dir)
@@ -105,7 +106,11 @@ class MetricsRecorder:
         return children
 
     def _count_request(self, provider: str, model: str, outcome: str) -> None:
-        self.instruments.requests.labels(provider, model, outcome).inc()
+        key = (provider, model, outcome)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._requests[key] = self.instruments.requests.labels(provider, model, outcome)
+        counter.inc()
 
     # --- health, read from the gateway's tracker ----------------------------------------------
 
