@@ -194,9 +194,10 @@ def call_provider(
     :param provider: the provider to call; its ``type`` says which adapter handles it.
     :param request: the client's request; ``request.stream`` asks for a stream.
     :param client: a shared, pooled httpx client, for adapters written against httpx.
-    :param http: the gateway's own pooled client (``core.http.UpstreamHTTP``, on
-        aiohttp): several times cheaper per call than httpx; the built-in adapters
-        use it. It raises ``ProviderError`` itself for transport failures.
+    :param http: the gateway's own pooled client (``core.http.UpstreamHTTP``, keep-alive
+        HTTP/1.1 in ``core/http1.py``): several times cheaper per call than httpx or
+        aiohttp; the built-in adapters use it. It raises ``ProviderError`` itself for
+        transport failures.
 
     Return None at once if ``provider.type`` is not yours, else an awaitable.
     For a whole answer it gives a ``Completion``. For ``request.stream`` it gives
