@@ -20,6 +20,7 @@ TARGET_ADDED_P99_MS = 3.0
 TARGET_IDEAL_FRACTION = 0.90
 TARGET_TTFB_DELTA_MS = 2.0
 TARGET_RSS_MIB = 80.0
+TARGET_TIMES_LITELLM = 20.0  # its throughput at high concurrency, and 1/x of its added latency at c=1
 SOAK_GROWTH_TOLERANCE_MIB = 1.0
 FOREIGN_WARN_PCT = 10.0
 
@@ -181,6 +182,11 @@ def target_lines(rows: list[Row], ttfb: list[TtfbRow], ideal_rps: float,
                          f"p99 +{d99:.2f} ms (target <= {TARGET_ADDED_P50_MS:g} ms / {TARGET_ADDED_P99_MS:g} ms)")
         else:
             lines.append(f"- n/a added latency at c=1, modelbroker {ep} (not measured)")
+    ref1 = _find(rows, "json", "reference", 1)
+    if ref1 and direct:
+        lines.append(f"- info added latency at c=1, reference proxy: p50 +{ref1.wrk.p50_ms - direct.wrk.p50_ms:.2f} ms, "
+                     f"p99 +{ref1.wrk.p99_ms - direct.wrk.p99_ms:.2f} ms")
+    lines += _against_litellm(rows, high_c)
     delay_rows = [r for r in rows if r.scenario == "delay" and r.concurrency == delay_c]
     for r in delay_rows:
         frac = r.wrk.rps / ideal_rps
@@ -204,6 +210,28 @@ def target_lines(rows: list[Row], ttfb: list[TtfbRow], ideal_rps: float,
         peak = max(mb_rss) / MIB
         lines.append(f"- {_verdict(peak <= TARGET_RSS_MIB)} modelbroker RSS, highest after any cell: "
                      f"{peak:.1f} MiB (target <= {TARGET_RSS_MIB:g} MiB)")
+    return lines
+
+
+def _against_litellm(rows: list[Row], high_c: int) -> list[str]:
+    """Throughput at ``high_c`` and added latency at c=1 against LiteLLM's proxy, when it ran."""
+    lines = []
+    litellm, direct = _find(rows, "json", "litellm", high_c), _find(rows, "json", "direct", 1)
+    litellm1 = _find(rows, "json", "litellm", 1)
+    for ep in MB_ENDPOINTS:
+        mb = _find(rows, "json", "modelbroker", high_c, ep)
+        if mb and litellm and litellm.wrk.rps:
+            times = mb.wrk.rps / litellm.wrk.rps
+            lines.append(f"- {_verdict(times >= TARGET_TIMES_LITELLM)} throughput at c={high_c}, modelbroker {ep} "
+                         f"vs LiteLLM: {mb.wrk.rps:,.0f} / {litellm.wrk.rps:,.0f} rps = {times:.1f}x "
+                         f"(target >= {TARGET_TIMES_LITELLM:g}x)")
+        mb1 = _find(rows, "json", "modelbroker", 1, ep)
+        if mb1 and litellm1 and direct:
+            ours, theirs = mb1.wrk.p50_ms - direct.wrk.p50_ms, litellm1.wrk.p50_ms - direct.wrk.p50_ms
+            if ours > 0 and theirs > 0:
+                lines.append(f"- {_verdict(theirs / ours >= TARGET_TIMES_LITELLM)} added latency p50 at c=1, "
+                             f"modelbroker {ep} vs LiteLLM: {ours:.2f} / {theirs:.2f} ms = 1/{theirs / ours:.1f} "
+                             f"(target <= 1/{TARGET_TIMES_LITELLM:g})")
     return lines
 
 
