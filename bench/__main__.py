@@ -79,6 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="memory soak: N requests through the gateway (default 100000), RSS along the way")
     parser.add_argument("--soak-concurrency", type=int, default=16)
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--python", default=sys.executable,
+                        help="interpreter for modelbroker and the reference (default: this one); a venv with "
+                             "only `pip install -e .` shows the RSS a user sees")
     parser.add_argument("--install", action="store_true", help=f"apt-get install -y {' '.join(APT_PACKAGES)} if missing")
     parser.add_argument("--output", type=Path, default=RESULTS, help="directory for the report (default bench/results)")
     args = parser.parse_args(argv)
@@ -274,6 +277,7 @@ def make_plan(args: argparse.Namespace, chosen: list[str]) -> Plan:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    targets.TARGET_PYTHON = args.python
     problems = prerequisites(args.install)
     if problems:
         for problem in problems:

@@ -31,6 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--connections", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true", help="load the streamed answer")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the target (default: this one)")
     parser.add_argument("--py-spy", action="store_true", help="sample the target with py-spy while loaded")
     parser.add_argument("--top", type=int, default=40, help="how many functions to list")
     parser.add_argument("--save", type=Path, help="keep py-spy's collapsed stacks in this file")
@@ -64,6 +65,7 @@ def summarize(collapsed: Path, top: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    targets.TARGET_PYTHON = args.python
     procs.install_cleanup()
     cpus = (0, 1) if (procs.pin_prefix(0) and procs.pin_prefix(1)) else (None, None)
     target_cpu, load_cpu = cpus

@@ -28,6 +28,10 @@ LITELLM_KEY = "sk-bench-not-secret"
 PROMPT = "Hello, how are you today? Please answer in one short sentence."
 
 ALL_TARGETS = ("direct", "modelbroker", "reference", "litellm")
+#: The interpreter that runs modelbroker and the reference (``--python``): by default this one.
+#: A venv with only the runtime dependencies (``pip install -e .``) shows the RSS a user sees;
+#: the test extra adds packages (rich, pygments) that httpx imports when they are present.
+TARGET_PYTHON = sys.executable
 
 MODELBROKER_CONFIG = """\
 # Written by python -m bench: one provider, the benchmark upstream.
@@ -105,7 +109,7 @@ def litellm_available() -> bool:
 
 
 def _uvicorn(app: str, port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+    return [TARGET_PYTHON, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1", "--no-access-log", "--log-level", "warning"]
 
 
