@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pluggy
@@ -49,31 +49,20 @@ class HookCalls:
 
     def first(self, hook: str, **kwargs: Any) -> tuple[str, Any] | tuple[None, None]:
         """The first non-None answer and the plugin that gave it; raises PluginError."""
-        for plugin, function, argnames in self._impls.get(hook, ()):
-            try:
-                answer = function(*map(kwargs.__getitem__, argnames))
-            except APIError:
-                raise
-            except Exception as exc:
-                raise PluginError(plugin, hook, exc) from exc
+        for impl in self._impls.get(hook, ()):
+            answer = _answer(impl, hook, kwargs)
             if answer is not None:
-                return plugin, answer
+                return impl[0], answer
         return None, None
 
     def each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Every implementation's non-None answer; raises PluginError at the first failure."""
-        return list(self._answers(hook, kwargs))
-
-    def _answers(self, hook: str, kwargs: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-        for plugin, function, argnames in self._impls.get(hook, ()):
-            try:
-                answer = function(*map(kwargs.__getitem__, argnames))
-            except APIError:
-                raise
-            except Exception as exc:
-                raise PluginError(plugin, hook, exc) from exc
+        found = []
+        for impl in self._impls.get(hook, ()):
+            answer = _answer(impl, hook, kwargs)
             if answer is not None:
-                yield plugin, answer
+                found.append((impl[0], answer))
+        return found
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Run every implementation; a failure is logged with the plugin's name and skipped."""
@@ -101,6 +90,17 @@ class HookCalls:
                 if not contain:
                     raise PluginError(plugin, hook, exc) from exc
                 log.exception("plugin %r failed in %s", plugin, hook)
+
+
+def _answer(impl: Impl, hook: str, kwargs: dict[str, Any]) -> Any:
+    """One implementation's answer; its failure raised as a PluginError naming it."""
+    plugin, function, argnames = impl
+    try:
+        return function(*map(kwargs.__getitem__, argnames))
+    except APIError:
+        raise
+    except Exception as exc:
+        raise PluginError(plugin, hook, exc) from exc
 
 
 def _ordered_impls(caller: pluggy.HookCaller) -> list[Impl]:
