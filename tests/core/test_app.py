@@ -5,11 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import httpx
 import pytest
 
 from core.app import create_app
 from core.settings import Settings
-from core.testing import free_port
+from core.testing import GatewayServer, free_port
 
 BAD = {
     "bad-field": ('providers:\n  - {name: a, endpoint: "http://h/v1", model: m, cost_per_1k_tokens: 1, priority: top}\n',
@@ -62,3 +63,32 @@ def test_create_app_builds_without_starting(write_config, provider, upstream):
     paths = set(app.openapi()["paths"])
     assert {"/generate", "/health"} <= paths
     assert upstream.calls == {}
+
+
+def test_the_generation_routes_skip_fastapis_layers_and_the_rest_go_through_them(write_config, provider):
+    """POST /generate and /v1/chat/completions are served by GatewayApp directly (core/direct_routes.py):
+    a middleware added to the FastAPI app sees every other request, and not these two."""
+    seen: list[tuple[str, str]] = []
+
+    class Recorder:
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] == "http":
+                seen.append((scope["method"], scope["path"]))
+            await self.app(scope, receive, send)
+
+    server = GatewayServer(write_config({"providers": [provider("a")]}))
+    server.app.add_middleware(Recorder)
+    hello = [{"role": "user", "content": "hi"}]
+    with server, httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.post("/generate", json={"prompt": "hi"}).status_code == 200
+        assert client.post("/v1/chat/completions", json={"messages": hello}).status_code == 200
+        refused = client.post("/generate", json={"prompt": ""})  # the direct path's own error shape
+        assert refused.status_code == 422 and refused.json()["error"]["param"] == "prompt"
+        assert "x-request-id" in refused.headers
+        assert client.get("/health").status_code == 200
+        wrong_method = client.get("/generate")  # not a generation request: FastAPI answers
+        assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+    assert seen == [("GET", "/health"), ("GET", "/generate")]
