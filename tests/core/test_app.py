@@ -92,3 +92,25 @@ def test_the_generation_routes_skip_fastapis_layers_and_the_rest_go_through_them
         wrong_method = client.get("/generate")  # not a generation request: FastAPI answers
         assert wrong_method.status_code == 405 and "error" in wrong_method.json()
     assert seen == [("GET", "/health"), ("GET", "/generate")]
+
+
+@pytest.mark.parametrize("tuning", [True, False])
+def test_startup_freezes_the_collector_unless_told_not_to(tuning, write_config, provider, subprocess_env, repo_root):
+    """core/heap.py runs in the app's lifespan (in a child process: freezing is process-wide)."""
+    config = write_config({"providers": [provider("a")]})
+    script = (
+        "import asyncio, gc\n"
+        "from core.app import create_app\n"
+        "from core.settings import Settings\n"
+        f"app = create_app(Settings(config={str(config)!r}, log_file='', gc_tuning={tuning}))\n"
+        "async def main():\n"
+        "    async with app.router.lifespan_context(app):\n"
+        "        print(gc.get_freeze_count() > 0, gc.get_threshold()[0])\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=repo_root, capture_output=True, text=True,
+                          env=subprocess_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    frozen, young = done.stdout.split()
+    assert frozen == str(tuning)
+    assert (int(young) == 10_000) is tuning
