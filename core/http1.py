@@ -14,8 +14,9 @@ fraction of that because it does only what an upstream call needs:
 * a connect timeout, and a read timeout that bounds each wait for data;
 * at most ``max_connections`` connections in use; callers beyond that wait for one.
 
-Not here: proxies (``core/http.py`` sends proxied calls through aiohttp), compression
-(the request asks for ``identity``), redirects, cookies, HTTP/2.
+Not here: proxies (``core/http.py`` sends proxied calls through aiohttp), decompression
+(the request asks for ``identity`` unless the caller sets ``accept-encoding`` itself),
+redirects, cookies, HTTP/2.
 """
 
 from __future__ import annotations
