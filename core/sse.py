@@ -13,8 +13,11 @@ from typing import Any
 
 import anyio
 import orjson
+from starlette.requests import Request
 from starlette.responses import StreamingResponse
-from starlette.types import Send
+from starlette.types import Receive, Scope, Send
+
+from core.disconnect import ClientGone, unless_disconnected
 
 DONE = b"data: [DONE]\n\n"
 
@@ -33,6 +36,18 @@ class EventStreamResponse(StreamingResponse):
     def __init__(self, content: Any, headers: dict[str, str] | None = None) -> None:
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no", **(headers or {})}
         super().__init__(content, headers=headers)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Relay the events until the source ends or the client goes away.
+
+        Starlette's own ``__call__`` runs an anyio task group with a second task per
+        response to listen for the disconnect (uvicorn speaks ASGI 2.3); the gateway's
+        disconnect watcher (core/disconnect.py, one task) does the same job for less.
+        """
+        try:
+            await unless_disconnected(Request(scope, receive), self.stream_response(send))
+        except ClientGone:
+            pass  # the source is closed; nobody is left to answer
 
     async def stream_response(self, send: Send) -> None:
         try:
