@@ -72,6 +72,10 @@ class ProviderConfig(BaseModel):
             object.__setattr__(self, "id", f"{self.name}/{self.model}")
         return self
 
+    def secret(self) -> str | None:
+        """The API key as text (for the request and for redacting errors), or None."""
+        return self.api_key.get_secret_value() if self.api_key else None
+
     @property
     def input_price(self) -> float:
         """Price of 1,000 prompt tokens."""

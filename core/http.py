@@ -173,7 +173,7 @@ async def open_event_stream(
     A non-2xx answer is read, closed and raised as ``status_error(status, headers,
     body, secret)`` (each wire format has its own error shape).
     """
-    secret = provider.api_key.get_secret_value() if provider.api_key else None
+    secret = provider.secret()
     stream = await http.stream(url, body, headers, timeout_s=provider.timeout_s,
                                connect_timeout_s=provider.connect_timeout_s, secret=secret)
     if stream.status < 300:

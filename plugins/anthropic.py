@@ -53,10 +53,6 @@ def request_headers(api_key: str | None, options: Mapping) -> dict[str, str]:
     return headers
 
 
-def _secret(provider) -> str | None:
-    return provider.api_key.get_secret_value() if provider.api_key else None
-
-
 def _payload(provider, request: ChatRequest, secret: str | None) -> tuple[str, bytes, dict[str, str]]:
     """URL, body and headers of the upstream request."""
     body = orjson.dumps(request_body(provider.model, request, provider.options))
@@ -65,7 +61,7 @@ def _payload(provider, request: ChatRequest, secret: str | None) -> tuple[str, b
 
 async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
     """One non-streaming call; raises ProviderError for every kind of failure."""
-    secret = _secret(provider)
+    secret = provider.secret()
     started = time.perf_counter()
     url, body, headers = _payload(provider, request, secret)
     response = await http.post(url, body, headers, timeout_s=provider.timeout_s,
@@ -91,7 +87,7 @@ def parse_body(content: bytes, model: str, secret: str | None) -> Completion:
 
 async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:
     """Send a streaming request; return its chunks once the upstream has answered 2xx."""
-    secret = _secret(provider)
+    secret = provider.secret()
     url, body, headers = _payload(provider, request, secret)
     stream = await open_event_stream(http, provider, url, body, headers, upstream_error)
     if stream.is_json:

@@ -67,7 +67,7 @@ def request_headers(api_key: str | None) -> dict[str, str]:
 
 async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
     """One non-streaming call; raises ProviderError for every kind of failure."""
-    secret = provider.api_key.get_secret_value() if provider.api_key else None
+    secret = provider.secret()
     started = time.perf_counter()
     reply = await http.post(
         provider.endpoint, orjson.dumps(request_body(provider.model, request)), request_headers(secret),
@@ -126,7 +126,7 @@ def _int(value: Any) -> int:
 
 async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:
     """Send a streaming request; return its chunks once the upstream has answered 2xx."""
-    secret = provider.api_key.get_secret_value() if provider.api_key else None
+    secret = provider.secret()
     body = orjson.dumps(stream_body(provider.model, request))
     stream = await open_event_stream(http, provider, provider.endpoint, body, request_headers(secret), status_error)
     if stream.is_json:
