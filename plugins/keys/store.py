@@ -1,15 +1,14 @@
 """The ``client_keys`` table in the ledger's database, its migrations, and the queries on it.
 
 The keys have their own version table, ``keys_schema_version``, so they migrate
-independently of the ledger (which may be disabled). ``migrate`` runs the
-missing migrations in one transaction holding a lock (``pg_advisory_xact_lock``
-on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite): gateways and the CLI may start
-at once. Never edit a migration that has shipped; add one.
+independently of the ledger (which may be disabled); the mechanism, migrations in one
+transaction under a lock, is the ledger's (``plugins/ledger/migrations.py``): gateways
+and the CLI may start at once. Never edit a migration that has shipped; add one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -20,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plugins.ledger.database import writing
+from plugins.ledger.migrations import Migration, apply, version_table
 from plugins.ledger.schema import UTCDateTime, attempts
 
 #: Not the ledger's lock key: the two version tables migrate independently.
@@ -27,12 +27,7 @@ MIGRATION_LOCK_KEY = 0x6D62_6B79  # "mbky"
 
 metadata = sa.MetaData()
 
-keys_schema_version = sa.Table(
-    "keys_schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", UTCDateTime, nullable=False),
-)
+keys_schema_version = version_table("keys_schema_version", metadata, UTCDateTime)
 
 
 def _client_keys_v1(meta: sa.MetaData) -> sa.Table:
@@ -57,8 +52,6 @@ def _client_keys_v1(meta: sa.MetaData) -> sa.Table:
 
 #: One row per key ever created; a revoked key keeps its row, with ``revoked_at`` set.
 client_keys = _client_keys_v1(metadata)
-
-Migration = tuple[str, Callable[[Connection], None]]
 
 MIGRATIONS: list[Migration] = [
     ("create the client_keys table", lambda conn: _client_keys_v1(sa.MetaData()).create(conn, checkfirst=True)),
@@ -105,20 +98,14 @@ async def migrate(engine: AsyncEngine) -> int:
 
 
 def apply_migrations(conn: Connection, migrations: list[Migration]) -> int:
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
-    keys_schema_version.create(conn, checkfirst=True)
-    version = conn.scalar(sa.select(sa.func.max(keys_schema_version.c.version))) or 0
-    if version > len(migrations):
-        raise KeysSchemaTooNew(
-            f"the client keys in the database are at schema version {version}, but this modelbroker "
-            f"knows versions up to {len(migrations)}; upgrade modelbroker"
-        )
-    for number, (description, apply) in enumerate(migrations[version:], start=version + 1):
-        apply(conn)
-        conn.execute(keys_schema_version.insert().values(
-            version=number, description=description, applied_at=datetime.now(timezone.utc)))
-    return len(migrations)
+    return apply(conn, migrations, keys_schema_version, MIGRATION_LOCK_KEY, _too_new)
+
+
+def _too_new(found: int, known: int) -> KeysSchemaTooNew:
+    return KeysSchemaTooNew(
+        f"the client keys in the database are at schema version {found}, but this modelbroker "
+        f"knows versions up to {known}; upgrade modelbroker"
+    )
 
 
 async def load_keys(engine: AsyncEngine) -> list[ClientKey]:

@@ -2,8 +2,8 @@
 
 ``MIGRATIONS`` is an ordered list; the database's version is the number of
 migrations applied. ``migrate`` runs the missing ones in one transaction that
-holds a lock (``pg_advisory_xact_lock`` on PostgreSQL, ``BEGIN IMMEDIATE`` on
-SQLite), so two processes starting at once apply each migration once.
+holds a lock (``plugins/ledger/migrations.py``, shared with the client keys), so
+two processes starting at once apply each migration once.
 
 Never edit a migration that has shipped: change the tables below and add a
 migration that brings an existing database to them.
@@ -11,14 +11,14 @@ migration that brings an existing database to them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import timezone
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from plugins.ledger.database import writing
+from plugins.ledger.migrations import Migration, apply, version_table
 
 #: Any constant works; it only has to be the same in every process sharing the database.
 MIGRATION_LOCK_KEY = 0x6D62_6C65  # "mble"
@@ -47,12 +47,7 @@ class UTCDateTime(sa.TypeDecorator):
 
 metadata = sa.MetaData()
 
-schema_version = sa.Table(
-    "schema_version", metadata,
-    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("description", sa.Text, nullable=False),
-    sa.Column("applied_at", UTCDateTime, nullable=False),
-)
+schema_version = version_table("schema_version", metadata, UTCDateTime)
 
 def _attempts_v1(meta: sa.MetaData) -> sa.Table:
     """The attempts table as migration 1 creates it (frozen: a later change is a new migration)."""
@@ -100,8 +95,6 @@ def _create_attempts(conn: Connection) -> None:
     _attempts_v1(sa.MetaData()).create(conn, checkfirst=True)
 
 
-Migration = tuple[str, Callable[[Connection], None]]
-
 #: Version N of the schema is the first N of these, applied in order.
 MIGRATIONS: list[Migration] = [
     ("create the attempts table", _create_attempts),
@@ -127,20 +120,14 @@ async def current_version(engine: AsyncEngine) -> int:
 
 
 def apply_migrations(conn: Connection, migrations: list[Migration]) -> int:
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK_KEY)))
-    schema_version.create(conn, checkfirst=True)
-    version = _recorded_version(conn)
-    if version > len(migrations):
-        raise SchemaTooNew(
-            f"the ledger database is at schema version {version}, but this modelbroker knows "
-            f"versions up to {len(migrations)}; upgrade modelbroker, or point MODELBROKER_DATABASE_URL elsewhere"
-        )
-    for number, (description, apply) in enumerate(migrations[version:], start=version + 1):
-        apply(conn)
-        conn.execute(schema_version.insert().values(
-            version=number, description=description, applied_at=datetime.now(timezone.utc)))
-    return len(migrations)
+    return apply(conn, migrations, schema_version, MIGRATION_LOCK_KEY, _too_new)
+
+
+def _too_new(found: int, known: int) -> SchemaTooNew:
+    return SchemaTooNew(
+        f"the ledger database is at schema version {found}, but this modelbroker knows "
+        f"versions up to {known}; upgrade modelbroker, or point MODELBROKER_DATABASE_URL elsewhere"
+    )
 
 
 def _recorded_version(conn: Connection) -> int:
