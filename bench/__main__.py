@@ -333,7 +333,7 @@ def render(args, plan: Plan, rows, ttfb_rows, soak, notes, foreign_idle, started
     mode = "soak" if soak else ("quick" if args.quick else "full")
     lines = [f"# modelbroker benchmark, {started_at:%Y-%m-%d %H:%M} ({mode} run, {elapsed:.0f} s)", "",
              *report.machine(REPO, upstreams.nginx_version(), load.wrk_version(), litellm,
-                             plan.target_cpu is not None), ""]
+                             plan.target_cpu is not None, args.python), ""]
     if not soak:
         repeats = f", each run {plan.repeat} times (the median run by rps is shown)" if plan.repeat > 1 else ""
         lines.append(f"Cells of {plan.duration_s:g} s{repeats} after a {plan.warmup_s:g} s warm-up per endpoint; "

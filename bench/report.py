@@ -86,20 +86,14 @@ def _git_revision(repo: Path) -> str:
     return f"{rev}{' (with uncommitted changes)' if dirty else ''}" if rev else "?"
 
 
-def targets_python() -> str:
-    from bench import targets
-
-    return targets.TARGET_PYTHON
-
-
-def machine(repo: Path, nginx: str, wrk: str, litellm: str | None, pinned: bool) -> list[str]:
+def machine(repo: Path, nginx: str, wrk: str, litellm: str | None, pinned: bool, python: str) -> list[str]:
     packages = ", ".join(f"{p} {_version(p)}" for p in (
         "uvicorn", "fastapi", "starlette", "httpx", "pydantic", "uvloop", "httptools", "orjson", "aiohttp"))
     lines = [
         f"- CPU: {_cpu_model()}, {os.cpu_count()} cores; kernel {platform.release()}",
         f"- Python {platform.python_version()}; {packages}",
         f"- nginx {nginx}; wrk {wrk}" + (f"; LiteLLM {litellm}" if litellm else ""),
-        f"- modelbroker {_version('modelbroker')} at git {_git_revision(repo)}; targets run by {targets_python()}",
+        f"- modelbroker {_version('modelbroker')} at git {_git_revision(repo)}; targets run by {python}",
         "- pinning: targets on CPU 0; wrk, upstreams and the TTFB client on CPU 1" if pinned
         else "- pinning: off",
     ]

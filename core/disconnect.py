@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from starlette.requests import Request
+from starlette.types import Receive
 
 T = TypeVar("T")
 
@@ -16,7 +16,7 @@ class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work``; if the client disconnects first, cancel it and raise ClientGone.
 
     Call it once the body has been read: the next ASGI message is then the
@@ -24,7 +24,7 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     request's own task; one watcher task cancels that task on a disconnect.
     """
     current = asyncio.current_task()
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, current))
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, current))
     try:
         return await work
     except asyncio.CancelledError:
@@ -37,8 +37,8 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
 
 
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task) -> bool:
-    while (await request.receive())["type"] != "http.disconnect":
+async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task) -> bool:
+    while (await receive())["type"] != "http.disconnect":
         pass
     task.cancel()
     return True

@@ -22,7 +22,7 @@ from core.access import principal_of
 from core.errors import handle
 from core.guard import BodyRules
 from core.request_ids import request_id
-from core.scope import state
+from core.scope import header, state
 from core.responses import APIError, error_response
 
 
@@ -70,7 +70,7 @@ class Edge:
         return self.body_rules.check(scope)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: APIError) -> None:
-        rid = request_id(Headers(scope=scope).get("x-request-id"))
+        rid = request_id(header(scope, b"x-request-id"))
         refusal.headers = {**(refusal.headers or {}), "x-request-id": rid}
         self.on_refusal(scope["path"], rid, refusal)
         await error_response(refusal)(scope, receive, send)

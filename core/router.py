@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
 from dataclasses import dataclass
 from collections.abc import Awaitable
@@ -338,6 +339,10 @@ def _larger_context(candidate: ProviderConfig, failed: ProviderConfig) -> bool:
     return failed.context_window is None or candidate.context_window > failed.context_window
 
 
+#: Python 3.11+ counts a task's pending cancellations (Task.cancelling/uncancel).
+COUNTS_CANCELS = sys.version_info >= (3, 11)
+
+
 async def within(seconds: float, work: Awaitable[T]) -> T:
     """``await work``, cut off after ``seconds`` (TimeoutError); no task is made for it.
 
@@ -346,7 +351,7 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
     (the client left) that arrives as well stays a cancellation.
     """
     task = asyncio.current_task()
-    cancelling = task.cancelling() if hasattr(task, "cancelling") else 0
+    cancelling = task.cancelling() if COUNTS_CANCELS else 0
     expired = False
 
     def expire() -> None:
@@ -358,7 +363,7 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
     try:
         return await work
     except asyncio.CancelledError:
-        if expired and (not hasattr(task, "uncancel") or task.uncancel() <= cancelling):
+        if expired and (not COUNTS_CANCELS or task.uncancel() <= cancelling):
             raise asyncio.TimeoutError() from None
         raise
     finally:

@@ -13,7 +13,6 @@ from typing import Any
 
 import anyio
 import orjson
-from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -45,7 +44,7 @@ class EventStreamResponse(StreamingResponse):
         disconnect watcher (core/disconnect.py, one task) does the same job for less.
         """
         try:
-            await unless_disconnected(Request(scope, receive), self.stream_response(send))
+            await unless_disconnected(receive, self.stream_response(send))
         except ClientGone:
             pass  # the source is closed; nobody is left to answer
 

@@ -65,7 +65,7 @@ async def generate(request: Request) -> JSONResponse:
     )
     state(request.scope)["chat"] = chat
     await gateway.admit(chat)
-    routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
+    routed = await unless_disconnected(request.receive, gateway.router.route(chat, gateway.candidates(chat)))
     if routed.stream is not None:
         return EventStreamResponse(stream_events(chat, routed), headers=routing_headers(chat, routed))
     headers = routing_headers(chat, routed)

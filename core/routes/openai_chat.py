@@ -89,7 +89,7 @@ async def chat_completions(request: Request):
     )
     state(request.scope)["chat"] = chat
     await gateway.admit(chat)
-    routed = await unless_disconnected(request, gateway.router.route(chat, gateway.candidates(chat)))
+    routed = await unless_disconnected(request.receive, gateway.router.route(chat, gateway.candidates(chat)))
     headers = routing_headers(chat, routed)
     if routed.stream is None:
         headers["x-modelbroker-cost"] = f"{routed.completion.cost:.8f}"
