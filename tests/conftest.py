@@ -31,6 +31,7 @@ if str(REPO_ROOT) not in sys.path:
 import httpx  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
+from openai import AsyncOpenAI, OpenAI  # noqa: E402
 
 from core.fake_upstream import FakeUpstream  # noqa: E402
 from core.hookcall import HookCalls  # noqa: E402
@@ -281,3 +282,39 @@ def gateway_process():
     yield start
     for process in started:
         process.stop()
+
+
+# --- the official openai client, aimed at a gateway -----------------------------------
+
+SDK_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def sdk():
+    """``sdk(gw) -> openai.OpenAI`` aimed at the gateway, no retries; closed at teardown."""
+    clients: list[OpenAI] = []
+
+    def make(gw) -> OpenAI:
+        client = OpenAI(base_url=gw.url + "/v1", api_key="sk-client-side-unused", max_retries=0, timeout=SDK_TIMEOUT)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+async def async_sdk():
+    """``async_sdk(gw) -> openai.AsyncOpenAI``, as ``sdk``."""
+    clients: list[AsyncOpenAI] = []
+
+    def make(gw) -> AsyncOpenAI:
+        client = AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-client-side-unused", max_retries=0,
+                             timeout=SDK_TIMEOUT)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()

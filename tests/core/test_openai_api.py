@@ -14,11 +14,9 @@ import uuid
 import httpx
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
 
 SECRET = "sk-modelbroker-api-test-SECRET-4f9a8b7c6d5e"
 PRICE = 0.001  # per 1k tokens, the conftest provider default
-SDK_TIMEOUT = 10.0
 HELLO = [{"role": "user", "content": "hello big world"}]
 
 
@@ -50,36 +48,6 @@ def shared(module_gateway, fake_upstream_server):
         {"name": "c", "endpoint": url, "model": "real-model", "id": "alias", "priority": 2,
          "cost_per_1k_tokens": PRICE},
     ]}, log=False)
-
-
-@pytest.fixture
-def sdk():
-    """``sdk(gw) -> openai.OpenAI`` aimed at the gateway, no retries; closed at teardown."""
-    clients: list[OpenAI] = []
-
-    def make(gw) -> OpenAI:
-        client = OpenAI(base_url=gw.url + "/v1", api_key="sk-client-side-unused", max_retries=0, timeout=SDK_TIMEOUT)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
-
-
-@pytest.fixture
-async def async_sdk():
-    clients: list[AsyncOpenAI] = []
-
-    def make(gw) -> AsyncOpenAI:
-        client = AsyncOpenAI(base_url=gw.url + "/v1", api_key="sk-client-side-unused", max_retries=0,
-                             timeout=SDK_TIMEOUT)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import uuid
 import httpx
 import openai
 import pytest
-from openai import AsyncOpenAI, OpenAI
+from openai import AsyncOpenAI
 
 from core.tokens import count_tokens, preload
 
@@ -93,20 +93,6 @@ def shared(module_gateway, fake_upstream_server):
         {"name": "a", "endpoint": url, "model": "a", "cost_per_1k_tokens": PRICE, "api_key": SECRET},
         {"name": "b", "endpoint": url, "model": "b", "priority": 5, "cost_per_1k_tokens": PRICE},
     ]}, log=False)
-
-
-@pytest.fixture
-def sdk():
-    clients: list[OpenAI] = []
-
-    def make(gw) -> OpenAI:
-        client = OpenAI(base_url=gw.url + "/v1", api_key="sk-client-side-unused", max_retries=0, timeout=TIMEOUT)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.close()
 
 
 @pytest.fixture
