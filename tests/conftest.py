@@ -218,7 +218,7 @@ class GatewayFactory:
             log_file = self.directory / ("app.log" if not number else f"app-{number}.log")
         else:
             log_file = Path(log) if log else None
-        settings.setdefault("database_url", f"sqlite+aiosqlite:///{self.directory}/modelbroker-{number}.db")
+        settings.setdefault("database_url", f"sqlite:///{self.directory}/modelbroker-{number}.db")
         server = GatewayServer(path, log_file=log_file or "", pm=pm, **settings)
         server.start()
         running = RunningGateway(server, log_file)

@@ -21,7 +21,7 @@ from core.hookspecs import hookimpl
 from plugins.keys.cache import DEFAULT_REFRESH_S
 from plugins.keys.guard import GUARD_NAME, KeyGuard
 from plugins.keys.limits import Limits
-from plugins.ledger.database import make_engine
+from plugins.ledger.database import open_database
 from plugins.ledger.options import LedgerOptions, sqlite_path
 
 __all__ = ["GUARD_NAME", "KeyGuard", "on_startup", "register_commands"]
@@ -34,7 +34,7 @@ def on_startup(pm, settings, config, state):
     """Register this gateway's key guard and start it (key table read, spend seeded)."""
     refresh_s = refresh_interval(config.plugins.settings_for(NAME))
     url = LedgerOptions.from_settings(settings).database_url
-    guard = KeyGuard(make_engine(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url))
+    guard = KeyGuard(open_database(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url))
     pm.register(guard, name=GUARD_NAME)
     return guard.start()
 

@@ -16,10 +16,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from plugins.keys.keygen import hash_key, same_hash
 from plugins.keys.store import ClientKey, KeysSchemaTooNew, load_keys, migrate
+from plugins.ledger.database import Database
 from plugins.ledger.writer import describe
 
 log = logging.getLogger("modelbroker")
@@ -31,9 +30,9 @@ DEFAULT_REFRESH_S = 2.0
 class KeyCache:
     """Every key of the table by hash; ``enforcing`` once any unrevoked key exists."""
 
-    def __init__(self, engine: AsyncEngine, refresh_s: float = DEFAULT_REFRESH_S,
+    def __init__(self, db: Database, refresh_s: float = DEFAULT_REFRESH_S,
                  on_refresh: Callable[[list[ClientKey]], None] | None = None) -> None:
-        self.engine = engine
+        self.db = db
         self.refresh_s = refresh_s
         self.on_refresh = on_refresh
         self.by_hash: dict[str, ClientKey] = {}
@@ -57,9 +56,9 @@ class KeyCache:
     async def refresh(self) -> None:
         """Re-read the table (migrating it first, once); raises if the database cannot be read."""
         if not self._migrated:
-            await migrate(self.engine)
+            await migrate(self.db)
             self._migrated = True
-        keys = await load_keys(self.engine)
+        keys = await load_keys(self.db)
         self.by_hash = {key.key_hash: key for key in keys}
         self.enforcing = any(not key.revoked for key in keys)
         summary = (sum(not k.revoked for k in keys), sum(k.revoked for k in keys))

@@ -14,13 +14,10 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from core.report import table
 from plugins.keys.keygen import check_name, hash_key, key_prefix, new_key
 from plugins.keys.store import ClientKey, KeyNameTaken, KeysSchemaTooNew, insert_key, load_keys, migrate, revoke_key
-from plugins.ledger.database import make_engine
+from plugins.ledger.database import Database, DatabaseError, open_database
 from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
 from plugins.ledger.writer import describe
 
@@ -60,7 +57,7 @@ def _create(args: argparse.Namespace) -> int:
         models=args.models,
     )
     try:
-        _run(lambda engine: insert_key(engine, row))
+        _run(lambda db: insert_key(db, row))
     except KeyNameTaken:
         return _fail(f"a key named {args.name!r} exists and is not revoked; "
                      "choose another name, or revoke it first")
@@ -86,13 +83,13 @@ def _revoke(args: argparse.Namespace) -> int:
     if active == [args.name] and not args.allow_open:
         return _fail(f"{args.name!r} is the last unrevoked key: without it the gateway is open to anyone. "
                      "Create another key first, or pass --allow-open to revoke it and open the gateway")
-    _run(lambda engine: revoke_key(engine, args.name))
+    _run(lambda db: revoke_key(db, args.name))
     print(f"revoked key {args.name!r}; the gateways refuse it within their refresh interval (2 s by default)"
           + ("; no key is left: the gateway is open" if active == [args.name] else ""))
     return 0
 
 
-def _run(work: Callable[[AsyncEngine], Awaitable[Any]]) -> Any:
+def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
     """Migrate the key table in the configured database, then do ``work`` on it."""
     from core.settings import load_settings
 
@@ -102,16 +99,16 @@ def _run(work: Callable[[AsyncEngine], Awaitable[Any]]) -> Any:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     async def run() -> Any:
-        engine = make_engine(url)
+        db = open_database(url)
         try:
-            await migrate(engine)
-            return await work(engine)
+            await migrate(db)
+            return await work(db)
         finally:
-            await engine.dispose()
+            await db.close()
 
     try:
         return asyncio.run(run())
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+    except (DatabaseError, OSError, asyncio.TimeoutError) as exc:
         raise SystemExit(_fail(f"cannot use the key table at {safe_url(url)}: {describe(exc)}")) from None
     except KeysSchemaTooNew as exc:
         raise SystemExit(_fail(str(exc))) from None

@@ -8,8 +8,6 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from core.hookspecs import hookimpl
 from core.responses import APIError
 from core.types import Principal
@@ -17,6 +15,8 @@ from plugins.keys.cache import KeyCache
 from plugins.keys.keygen import bearer_token
 from plugins.keys.limits import DAY, MONTH, Limits, period_start
 from plugins.keys.store import ClientKey, ledger_spend
+from plugins.ledger.database import Database
+from plugins.ledger.writer import describe
 
 log = logging.getLogger("modelbroker")
 
@@ -40,11 +40,11 @@ UNAVAILABLE = ("the gateway cannot read its client keys from its database, so it
 class KeyGuard:
     """Registered by ``on_startup`` (as ``keys.guard``): one per gateway."""
 
-    def __init__(self, engine: AsyncEngine, limits: Limits, *, refresh_s: float,
+    def __init__(self, db: Database, limits: Limits, *, refresh_s: float,
                  sqlite_file: Path | None = None) -> None:
-        self.engine = engine
+        self.db = db
         self.limits = limits
-        self.cache = KeyCache(engine, refresh_s, on_refresh=self._keys_read)
+        self.cache = KeyCache(db, refresh_s, on_refresh=self._keys_read)
         self.sqlite_file = sqlite_file
         self._seeded: set[str] = set()
         self._seeding: set[asyncio.Task] = set()
@@ -103,7 +103,7 @@ class KeyGuard:
         for task in list(self._seeding):
             task.cancel()
         await self.limits.drain()
-        await self.engine.dispose()
+        await self.db.close()
 
     def _keys_read(self, keys: list[ClientKey]) -> None:
         """After each read of the table: start the spend of a name not seen before."""
@@ -118,12 +118,12 @@ class KeyGuard:
         now = datetime.now(timezone.utc)
         try:
             spend = await asyncio.wait_for(
-                ledger_spend(self.engine, names, period_start(DAY, now), period_start(MONTH, now)),
+                ledger_spend(self.db, names, period_start(DAY, now), period_start(MONTH, now)),
                 STARTUP_TIMEOUT_S)
             await self.limits.seed(spend)
         except Exception as exc:  # noqa: BLE001 - budgets then count from zero; say so
-            log.error("client keys: cannot read today's spend from the ledger (%s: %s); "
-                      "budgets count from zero", type(exc).__name__, exc)
+            log.error("client keys: cannot read today's spend from the ledger (%s); "
+                      "budgets count from zero", describe(exc))
 
 
 def key_of(principal: Principal | None) -> ClientKey | None:

@@ -11,50 +11,59 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from plugins.ledger.database import writing
-from plugins.ledger.migrations import Migration, apply, version_table
-from plugins.ledger.schema import UTCDateTime, attempts
+from plugins.ledger.database import Connection, Database, UniqueViolation, placeholders
+from plugins.ledger.migrations import TIMESTAMP, Migration, apply
 
 #: Not the ledger's lock key: the two version tables migrate independently.
 MIGRATION_LOCK_KEY = 0x6D62_6B79  # "mbky"
+VERSION_TABLE = "keys_schema_version"
 
-metadata = sa.MetaData()
+#: Column types that differ between the two databases.
+_TYPES = {
+    "sqlite": {"id": "INTEGER", "float": "DOUBLE"},
+    "postgresql": {"id": "SERIAL", "float": "DOUBLE PRECISION"},
+}
 
-keys_schema_version = version_table("keys_schema_version", metadata, UTCDateTime)
-
-
-def _client_keys_v1(meta: sa.MetaData) -> sa.Table:
-    """The table as migration 1 creates it (frozen: a later change is a new migration)."""
-    return sa.Table(
-        "client_keys", meta,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("name", sa.Text, nullable=False),
-        sa.Column("prefix", sa.Text, nullable=False),
-        sa.Column("key_hash", sa.Text, nullable=False, unique=True),
-        sa.Column("budget_daily", sa.Double),
-        sa.Column("budget_monthly", sa.Double),
-        sa.Column("rpm", sa.Integer),
-        sa.Column("tpm", sa.Integer),
-        sa.Column("models", sa.Text),  # a JSON list; NULL: any model
-        sa.Column("created_at", UTCDateTime, nullable=False),
-        sa.Column("revoked_at", UTCDateTime),
-        sa.Index("uq_client_keys_active_name", "name", unique=True,
-                 sqlite_where=sa.text("revoked_at IS NULL"), postgresql_where=sa.text("revoked_at IS NULL")),
-    )
+#: The columns of ``client_keys`` a ClientKey is read from (all but the surrogate key).
+COLUMNS = ("name", "prefix", "key_hash", "budget_daily", "budget_monthly", "rpm", "tpm", "models",
+           "created_at", "revoked_at")
+#: The columns a new key fills (a key is stored unrevoked).
+_INSERTED = COLUMNS[:-1]
 
 
-#: One row per key ever created; a revoked key keeps its row, with ``revoked_at`` set.
-client_keys = _client_keys_v1(metadata)
+async def _create_client_keys(conn: Connection) -> None:
+    """The table as migration 1 creates it (frozen: a later change is a new migration).
+
+    The same columns, types, keys and index SQLAlchemy created in earlier versions.
+    One row per key ever created; a revoked key keeps its row, with ``revoked_at`` set.
+    ``models`` is a JSON list (NULL: any model).
+    """
+    t = {**_TYPES[conn.dialect], "time": TIMESTAMP[conn.dialect]}
+    await conn.execute(f"""CREATE TABLE IF NOT EXISTS client_keys (
+        id {t['id']} NOT NULL,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,
+        key_hash TEXT NOT NULL,
+        budget_daily {t['float']},
+        budget_monthly {t['float']},
+        rpm INTEGER,
+        tpm INTEGER,
+        models TEXT,
+        created_at {t['time']} NOT NULL,
+        revoked_at {t['time']},
+        PRIMARY KEY (id),
+        UNIQUE (key_hash)
+    )""")
+    await conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS uq_client_keys_active_name ON client_keys (name) "
+                       "WHERE revoked_at IS NULL")
+
 
 MIGRATIONS: list[Migration] = [
-    ("create the client_keys table", lambda conn: _client_keys_v1(sa.MetaData()).create(conn, checkfirst=True)),
+    ("create the client_keys table", _create_client_keys),
 ]
 
 
@@ -91,14 +100,14 @@ class ClientKey:
         return any(v is not None for v in (self.budget_daily, self.budget_monthly, self.rpm, self.tpm))
 
 
-async def migrate(engine: AsyncEngine) -> int:
+async def migrate(db: Database) -> int:
     """Bring the keys' tables to the latest version; returns it. Safe from many processes at once."""
-    async with writing(engine) as conn:
-        return await conn.run_sync(apply_migrations, MIGRATIONS)
+    async with db.writing() as conn:
+        return await apply_migrations(conn, MIGRATIONS)
 
 
-def apply_migrations(conn: Connection, migrations: list[Migration]) -> int:
-    return apply(conn, migrations, keys_schema_version, MIGRATION_LOCK_KEY, _too_new)
+async def apply_migrations(conn: Connection, migrations: list[Migration]) -> int:
+    return await apply(conn, migrations, VERSION_TABLE, MIGRATION_LOCK_KEY, _too_new)
 
 
 def _too_new(found: int, known: int) -> KeysSchemaTooNew:
@@ -108,67 +117,64 @@ def _too_new(found: int, known: int) -> KeysSchemaTooNew:
     )
 
 
-async def load_keys(engine: AsyncEngine) -> list[ClientKey]:
+async def load_keys(db: Database) -> list[ClientKey]:
     """Every key, revoked ones included, oldest first."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(sa.select(client_keys).order_by(client_keys.c.id))
-        return [_from_row(row) for row in rows]
+    async with db.reading() as conn:
+        rows = await conn.fetch(f"SELECT {', '.join(COLUMNS)} FROM client_keys ORDER BY id")
+    return [_from_row(db, row) for row in rows]
 
 
-async def insert_key(engine: AsyncEngine, key: ClientKey) -> None:
+async def insert_key(db: Database, key: ClientKey) -> None:
     """Store ``key``; raises KeyNameTaken if an unrevoked key has its name."""
-    values = {
-        "name": key.name, "prefix": key.prefix, "key_hash": key.key_hash, "created_at": key.created_at,
-        "budget_daily": key.budget_daily, "budget_monthly": key.budget_monthly, "rpm": key.rpm, "tpm": key.tpm,
-        "models": orjson.dumps(list(key.models)).decode() if key.models is not None else None,
-    }
+    values = (
+        key.name, key.prefix, key.key_hash, key.budget_daily, key.budget_monthly, key.rpm, key.tpm,
+        orjson.dumps(list(key.models)).decode() if key.models is not None else None, key.created_at,
+    )
     try:
-        async with writing(engine) as conn:
-            taken = await conn.scalar(sa.select(sa.func.count()).where(
-                client_keys.c.name == key.name, client_keys.c.revoked_at.is_(None)))
+        async with db.writing() as conn:
+            taken = await conn.fetchval(
+                "SELECT count(*) FROM client_keys WHERE name = ? AND revoked_at IS NULL", (key.name,))
             if taken:
                 raise KeyNameTaken(key.name)
-            await conn.execute(client_keys.insert().values(**values))
-    except IntegrityError:  # another process inserted the same name between our check and insert
+            await conn.execute(
+                f"INSERT INTO client_keys ({', '.join(_INSERTED)}) VALUES ({placeholders(len(_INSERTED))})", values)
+    except UniqueViolation:  # another process inserted the same name between our check and insert
         raise KeyNameTaken(key.name) from None
 
 
-async def revoke_key(engine: AsyncEngine, name: str) -> int:
+async def revoke_key(db: Database, name: str) -> int:
     """Revoke the unrevoked key called ``name``; returns how many were revoked (0 or 1)."""
-    async with writing(engine) as conn:
-        result = await conn.execute(
-            client_keys.update()
-            .where(client_keys.c.name == name, client_keys.c.revoked_at.is_(None))
-            .values(revoked_at=datetime.now(timezone.utc))
+    async with db.writing() as conn:
+        return await conn.execute(
+            "UPDATE client_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+            (datetime.now(timezone.utc), name),
         )
-        return result.rowcount
 
 
-async def ledger_spend(engine: AsyncEngine, names: Iterable[str], day_start: datetime,
+async def ledger_spend(db: Database, names: Iterable[str], day_start: datetime,
                        month_start: datetime) -> dict[str, tuple[float, float]]:
     """Name -> (cost since ``day_start``, cost since ``month_start``) from the ledger's
     ``attempts`` (whose ``client`` is the key's name); empty if there is no ledger."""
     names = sorted(set(names))
     if not names:
         return {}
-    c = attempts.c
     query = (
-        sa.select(c.client,
-                  sa.func.coalesce(sa.func.sum(sa.case((c.time >= day_start, c.cost), else_=0.0)), 0.0),
-                  sa.func.coalesce(sa.func.sum(c.cost), 0.0))
-        .where(c.time >= month_start, c.client.in_(names))
-        .group_by(c.client)
+        "SELECT client, coalesce(sum(CASE WHEN time >= ? THEN cost ELSE 0.0 END), 0.0), "
+        "coalesce(sum(cost), 0.0) "
+        f"FROM attempts WHERE time >= ? AND client IN ({placeholders(len(names))}) GROUP BY client"
     )
-    async with engine.connect() as conn:
-        if not await conn.run_sync(lambda sync: sa.inspect(sync).has_table("attempts")):
+    async with db.reading() as conn:
+        if not await conn.has_table("attempts"):
             return {}
-        return {row[0]: (float(row[1]), float(row[2])) for row in await conn.execute(query)}
+        rows = await conn.fetch(query, (day_start, month_start, *names))
+    return {row[0]: (float(row[1]), float(row[2])) for row in rows}
 
 
-def _from_row(row) -> ClientKey:
-    models = tuple(orjson.loads(row.models)) if row.models is not None else None
+def _from_row(db: Database, row: Any) -> ClientKey:
+    models = tuple(orjson.loads(row["models"])) if row["models"] is not None else None
     return ClientKey(
-        name=row.name, prefix=row.prefix, key_hash=row.key_hash, created_at=row.created_at,
-        budget_daily=row.budget_daily, budget_monthly=row.budget_monthly, rpm=row.rpm, tpm=row.tpm,
-        models=models, revoked_at=row.revoked_at,
+        name=row["name"], prefix=row["prefix"], key_hash=row["key_hash"],
+        created_at=db.read_time(row["created_at"]), budget_daily=row["budget_daily"],
+        budget_monthly=row["budget_monthly"], rpm=row["rpm"], tpm=row["tpm"], models=models,
+        revoked_at=db.read_time(row["revoked_at"]),
     )

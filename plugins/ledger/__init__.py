@@ -1,8 +1,8 @@
 """Plugin ``ledger``: every attempt, and every refused request, as a row in a database.
 
 SQLite beside app.log by default (``modelbroker.db``), PostgreSQL when
-``MODELBROKER_DATABASE_URL`` says so, through one SQLAlchemy (Core, async) code
-path. Writes are batched off the request path (``writer.py``); ``GET /usage``
+``MODELBROKER_DATABASE_URL`` says so, through one code path in plain SQL
+(``database.py``). Writes are batched off the request path (``writer.py``); ``GET /usage``
 (``routes.py``) and ``modelbroker usage`` (``cli.py``) sum it up. docs/ledger.md
 has the schema, SQL examples and the outage behaviour.
 """

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 
 from core.report import table
-from plugins.ledger.database import make_engine
+from plugins.ledger.database import DatabaseError, open_database
 from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
 from plugins.ledger.queries import UsageQueryError, Window, parse_group_by, parse_window, usage_report
 from plugins.ledger.schema import current_version
@@ -37,15 +36,15 @@ def print_usage(settings, from_: str | None, to: str | None, group_by: str | Non
 
 
 async def _read(url: str, window: Window, group_by: str | None) -> dict[str, Any]:
-    engine = make_engine(url)
+    db = open_database(url)
     try:
-        if await current_version(engine) == 0:
+        if await current_version(db) == 0:
             raise LedgerUnavailable(f"the database {safe_url(url)} holds no ledger yet: start the gateway once")
-        return await usage_report(engine, window, group_by)
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        return await usage_report(db, window, group_by)
+    except (DatabaseError, OSError, asyncio.TimeoutError) as exc:
         raise LedgerUnavailable(f"cannot read the ledger at {safe_url(url)}: {describe(exc)}") from None
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def format_report(report: dict[str, Any]) -> str:

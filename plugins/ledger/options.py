@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from plugins.ledger.urls import DatabaseURL, UnsupportedDatabase
+from plugins.ledger.urls import safe_url as _safe_url
 
 DATABASE_FILE = "modelbroker.db"
 SPILL_FILE = "ledger-spill.jsonl"
@@ -52,7 +53,7 @@ def log_directory(log_file: str) -> Path:
 
 def default_database_url(log_file: str) -> str:
     """An SQLite file beside app.log: ``./modelbroker.db`` with the default settings."""
-    return f"sqlite+aiosqlite:///{log_directory(log_file).as_posix()}/{DATABASE_FILE}"
+    return f"sqlite:///{log_directory(log_file).as_posix()}/{DATABASE_FILE}"
 
 
 def default_spill_file(database_url: str, log_file: str) -> Path:
@@ -64,11 +65,12 @@ def default_spill_file(database_url: str, log_file: str) -> Path:
 
 def sqlite_path(database_url: str) -> Path | None:
     """The file of an SQLite URL; None for another database or an in-memory one."""
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    try:
+        return DatabaseURL.parse(database_url).path
+    except UnsupportedDatabase:
         return None
-    return Path(url.database)
 
 
 def safe_url(database_url: str) -> str:
-    return make_url(database_url).render_as_string(hide_password=True)
+    """The URL with any password hidden."""
+    return _safe_url(database_url)

@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from plugins.ledger.schema import attempts
+from plugins.ledger.database import Connection, Database
 
 GROUPS = ("provider", "model", "day", "client")
 DEFAULT_DAYS = 30
@@ -85,9 +82,9 @@ def _parse_time(param: str, value: str, *, end_of_day: bool) -> datetime:
     return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-async def usage_report(engine: AsyncEngine, window: Window, group_by: str | None) -> dict[str, Any]:
+async def usage_report(db: Database, window: Window, group_by: str | None) -> dict[str, Any]:
     """The /usage answer: ``{"from", "to", "group_by", "totals", "groups": [{"key", ...}]}``."""
-    async with engine.connect() as conn:
+    async with db.reading() as conn:
         totals = await _summaries(conn, window, None)
         groups = await _summaries(conn, window, group_by) if group_by else []
     if group_by and "," in group_by:
@@ -102,82 +99,77 @@ async def usage_report(engine: AsyncEngine, window: Window, group_by: str | None
     }
 
 
-async def _summaries(conn, window: Window, group_by: str | None) -> list[dict[str, Any]]:
-    rows = _rows_in(window, _group_key(group_by, conn.dialect.name)).subquery("rows")
-    sums = {row.key: _summary(row) for row in await conn.execute(_sums(rows))}
-    for row in await conn.execute(_percentiles(rows)):
-        if row.key in sums:
-            sums[row.key].update((name, _number(getattr(row, name))) for name in PERCENTILES)
+async def _summaries(conn: Connection, window: Window, group_by: str | None) -> list[dict[str, Any]]:
+    windowed = _windowed(_group_key(group_by, conn.dialect))
+    params = (window.start, window.end)
+    sums = {row["key"]: _summary(row) for row in await conn.fetch(windowed + SUMS, params)}
+    for row in await conn.fetch(windowed + PERCENTILE_QUERY, params):
+        if row["key"] in sums:
+            sums[row["key"]].update((name, _number(row[name])) for name in PERCENTILES)
     return list(sums.values())
 
 
 #: Joins the parts of a two-column group key inside SQL; never in a day, name or model.
 KEY_SEPARATOR = "\x1f"
 
+#: The UTC day of ``time`` as YYYY-MM-DD (SQLite holds UTC text; PostgreSQL a timestamptz).
+DAY = {"sqlite": "strftime('%Y-%m-%d', time)", "postgresql": "to_char(timezone('UTC', time), 'YYYY-MM-DD')"}
 
-def _group_key(group_by: str | None, dialect: str) -> sa.ColumnElement:
-    """The value rows are grouped by: a constant for the totals, a UTC date for ``day``,
-    two columns joined by KEY_SEPARATOR for ``day,provider`` and the like."""
+
+def _group_key(group_by: str | None, dialect: str) -> str:
+    """The SQL expression rows are grouped by: a constant for the totals, a UTC date for
+    ``day``, two columns joined by KEY_SEPARATOR for ``day,provider`` and the like."""
     if group_by is None:
-        return sa.literal_column("'total'", sa.Text)
+        return "'total'"
     if "," in group_by:
-        first, second = (sa.func.coalesce(_column(name, dialect), "") for name in group_by.split(","))
-        return sa.cast(first, sa.Text) + sa.literal(KEY_SEPARATOR, sa.Text) + sa.cast(second, sa.Text)
+        first, second = (f"CAST(coalesce({_column(name, dialect)}, '') AS TEXT)" for name in group_by.split(","))
+        return f"{first} || '{KEY_SEPARATOR}' || {second}"
     return _column(group_by, dialect)
 
 
-def _column(name: str, dialect: str) -> sa.ColumnElement:
-    if name == "day":
-        if dialect == "postgresql":
-            return sa.func.to_char(sa.func.timezone("UTC", attempts.c.time), "YYYY-MM-DD")
-        return sa.func.strftime("%Y-%m-%d", attempts.c.time)
-    return attempts.c[name]
+def _column(name: str, dialect: str) -> str:
+    if name not in GROUPS:  # parse_group_by already refused it; never let a name into SQL unchecked
+        raise UsageQueryError("group_by", f"cannot group by {name!r}")
+    return DAY[dialect] if name == "day" else name
 
 
-def _rows_in(window: Window, key: sa.ColumnElement) -> sa.Select:
-    c = attempts.c
-    return sa.select(
-        key.label("key"), c.request_id, c.attempt, c.success, c.outcome, c.prompt_tokens,
-        c.completion_tokens, c.total_tokens, c.cost, c.latency_ms,
-    ).where(c.time >= window.start, c.time < window.end)
+def _windowed(key: str) -> str:
+    """The attempts in the window (``time >= ? AND time < ?``) with their group key, as ``windowed``."""
+    return (
+        f"WITH windowed AS (SELECT {key} AS key, request_id, attempt, success, outcome, prompt_tokens, "
+        "completion_tokens, total_tokens, cost, latency_ms FROM attempts WHERE time >= ? AND time < ?) "
+    )
 
 
-def _sums(rows) -> sa.Select:
-    attempt = rows.c.attempt > 0
+SUMS = (
+    "SELECT key, count(DISTINCT request_id) AS requests, "
+    "coalesce(sum(CASE WHEN attempt > 0 THEN 1 ELSE 0 END), 0) AS attempts, "
+    "coalesce(sum(CASE WHEN attempt > 0 AND NOT success THEN 1 ELSE 0 END), 0) AS failures, "
+    "coalesce(sum(CASE WHEN outcome = 'rejected' THEN 1 ELSE 0 END), 0) AS rejected, "
+    "coalesce(sum(prompt_tokens), 0) AS prompt_tokens, "
+    "coalesce(sum(completion_tokens), 0) AS completion_tokens, "
+    "coalesce(sum(total_tokens), 0) AS total_tokens, "
+    "coalesce(sum(cost), 0.0) AS cost "
+    "FROM windowed GROUP BY key"
+)
 
-    def count_if(condition) -> sa.ColumnElement:
-        return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
-
-    return sa.select(
-        rows.c.key,
-        sa.func.count(sa.distinct(rows.c.request_id)).label("requests"),
-        count_if(attempt).label("attempts"),
-        count_if(sa.and_(attempt, sa.not_(rows.c.success))).label("failures"),
-        count_if(rows.c.outcome == "rejected").label("rejected"),
-        *(sa.func.coalesce(sa.func.sum(rows.c[name]), 0).label(name)
-          for name in ("prompt_tokens", "completion_tokens", "total_tokens")),
-        sa.func.coalesce(sa.func.sum(rows.c.cost), 0.0).label("cost"),
-    ).group_by(rows.c.key)
-
-
-def _percentiles(rows) -> sa.Select:
-    """Per key, the nearest-rank percentiles of the successful attempts' latency."""
-    ranked = sa.select(
-        rows.c.key, rows.c.latency_ms,
-        sa.func.row_number().over(partition_by=rows.c.key, order_by=rows.c.latency_ms).label("rank"),
-        sa.func.count().over(partition_by=rows.c.key).label("n"),
-    ).where(rows.c.success, rows.c.latency_ms.is_not(None)).subquery("ranked")
-    return sa.select(
-        ranked.c.key,
-        *(sa.func.min(sa.case((ranked.c.rank >= ranked.c.n * sa.literal_column(repr(p)), ranked.c.latency_ms)))
-          .label(name) for name, p in PERCENTILES.items()),
-    ).group_by(ranked.c.key)
+#: Per key, the nearest-rank percentiles of the successful attempts' latency.
+PERCENTILE_QUERY = (
+    ", ranked AS (SELECT key, latency_ms, "
+    "row_number() OVER (PARTITION BY key ORDER BY latency_ms) AS position, "
+    "count(*) OVER (PARTITION BY key) AS n "
+    "FROM windowed WHERE success AND latency_ms IS NOT NULL) "
+    "SELECT key, "
+    + ", ".join(f"min(CASE WHEN position >= n * {p!r} THEN latency_ms END) AS {name}"
+                for name, p in PERCENTILES.items())
+    + " FROM ranked GROUP BY key"
+)
 
 
 def _summary(row) -> dict[str, Any]:
-    summary: dict[str, Any] = {"key": row.key}
-    summary.update((name, int(getattr(row, name))) for name in COUNTS)
-    summary["cost"] = float(row.cost)
+    summary: dict[str, Any] = {"key": row["key"]}
+    summary.update((name, int(row[name])) for name in COUNTS)
+    summary["cost"] = float(row["cost"])
     summary.update((name, None) for name in PERCENTILES)
     return summary
 

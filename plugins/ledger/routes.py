@@ -6,9 +6,9 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from sqlalchemy.exc import SQLAlchemyError
 
 from core.responses import APIError, JSONResponse
+from plugins.ledger.database import DatabaseError
 from plugins.ledger.queries import UsageQueryError, parse_group_by, parse_window, usage_report
 from plugins.ledger.store import STORE_NAME
 from plugins.ledger.writer import describe
@@ -37,7 +37,7 @@ async def usage(
         raise APIError(503, "the ledger is not running", code="ledger_unavailable")
     await store.writer.flush(timeout=FLUSH_BEFORE_READ_S)  # this process's own records are counted at once
     try:
-        report = await usage_report(store.engine, window, group)
-    except (SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        report = await usage_report(store.db, window, group)
+    except (DatabaseError, OSError, asyncio.TimeoutError) as exc:
         raise APIError(503, f"the ledger database cannot be read: {describe(exc)}", code="ledger_unavailable") from None
     return JSONResponse(report)

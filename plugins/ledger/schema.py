@@ -5,94 +5,62 @@ migrations applied. ``migrate`` runs the missing ones in one transaction that
 holds a lock (``plugins/ledger/migrations.py``, shared with the client keys), so
 two processes starting at once apply each migration once.
 
-Never edit a migration that has shipped: change the tables below and add a
-migration that brings an existing database to them.
+Never edit a migration that has shipped: add a migration that brings an existing
+database to the new shape, and add its columns to ``RECORD_COLUMNS``.
 """
 
 from __future__ import annotations
 
-from datetime import timezone
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from plugins.ledger.database import writing
-from plugins.ledger.migrations import Migration, apply, version_table
+from plugins.ledger.database import Connection, Database
+from plugins.ledger.migrations import TIMESTAMP, Migration, apply, recorded_version
 
 #: Any constant works; it only has to be the same in every process sharing the database.
 MIGRATION_LOCK_KEY = 0x6D62_6C65  # "mble"
+VERSION_TABLE = "schema_version"
+
+#: Column types that differ between the two databases.
+_TYPES = {
+    "sqlite": {"id": "INTEGER NOT NULL PRIMARY KEY", "bool": "BOOLEAN", "false": "0", "float": "DOUBLE"},
+    "postgresql": {"id": "BIGSERIAL NOT NULL PRIMARY KEY", "bool": "BOOLEAN", "false": "false",
+                   "float": "DOUBLE PRECISION"},
+}
 
 
-class UTCDateTime(sa.TypeDecorator):
-    """A UTC timestamp: ``timestamptz`` on PostgreSQL, ``YYYY-MM-DD HH:MM:SS.ffffff`` text on SQLite.
+async def _create_attempts(conn: Connection) -> None:
+    """The attempts table as migration 1 creates it (frozen: a later change is a new migration).
 
-    Values go in as aware datetimes (converted to UTC) and come out aware, in UTC.
+    The same columns, types, key and indexes SQLAlchemy created in earlier versions.
     """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        value = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-
-
-metadata = sa.MetaData()
-
-schema_version = version_table("schema_version", metadata, UTCDateTime)
-
-def _attempts_v1(meta: sa.MetaData) -> sa.Table:
-    """The attempts table as migration 1 creates it (frozen: a later change is a new migration)."""
-    return sa.Table(
-        "attempts", meta,
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
-        sa.Column("request_id", sa.Text, nullable=False),
-        sa.Column("attempt", sa.Integer, nullable=False),
-        sa.Column("time", UTCDateTime, nullable=False),
-        sa.Column("route", sa.Text),
-        sa.Column("client", sa.Text),
-        sa.Column("provider", sa.Text),
-        sa.Column("provider_id", sa.Text),
-        sa.Column("model", sa.Text),
-        sa.Column("model_used", sa.Text),
-        sa.Column("success", sa.Boolean, nullable=False),
-        sa.Column("outcome", sa.Text, nullable=False),
-        sa.Column("error_kind", sa.Text),
-        sa.Column("status", sa.Integer),
-        sa.Column("error", sa.Text),
-        sa.Column("prompt_tokens", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("completion_tokens", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("total_tokens", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("cached_tokens", sa.Integer),
-        sa.Column("reasoning_tokens", sa.Integer),
-        sa.Column("tokens_estimated", sa.Boolean, nullable=False, server_default=sa.false()),
-        sa.Column("cost", sa.Double, nullable=False, server_default="0"),
-        sa.Column("latency_ms", sa.Double),
-        sa.Column("overhead_ms", sa.Double),
-        sa.UniqueConstraint("request_id", "attempt", name="uq_attempts_request_attempt"),
-        sa.Index("ix_attempts_time", "time"),
-        sa.Index("ix_attempts_provider_time", "provider", "time"),
-    )
-
-
-#: One row per attempt; a request refused before any attempt has one row with attempt 0.
-#: The latest shape: a migration that adds a column also adds it here (``append_column``).
-attempts = _attempts_v1(metadata)
-
-#: The columns a record fills (all but the surrogate key).
-RECORD_COLUMNS = tuple(c.name for c in attempts.columns if c.name != "id")
-
-
-def _create_attempts(conn: Connection) -> None:
-    _attempts_v1(sa.MetaData()).create(conn, checkfirst=True)
+    t = {**_TYPES[conn.dialect], "time": TIMESTAMP[conn.dialect]}
+    await conn.execute(f"""CREATE TABLE IF NOT EXISTS attempts (
+        id {t['id']},
+        request_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        time {t['time']} NOT NULL,
+        route TEXT,
+        client TEXT,
+        provider TEXT,
+        provider_id TEXT,
+        model TEXT,
+        model_used TEXT,
+        success {t['bool']} NOT NULL,
+        outcome TEXT NOT NULL,
+        error_kind TEXT,
+        status INTEGER,
+        error TEXT,
+        prompt_tokens INTEGER DEFAULT '0' NOT NULL,
+        completion_tokens INTEGER DEFAULT '0' NOT NULL,
+        total_tokens INTEGER DEFAULT '0' NOT NULL,
+        cached_tokens INTEGER,
+        reasoning_tokens INTEGER,
+        tokens_estimated {t['bool']} DEFAULT {t['false']} NOT NULL,
+        cost {t['float']} DEFAULT '0' NOT NULL,
+        latency_ms {t['float']},
+        overhead_ms {t['float']},
+        CONSTRAINT uq_attempts_request_attempt UNIQUE (request_id, attempt)
+    )""")
+    await conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_time ON attempts (time)")
+    await conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_provider_time ON attempts (provider, time)")
 
 
 #: Version N of the schema is the first N of these, applied in order.
@@ -102,25 +70,30 @@ MIGRATIONS: list[Migration] = [
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
+#: The columns a record fills (all but the surrogate key), in the latest shape.
+RECORD_COLUMNS = (
+    "request_id", "attempt", "time", "route", "client", "provider", "provider_id", "model", "model_used",
+    "success", "outcome", "error_kind", "status", "error", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cached_tokens", "reasoning_tokens", "tokens_estimated", "cost", "latency_ms",
+    "overhead_ms",
+)
+
 
 class SchemaTooNew(Exception):
     """The database was migrated by a newer modelbroker than this one."""
 
 
-async def migrate(engine: AsyncEngine, migrations: list[Migration] | None = None) -> int:
+async def migrate(db: Database, migrations: list[Migration] | None = None) -> int:
     """Bring the database to the latest version; returns it. Safe to run from many processes at once."""
-    async with writing(engine) as conn:
-        return await conn.run_sync(apply_migrations, MIGRATIONS if migrations is None else migrations)
+    async with db.writing() as conn:
+        return await apply(conn, MIGRATIONS if migrations is None else migrations, VERSION_TABLE,
+                           MIGRATION_LOCK_KEY, _too_new)
 
 
-async def current_version(engine: AsyncEngine) -> int:
+async def current_version(db: Database) -> int:
     """The version recorded in the database (0 for an empty one)."""
-    async with engine.connect() as conn:
-        return await conn.run_sync(_recorded_version)
-
-
-def apply_migrations(conn: Connection, migrations: list[Migration]) -> int:
-    return apply(conn, migrations, schema_version, MIGRATION_LOCK_KEY, _too_new)
+    async with db.reading() as conn:
+        return await recorded_version(conn, VERSION_TABLE)
 
 
 def _too_new(found: int, known: int) -> SchemaTooNew:
@@ -128,9 +101,3 @@ def _too_new(found: int, known: int) -> SchemaTooNew:
         f"the ledger database is at schema version {found}, but this modelbroker knows "
         f"versions up to {known}; upgrade modelbroker, or point MODELBROKER_DATABASE_URL elsewhere"
     )
-
-
-def _recorded_version(conn: Connection) -> int:
-    if not sa.inspect(conn).has_table("schema_version"):
-        return 0
-    return conn.scalar(sa.select(sa.func.max(schema_version.c.version))) or 0

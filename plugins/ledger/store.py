@@ -1,11 +1,11 @@
-"""The ledger of one gateway: its engine and writer, and the hooks that feed them."""
+"""The ledger of one gateway: its database and writer, and the hooks that feed them."""
 
 from __future__ import annotations
 
 import asyncio
 
 from core.hookspecs import hookimpl
-from plugins.ledger.database import make_engine
+from plugins.ledger.database import open_database
 from plugins.ledger.options import LedgerOptions, sqlite_path
 from plugins.ledger.records import failure_record, rejected_record, result_record
 from plugins.ledger.schema import SchemaTooNew, migrate
@@ -23,8 +23,8 @@ class LedgerStore:
 
     def __init__(self, options: LedgerOptions) -> None:
         self.options = options
-        self.engine = make_engine(options.database_url)
-        self.writer = LedgerWriter(self.engine, SpillFile(options.spill_file), options)
+        self.db = open_database(options.database_url)
+        self.writer = LedgerWriter(self.db, SpillFile(options.spill_file), options)
 
     async def start(self) -> None:
         """Create or migrate the schema, then start writing. An unreachable database does not stop
@@ -33,10 +33,10 @@ class LedgerStore:
         if path is not None:
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         try:
-            await asyncio.wait_for(migrate(self.engine), STARTUP_TIMEOUT_S)
+            await asyncio.wait_for(migrate(self.db), STARTUP_TIMEOUT_S)
             self.writer.migrated = True
         except SchemaTooNew:
-            await self.engine.dispose()
+            await self.db.close()
             raise
         except Exception as exc:  # unreachable, refused, timed out: the writer retries
             self.writer.failed_at_startup(exc)
@@ -57,4 +57,4 @@ class LedgerStore:
     @hookimpl
     async def on_shutdown(self):
         await self.writer.stop()
-        await self.engine.dispose()
+        await self.db.close()

@@ -23,27 +23,17 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
-
 from plugins.ledger.bulk import BulkInsert
-from plugins.ledger.database import writing
+from plugins.ledger.database import Database, DatabaseError
 from plugins.ledger.options import LedgerOptions
 from plugins.ledger.records import Record
-from plugins.ledger.schema import attempts, migrate
+from plugins.ledger.schema import migrate
 from plugins.ledger.spill import SpillFile
 
 log = logging.getLogger("modelbroker")
 
 #: Seconds the writer may spend at shutdown writing what is left before it spills it.
 SHUTDOWN_WRITE_S = 10.0
-
-
-def insert_ignoring_duplicates(dialect: str):
-    """``INSERT ... ON CONFLICT (request_id, attempt) DO NOTHING`` for the engine's dialect."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(attempts).on_conflict_do_nothing(index_elements=["request_id", "attempt"])
 
 
 @dataclass(slots=True)
@@ -63,8 +53,8 @@ class LedgerWriter:
     retry_initial_s = 0.5
     retry_max_s = 5.0
 
-    def __init__(self, engine: AsyncEngine, spill: SpillFile, options: LedgerOptions) -> None:
-        self.engine = engine
+    def __init__(self, db: Database, spill: SpillFile, options: LedgerOptions) -> None:
+        self.db = db
         self.spill = spill
         self.options = options
         self.queue: deque[Record] = deque()
@@ -72,7 +62,7 @@ class LedgerWriter:
         self.migrated = False
         self.outage: Outage | None = None
         self.written = self.spilled = self.loaded = 0
-        self._insert = BulkInsert(engine, insert_ignoring_duplicates(engine.dialect.name))
+        self._insert = BulkInsert(db)
         self._wake = asyncio.Event()
         self._busy = asyncio.Lock()  # one writer at a time: the task, flush() or stop()
         self._stopping = False
@@ -168,9 +158,9 @@ class LedgerWriter:
         """One transaction; True if it committed. A failure starts or extends an outage."""
         try:
             if not self.migrated:
-                await migrate(self.engine)
+                await migrate(self.db)
                 self.migrated = True
-            async with writing(self.engine) as conn:
+            async with self.db.writing() as conn:
                 await self._insert.execute(conn, batch)
         except Exception as exc:
             self._failed(exc)
@@ -284,7 +274,7 @@ class LedgerWriter:
 
 def describe(exc: BaseException) -> str:
     """A one-line description of a database error (without the statement and its parameters)."""
-    if isinstance(exc, DBAPIError) and exc.orig is not None:
-        exc = exc.orig
+    if isinstance(exc, DatabaseError):
+        return str(exc)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:300]

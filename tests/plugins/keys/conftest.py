@@ -18,13 +18,15 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from plugins.keys import GUARD_NAME
 from plugins.keys.keygen import hash_key, key_prefix, new_key
 from plugins.keys.store import ClientKey, insert_key, migrate
-from plugins.ledger.database import make_engine
+from plugins.ledger.database import Database, open_database, placeholders
+from plugins.ledger.urls import DatabaseURL
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
@@ -49,15 +51,24 @@ def add_key(url: str, name: str, **limits) -> str:
                     created_at=datetime.now(timezone.utc), **limits)
 
     async def write() -> None:
-        engine = make_engine(url)
+        db = open_database(url)
         try:
-            await migrate(engine)
-            await insert_key(engine, row)
+            await migrate(db)
+            await insert_key(db, row)
         finally:
-            await engine.dispose()
+            await db.close()
 
     asyncio.run(write())
     return key
+
+
+async def insert_attempts(db: Database, attempts: list[dict]) -> None:
+    """Write ``attempts`` (column -> value, ``time`` an aware datetime) to the ledger's table."""
+    async with db.writing() as conn:
+        for attempt in attempts:
+            columns = list(attempt)
+            await conn.execute(f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({placeholders(len(columns))})",
+                               [attempt[column] for column in columns])
 
 
 def wait_for(condition, what: str, timeout: float = 5.0) -> None:
@@ -88,7 +99,7 @@ def keys_config(*providers, **extra) -> dict:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     """The database of the test's gateways, keys and CLI: an SQLite file in tmp_path."""
-    return f"sqlite+aiosqlite:///{(tmp_path / 'modelbroker.db').as_posix()}"
+    return f"sqlite:///{(tmp_path / 'modelbroker.db').as_posix()}"
 
 
 @dataclass
@@ -158,12 +169,20 @@ DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 PG_URL_FROM_ENV = os.environ.get("MODELBROKER_TEST_DATABASE_URL")
 
 
+def database_of(url: str) -> str:
+    """The database a PostgreSQL URL names."""
+    return urlsplit(url).path.lstrip("/")
+
+
+def with_database(url: str, database: str) -> str:
+    """A PostgreSQL URL naming ``database`` instead of its own."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
 async def _pg(url: str, *statements: str) -> None:
     import asyncpg
-    from sqlalchemy.engine import make_url
 
-    connection = await asyncpg.connect(make_url(url).set(drivername="postgresql").render_as_string(
-        hide_password=False), timeout=5, command_timeout=30)
+    connection = await asyncpg.connect(DatabaseURL.parse(url).dsn, timeout=5, command_timeout=30)
     try:
         for statement in statements:
             await connection.execute(statement)
@@ -175,8 +194,6 @@ async def _pg(url: str, *statements: str) -> None:
 def postgres_url():
     """A database of this run's own on the PostgreSQL server (``MODELBROKER_TEST_DATABASE_URL``:
     failed if set and unreachable; else the default URL, skipped if it does not answer)."""
-    from sqlalchemy.engine import make_url
-
     server = PG_URL_FROM_ENV or DEFAULT_PG_URL
     try:
         asyncio.run(_pg(server, "SELECT 1"))
@@ -186,7 +203,7 @@ def postgres_url():
         pytest.skip(f"no PostgreSQL at {DEFAULT_PG_URL} ({type(exc).__name__}); set MODELBROKER_TEST_DATABASE_URL")
     name = f"mb_keys_test_{uuid.uuid4().hex[:12]}"
     asyncio.run(_pg(server, f'CREATE DATABASE "{name}"'))
-    yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    yield with_database(server, name)
     asyncio.run(_pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

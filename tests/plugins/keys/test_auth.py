@@ -6,10 +6,8 @@ import hashlib
 
 import openai
 import pytest
-import sqlalchemy as sa
 
-from plugins.keys.store import client_keys
-from plugins.ledger.database import make_engine
+from plugins.ledger.database import open_database
 
 from .conftest import add_key, keys_config, unique, wait_for
 
@@ -113,12 +111,12 @@ def test_a_key_is_shown_once_and_only_its_hash_is_stored(cli, db_url, tmp_path):
     assert "shown once" in made.stderr
 
     async def rows():
-        engine = make_engine(db_url)
+        db = open_database(db_url)
         try:
-            async with engine.connect() as conn:
-                return [dict(r._mapping) for r in await conn.execute(sa.select(client_keys))]
+            async with db.reading() as conn:
+                return [dict(r) for r in await conn.fetch("SELECT * FROM client_keys")]
         finally:
-            await engine.dispose()
+            await db.close()
 
     import asyncio
 

@@ -11,14 +11,13 @@ from datetime import datetime, timedelta, timezone
 import openai
 import pytest
 import redis
-import sqlalchemy as sa
 
 from core.state import MemoryState
 from plugins.keys.limits import DAY, MONTH, period_end, period_start, spend_key, tpm_key
 from plugins.ledger import schema as ledger_schema
-from plugins.ledger.database import make_engine, writing
+from plugins.ledger.database import open_database
 
-from .conftest import add_key, clear_of_minute_end, guard_of, keys_config, unique, wait_for
+from .conftest import add_key, clear_of_minute_end, guard_of, insert_attempts, keys_config, unique, wait_for
 
 HELLO = [{"role": "user", "content": "hi"}]
 TIMEOUT = 10.0
@@ -136,13 +135,12 @@ def test_tokens_per_minute(gateway, provider, upstream, db_url, shared, request)
 
 def ledger_rows(url: str, client: str) -> list[dict]:
     async def read():
-        engine = make_engine(url)
+        db = open_database(url)
         try:
-            async with engine.connect() as conn:
-                query = sa.select(ledger_schema.attempts).where(ledger_schema.attempts.c.client == client)
-                return [dict(r._mapping) for r in await conn.execute(query)]
+            async with db.reading() as conn:
+                return [dict(r) for r in await conn.fetch("SELECT * FROM attempts WHERE client = ?", (client,))]
         finally:
-            await engine.dispose()
+            await db.close()
 
     return asyncio.run(read())
 
@@ -178,15 +176,14 @@ def test_the_spend_is_the_cost_the_ledger_records(gateway, provider, upstream, d
 
 def add_ledger_rows(url: str, rows: list[tuple[str, datetime, float]]) -> None:
     async def write():
-        engine = make_engine(url)
+        db = open_database(url)
         try:
-            await ledger_schema.migrate(engine)
-            async with writing(engine) as conn:
-                await conn.execute(ledger_schema.attempts.insert(), [
-                    {"request_id": f"old-{n}", "attempt": 1, "time": moment, "client": client, "success": True,
-                     "outcome": "ok", "cost": cost} for n, (client, moment, cost) in enumerate(rows)])
+            await ledger_schema.migrate(db)
+            await insert_attempts(db, [
+                {"request_id": f"old-{n}", "attempt": 1, "time": moment, "client": client, "success": True,
+                 "outcome": "ok", "cost": cost} for n, (client, moment, cost) in enumerate(rows)])
         finally:
-            await engine.dispose()
+            await db.close()
 
     asyncio.run(write())
 

@@ -6,16 +6,16 @@ import asyncio
 import logging
 import time
 
-from sqlalchemy.engine import make_url
-
-from .conftest import DEFAULT_PG_URL, PG_URL_FROM_ENV, REFRESH_S, _pg, add_key, keys_config, wait_for
+from .conftest import (
+    DEFAULT_PG_URL, PG_URL_FROM_ENV, REFRESH_S, _pg, add_key, database_of, keys_config, wait_for,
+)
 
 
 def test_before_the_key_table_is_read_every_request_is_refused(gateway, provider, upstream, tmp_path, caplog):
     caplog.set_level(logging.ERROR, logger="modelbroker")
     database = tmp_path / "down.db"
     database.mkdir()  # SQLite cannot open a folder: the database is "down"
-    gw = gateway(keys_config(provider("a")), database_url=f"sqlite+aiosqlite:///{database}")
+    gw = gateway(keys_config(provider("a")), database_url=f"sqlite:///{database}")
     refused = gw.generate({"prompt": "hi"})
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "keys_unavailable"
     assert gw.get("/health").status_code == 200
@@ -31,7 +31,7 @@ def test_after_the_first_read_the_last_table_stays_in_force(gateway, provider, u
     key = add_key(postgres_url, "kept")
     gw = gateway(keys_config(provider("a")), database_url=postgres_url)
     server = PG_URL_FROM_ENV or DEFAULT_PG_URL
-    name = make_url(postgres_url).database
+    name = database_of(postgres_url)
     asyncio.run(_pg(server, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
                     f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
     try:

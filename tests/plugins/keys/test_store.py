@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import sqlite3
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from core.state import MemoryState
 from plugins.keys import refresh_interval
@@ -17,9 +18,9 @@ from plugins.keys.store import (
     ClientKey, KeyNameTaken, insert_key, ledger_spend, load_keys, migrate, revoke_key,
 )
 from plugins.ledger import schema as ledger_schema
-from plugins.ledger.database import make_engine, writing
+from plugins.ledger.database import open_database
 
-from .conftest import add_key, keys_config
+from .conftest import add_key, insert_attempts, keys_config
 
 
 def row(name: str, **limits) -> ClientKey:
@@ -28,20 +29,20 @@ def row(name: str, **limits) -> ClientKey:
                      created_at=datetime.now(timezone.utc), **limits)
 
 
-async def with_engines(url: str, work, engines: int = 1):
-    opened = [make_engine(url) for _ in range(engines)]
+async def with_databases(url: str, work, databases: int = 1):
+    opened = [open_database(url) for _ in range(databases)]
     try:
         return await work(*opened)
     finally:
-        for engine in opened:
-            await engine.dispose()
+        for db in opened:
+            await db.close()
 
 
 def test_the_table_migrates_once_from_many_processes_and_keeps_names_unique(any_db_url):
     async def work(one, two):
         assert await asyncio.gather(migrate(one), migrate(two)) == [1, 1]  # racing, as two gateways do
-        async with one.connect() as conn:
-            versions = (await conn.execute(sa.text("SELECT version FROM keys_schema_version"))).all()
+        async with one.reading() as conn:
+            versions = [tuple(r) for r in await conn.fetch("SELECT version FROM keys_schema_version")]
         assert versions == [(1,)]
         await insert_key(one, row("alice", budget_daily=1.5, rpm=10, models=("a", "b")))
         with pytest.raises(KeyNameTaken):
@@ -51,7 +52,7 @@ def test_the_table_migrates_once_from_many_processes_and_keeps_names_unique(any_
         await insert_key(one, row("alice", tpm=100))  # a revoked name may be used again
         return await load_keys(two)
 
-    old, new = asyncio.run(with_engines(any_db_url, work, engines=2))
+    old, new = asyncio.run(with_databases(any_db_url, work, databases=2))
     assert (old.name, old.budget_daily, old.rpm, old.models, old.revoked) == ("alice", 1.5, 10, ("a", "b"), True)
     assert (new.name, new.tpm, new.models, new.revoked) == ("alice", 100, None, False)
     assert new.created_at.tzinfo == timezone.utc
@@ -65,17 +66,16 @@ def test_the_spend_is_read_from_the_ledger(any_db_url):
         return {"request_id": f"r{n}", "attempt": 1, "time": time, "client": client, "success": True,
                 "outcome": "ok", "cost": cost}
 
-    async def work(engine):
-        assert await ledger_spend(engine, ["alice"], day, month) == {}  # no ledger at all
-        await ledger_schema.migrate(engine)
-        async with writing(engine) as conn:
-            await conn.execute(ledger_schema.attempts.insert(), [
-                attempt(1, "alice", day, 0.5), attempt(2, "alice", month, 0.25),
-                attempt(3, "alice", month - timedelta(seconds=1), 100.0), attempt(4, "bob", day, 7.0),
-            ])
-        return await ledger_spend(engine, ["alice", "carol"], day, month)
+    async def work(db):
+        assert await ledger_spend(db, ["alice"], day, month) == {}  # no ledger at all
+        await ledger_schema.migrate(db)
+        await insert_attempts(db, [
+            attempt(1, "alice", day, 0.5), attempt(2, "alice", month, 0.25),
+            attempt(3, "alice", month - timedelta(seconds=1), 100.0), attempt(4, "bob", day, 7.0),
+        ])
+        return await ledger_spend(db, ["alice", "carol"], day, month)
 
-    spend = asyncio.run(with_engines(any_db_url, work))
+    spend = asyncio.run(with_databases(any_db_url, work))
     assert spend == {"alice": (pytest.approx(0.75 if day == month else 0.5), pytest.approx(0.75))}
 
 
@@ -153,3 +153,25 @@ def test_the_refresh_interval_is_checked():
     for bad in (0, -1, "2", True, None):
         with pytest.raises(ValueError, match="plugins.keys.refresh_s"):
             refresh_interval({"refresh_s": bad})
+
+
+def test_a_key_table_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(tmp_path):
+    """tests/plugins/ledger/data/sqlalchemy-era.sql: a key and a ledger from before plain SQL."""
+    database = tmp_path / "old.db"
+    dump = Path(__file__).parents[1] / "ledger" / "data" / "sqlalchemy-era.sql"
+    with sqlite3.connect(database) as conn:
+        conn.executescript(dump.read_text())
+
+    async def work(db):
+        assert await migrate(db) == 1
+        (alice,) = await load_keys(db)
+        await insert_key(db, row("bob"))
+        spend = await ledger_spend(db, ["alice"], datetime(2025, 6, 1, 12, 0, 30, tzinfo=timezone.utc),
+                                   datetime(2025, 6, 1, tzinfo=timezone.utc))
+        return alice, [key.name for key in await load_keys(db)], spend
+
+    alice, names, spend = asyncio.run(with_databases(f"sqlite:///{database}", work))
+    assert (alice.name, alice.budget_daily, alice.models) == ("alice", 1.0, ("m",))
+    assert alice.created_at == datetime(2025, 6, 1, tzinfo=timezone.utc) and not alice.revoked
+    assert names == ["alice", "bob"]
+    assert spend == {"alice": (0.0, 0.25)}  # 0.25 at 12:00:00, before the day's start given; 0.0 after

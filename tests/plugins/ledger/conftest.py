@@ -16,7 +16,9 @@ import uuid
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
+from urllib.parse import urlsplit, urlunsplit
+
+from plugins.ledger.urls import DatabaseURL, safe_url
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
@@ -24,11 +26,14 @@ PG_URL_FROM_ENV = os.environ.get("MODELBROKER_TEST_DATABASE_URL")
 
 
 def dsn(url: str, database: str | None = None) -> str:
-    """The asyncpg DSN of an SQLAlchemy URL, optionally for another database."""
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
+    """The asyncpg DSN of a database URL, optionally for another database."""
+    text = DatabaseURL.parse(url).dsn
+    return text if database is None else with_database(text, database)
+
+
+def with_database(url: str, database: str) -> str:
+    """``url`` naming another database on the same server."""
+    return urlunsplit(urlsplit(url)._replace(path="/" + database))
 
 
 async def admin(url: str, *statements: str) -> None:
@@ -54,7 +59,7 @@ class PostgresDatabase:
     def __init__(self, server_url: str, name: str) -> None:
         self.server_url = server_url
         self.name = name
-        self.url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        self.url = with_database(server_url, name)
 
     def reset(self) -> None:
         """No table at all, connections allowed."""
@@ -84,7 +89,7 @@ class PostgresDatabase:
 def postgres_database():
     """This run's own PostgreSQL database (skipped or failed as the module docstring says)."""
     server = PG_URL_FROM_ENV or DEFAULT_PG_URL
-    shown = make_url(server).render_as_string(hide_password=True)
+    shown = safe_url(server)
     problem = asyncio.run(_unreachable(server))
     if problem and PG_URL_FROM_ENV:
         pytest.fail(f"MODELBROKER_TEST_DATABASE_URL={shown} is unreachable: {problem}")
@@ -105,7 +110,7 @@ def postgres(postgres_database: PostgresDatabase) -> PostgresDatabase:
 
 @pytest.fixture
 def sqlite_url(tmp_path) -> str:
-    return f"sqlite+aiosqlite:///{(tmp_path / 'ledger.db').as_posix()}"
+    return f"sqlite:///{(tmp_path / 'ledger.db').as_posix()}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,4 +1,4 @@
-"""Reading and writing the ledger directly, for the tests (each call opens and disposes its own engine)."""
+"""Reading and writing the ledger directly, for the tests (each call opens and closes its own database)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
-import sqlalchemy as sa
-
-from plugins.ledger.database import make_engine, writing
+from plugins.ledger.bulk import BulkInsert
+from plugins.ledger.database import open_database
 from plugins.ledger.records import _blank
-from plugins.ledger.schema import attempts, migrate
-from plugins.ledger.writer import insert_ignoring_duplicates
+from plugins.ledger.schema import migrate
+
+BOOLEAN_COLUMNS = ("success", "tokens_estimated")
 
 
 def run(coro):
@@ -19,23 +19,31 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def with_engine(url: str, work):
-    engine = make_engine(url)
+async def with_db(url: str, work):
+    db = open_database(url)
     try:
-        return await work(engine)
+        return await work(db)
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def read_rows(url: str) -> list[dict[str, Any]]:
-    """Every row of ``attempts``, ordered by request id and attempt."""
+    """Every row of ``attempts``, ordered by request id and attempt; times aware, booleans bool."""
 
-    async def read(engine):
-        async with engine.connect() as conn:
-            result = await conn.execute(sa.select(attempts).order_by(attempts.c.request_id, attempts.c.attempt))
-            return [dict(row._mapping) for row in result]
+    async def read(db):
+        async with db.reading() as conn:
+            rows = await conn.fetch("SELECT * FROM attempts ORDER BY request_id, attempt")
+        found = []
+        for row in rows:
+            values = dict(zip(row.keys(), row))
+            values["time"] = db.read_time(values["time"])
+            for name in BOOLEAN_COLUMNS:
+                assert values[name] in (0, 1), values  # SQLite keeps 0/1; anything else is a bug
+                values[name] = bool(values[name])
+            found.append(values)
+        return found
 
-    return run(with_engine(url, read))
+    return run(with_db(url, read))
 
 
 def record(request_id: str, attempt: int = 1, **fields: Any) -> dict[str, Any]:
@@ -49,13 +57,13 @@ def record(request_id: str, attempt: int = 1, **fields: Any) -> dict[str, Any]:
 def insert(url: str, rows: list[dict[str, Any]]) -> None:
     """Migrate, then insert ``rows`` as the writer does (duplicates ignored)."""
 
-    async def write(engine):
-        await migrate(engine)
+    async def write(db):
+        await migrate(db)
         if rows:
-            async with writing(engine) as conn:
-                await conn.execute(insert_ignoring_duplicates(engine.dialect.name), rows)
+            async with db.writing() as conn:
+                await BulkInsert(db).execute(conn, rows)
 
-    run(with_engine(url, write))
+    run(with_db(url, write))
 
 
 def at(text: str) -> datetime:

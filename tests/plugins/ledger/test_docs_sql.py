@@ -7,9 +7,8 @@ from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from .helpers import insert, record, run, with_engine
+from .helpers import insert, record, run, with_db
 
 LEDGER_MD = Path(__file__).resolve().parents[3] / "docs" / "ledger.md"
 SQLITE_ONLY = ("date('now'",)
@@ -53,16 +52,16 @@ def test_every_sql_example_runs_and_finds_rows(database_url):
     statements = statements_for(dialect)
     assert len(statements) >= 5
 
-    async def execute_all(engine):
+    async def execute_all(db):
         results = []
-        async with engine.connect() as conn:
+        async with db.reading() as conn:
             if dialect == "postgresql":
-                await conn.exec_driver_sql("SET TIME ZONE 'UTC'")
+                await conn.execute("SET TIME ZONE 'UTC'")
             for statement in statements:
-                results.append((await conn.execute(sa.text(statement))).all())
+                results.append(await conn.fetch(statement))
         return results
 
-    for statement, rows in zip(statements, run(with_engine(database_url, execute_all)), strict=True):
+    for statement, rows in zip(statements, run(with_db(database_url, execute_all)), strict=True):
         assert rows, f"no row from:\n{statement}"
 
 

@@ -16,13 +16,13 @@ def options(**settings) -> LedgerOptions:
 
 def test_by_default_the_database_and_spill_file_are_beside_app_log():
     default = options()
-    assert default.database_url == "sqlite+aiosqlite:///./modelbroker.db"
+    assert default.database_url == "sqlite:///./modelbroker.db"
     assert default.spill_file == Path("ledger-spill.jsonl")
     assert (default.max_queue, default.batch_size, default.flush_interval_s) == (100_000, 500, 0.5)
     beside = options(log_file="/var/log/modelbroker/app.log")
-    assert beside.database_url == "sqlite+aiosqlite:////var/log/modelbroker/modelbroker.db"
+    assert beside.database_url == "sqlite:////var/log/modelbroker/modelbroker.db"
     assert beside.spill_file == Path("/var/log/modelbroker/ledger-spill.jsonl")
-    assert options(log_file="").database_url == "sqlite+aiosqlite:///./modelbroker.db"
+    assert options(log_file="").database_url == "sqlite:///./modelbroker.db"
 
 
 def test_the_spill_file_is_beside_an_sqlite_database_else_beside_app_log():

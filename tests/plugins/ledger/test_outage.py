@@ -47,7 +47,7 @@ def test_past_the_bound_records_spill_and_are_loaded_at_the_next_start(gateway, 
     spill = tmp_path / "spill" / "ledger-spill.jsonl"
     # keys shares the database and refuses every request while it cannot read its table
     # (it cannot tell whether keys exist); this gateway uses none.
-    settings = {"database_url": f"sqlite+aiosqlite:///{database}", "ledger_spill_file": str(spill),
+    settings = {"database_url": f"sqlite:///{database}", "ledger_spill_file": str(spill),
                 "ledger_max_queue": 5, "ledger_flush_interval_s": 0.05, "disabled_plugins": ["keys"]}
     config = {"providers": [provider("a")]}
     ids = [f"spill-{n}" for n in range(20)]

@@ -68,7 +68,7 @@ def test_the_default_database_is_modelbroker_db_beside_app_log(gateway, provider
     assert gw.generate({"prompt": PROMPT}, headers={"x-request-id": rid}).status_code == 200
     gw.stop()
     assert gw.log_file.parent == tmp_path
-    rows = read_rows(f"sqlite+aiosqlite:///{tmp_path / 'modelbroker.db'}")
+    rows = read_rows(f"sqlite:///{tmp_path / 'modelbroker.db'}")
     assert [(r["request_id"], r["outcome"]) for r in rows] == [(rid, "ok")]
 
 

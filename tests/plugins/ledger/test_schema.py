@@ -2,74 +2,103 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import sqlalchemy as sa
 
-from plugins.ledger.database import UnsupportedDatabase, async_url, make_engine, writing
-from plugins.ledger.schema import MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, attempts, migrate, schema_version
+from plugins.ledger.database import UnsupportedDatabase, open_database
+from plugins.ledger.schema import MIGRATIONS, RECORD_COLUMNS, SCHEMA_VERSION, SchemaTooNew, migrate
+from plugins.ledger.queries import parse_window, usage_report
+from plugins.ledger.urls import DatabaseURL
 
-from .helpers import insert, read_rows, record, run, with_engine
+from .helpers import at, insert, read_rows, record, run, with_db
+
+DATA = Path(__file__).parent / "data"
 
 
 def versions(url: str) -> list[tuple[int, str]]:
-    async def read(engine):
-        async with engine.connect() as conn:
-            query = sa.select(schema_version.c.version, schema_version.c.description).order_by("version")
-            return [tuple(row) for row in await conn.execute(query)]
+    async def read(db):
+        async with db.reading() as conn:
+            rows = await conn.fetch("SELECT version, description FROM schema_version ORDER BY version")
+            return [tuple(row) for row in rows]
 
-    return run(with_engine(url, read))
+    return run(with_db(url, read))
 
 
 def test_migration_records_the_version_and_a_rerun_changes_nothing(database_url):
-    assert run(with_engine(database_url, migrate)) == SCHEMA_VERSION == len(MIGRATIONS)
+    assert run(with_db(database_url, migrate)) == SCHEMA_VERSION == len(MIGRATIONS)
     recorded = versions(database_url)
     assert recorded == [(n, description) for n, (description, _) in enumerate(MIGRATIONS, start=1)]
     insert(database_url, [record("kept")])
 
-    assert run(with_engine(database_url, migrate)) == SCHEMA_VERSION
+    assert run(with_db(database_url, migrate)) == SCHEMA_VERSION
     assert versions(database_url) == recorded
     assert [row["request_id"] for row in read_rows(database_url)] == ["kept"]
 
 
-def test_the_migrated_table_has_every_column_unique_key_and_index(database_url):
-    async def inspect(engine):
-        await migrate(engine)
-        async with engine.connect() as conn:
-            return await conn.run_sync(lambda sync: (
-                [c["name"] for c in sa.inspect(sync).get_columns("attempts")],
-                sa.inspect(sync).get_unique_constraints("attempts"),
-                {i["name"]: i["column_names"] for i in sa.inspect(sync).get_indexes("attempts")},
-            ))
+async def table_shape(conn, table: str) -> tuple[list[str], list[list[str]], dict[str, list[str]]]:
+    """Columns in order, the unique keys' columns, and the other indexes' columns, from the catalog."""
+    if conn.dialect == "sqlite":
+        columns = [row["name"] for row in await conn.fetch(f"PRAGMA table_info({table})")]
+        uniques, indexes = [], {}
+        for index in await conn.fetch(f"PRAGMA index_list({table})"):
+            names = [row["name"] for row in await conn.fetch(f"PRAGMA index_info({index['name']})")]
+            if index["origin"] == "u":
+                uniques.append(names)
+            elif index["origin"] == "c":
+                indexes[index["name"]] = names
+        return columns, uniques, indexes
+    columns = [row[0] for row in await conn.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = ? ORDER BY ordinal_position", (table,))]
+    constraint_indexes = {row[0] for row in await conn.fetch(
+        "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(?) AND contype IN ('u', 'p')", (table,))}
+    uniques, indexes = [], {}
+    for name, definition in await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = ?",
+            (table,)):
+        names = [part.strip().strip('"') for part in definition.rpartition("(")[2].rstrip(")").split(",")]
+        if name in constraint_indexes:
+            if name != f"{table}_pkey":
+                uniques.append(names)
+        else:
+            indexes[name] = names
+    return columns, uniques, indexes
 
-    columns, uniques, indexes = run(with_engine(database_url, inspect))
-    assert columns == [c.name for c in attempts.columns]
-    assert [u["column_names"] for u in uniques] == [["request_id", "attempt"]]
-    assert indexes["ix_attempts_time"] == ["time"]
-    assert indexes["ix_attempts_provider_time"] == ["provider", "time"]
+
+def test_the_migrated_table_has_every_column_unique_key_and_index(database_url):
+    async def inspect(db):
+        await migrate(db)
+        async with db.reading() as conn:
+            return await table_shape(conn, "attempts")
+
+    columns, uniques, indexes = run(with_db(database_url, inspect))
+    assert columns == ["id", *RECORD_COLUMNS]
+    assert uniques == [["request_id", "attempt"]]
+    assert indexes == {"ix_attempts_time": ["time"], "ix_attempts_provider_time": ["provider", "time"]}
 
 
 MIGRATE_WITH_A_SLOW_STEP = textwrap.dedent("""
-    import asyncio, os, sys, time
-    import sqlalchemy as sa
-    from plugins.ledger.database import make_engine
+    import asyncio, os, sys
+    from plugins.ledger.database import open_database
     from plugins.ledger.schema import MIGRATIONS, migrate
 
-    def slow_step(conn):
-        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS migration_runs (pid INTEGER)"))
-        conn.execute(sa.text("INSERT INTO migration_runs VALUES (:pid)"), {"pid": os.getpid()})
-        time.sleep(0.3)
+    async def slow_step(conn):
+        await conn.execute("CREATE TABLE IF NOT EXISTS migration_runs (pid INTEGER)")
+        await conn.execute("INSERT INTO migration_runs VALUES (?)", (os.getpid(),))
+        await asyncio.sleep(0.3)
 
     async def main():
-        engine = make_engine(sys.argv[1])
+        db = open_database(sys.argv[1])
         try:
-            print(await migrate(engine, [*MIGRATIONS, ("a slow step", slow_step)]))
+            print(await migrate(db, [*MIGRATIONS, ("a slow step", slow_step)]))
         finally:
-            await engine.dispose()
+            await db.close()
 
     asyncio.run(main())
 """)
@@ -85,25 +114,25 @@ def test_processes_starting_at_once_apply_each_migration_once(database_url, repo
     assert [p.returncode for p in processes] == [0, 0, 0], outputs
     assert [out.strip().splitlines()[-1] for out in outputs] == [str(SCHEMA_VERSION + 1)] * 3
 
-    async def runs(engine):
-        async with engine.connect() as conn:
-            return (await conn.execute(sa.text("SELECT count(*) FROM migration_runs"))).scalar()
+    async def runs(db):
+        async with db.reading() as conn:
+            return await conn.fetchval("SELECT count(*) FROM migration_runs")
 
-    assert run(with_engine(database_url, runs)) == 1
+    assert run(with_db(database_url, runs)) == 1
     assert [v for v, _ in versions(database_url)] == list(range(1, SCHEMA_VERSION + 2))
 
 
 def test_a_database_from_a_newer_version_is_refused(database_url):
     insert(database_url, [])
 
-    async def bump(engine):
-        async with writing(engine) as conn:
-            await conn.execute(schema_version.insert().values(
-                version=SCHEMA_VERSION + 5, description="from the future", applied_at=datetime.now(timezone.utc)))
+    async def bump(db):
+        async with db.writing() as conn:
+            await conn.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                               (SCHEMA_VERSION + 5, "from the future", datetime.now(timezone.utc)))
 
-    run(with_engine(database_url, bump))
+    run(with_db(database_url, bump))
     with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 5}"):
-        run(with_engine(database_url, migrate))
+        run(with_db(database_url, migrate))
 
 
 def test_the_same_record_twice_is_one_row(database_url):
@@ -133,17 +162,43 @@ def test_booleans_nulls_and_numbers_round_trip(database_url):
     assert row["latency_ms"] == pytest.approx(12.345)
 
 
-@pytest.mark.parametrize(("given", "used"), [
-    ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
-    ("postgres://u:pw@h/db", "postgresql+asyncpg://u:pw@h/db"),
-    ("postgresql://u@h:5433/db", "postgresql+asyncpg://u@h:5433/db"),
-    ("postgresql+asyncpg://u@h/db", "postgresql+asyncpg://u@h/db"),
+@pytest.mark.parametrize(("given", "backend", "path"), [
+    ("sqlite:///x.db", "sqlite", "x.db"),
+    ("sqlite+aiosqlite:////var/lib/mb/x.db", "sqlite", "/var/lib/mb/x.db"),
+    ("sqlite://", "sqlite", None),
+    ("sqlite:///:memory:", "sqlite", None),
+    ("postgres://u:pw@h/db", "postgresql", None),
+    ("postgresql://u@h:5433/db", "postgresql", None),
+    ("postgresql+asyncpg://u@h/db", "postgresql", None),
 ])
-def test_urls_get_the_async_driver(given, used):
-    assert async_url(given) == used
+def test_urls_of_earlier_versions_still_name_their_database(given, backend, path):
+    url = DatabaseURL.parse(given)
+    assert (url.backend, url.path) == (backend, None if path is None else Path(path))
+    if backend == "postgresql":
+        assert url.dsn == "postgresql://" + given.partition("://")[2]
 
 
 def test_an_unsupported_database_is_named_without_its_password():
-    with pytest.raises(UnsupportedDatabase, match="unsupported database 'mysql'") as caught:
-        make_engine("mysql+aiomysql://root:hunter2@localhost/db")
+    with pytest.raises(UnsupportedDatabase, match="unsupported database 'mysql") as caught:
+        open_database("mysql+aiomysql://root:hunter2@localhost/db")
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_database_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(tmp_path):
+    """Files from before the ledger dropped SQLAlchemy: same schema version, same time text."""
+    database = tmp_path / "old.db"
+    with sqlite3.connect(database) as conn:
+        conn.executescript((DATA / "sqlalchemy-era.sql").read_text())
+    url = f"sqlite:///{database}"
+    assert run(with_db(url, migrate)) == SCHEMA_VERSION
+    insert(url, [record("new-0", time=at("2025-06-01T12:03:00"), provider="b", cost=1.0, latency_ms=200.0)])
+
+    rows = read_rows(url)
+    assert [r["request_id"] for r in rows] == ["new-0", "old-0", "old-1", "old-2"]
+    assert rows[1]["time"] == datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    assert (rows[1]["success"], rows[2]["success"]) == (True, False)
+    window = parse_window("2025-06-01T12:00:30", "2025-06-02")  # compared as text: must match the old format
+    report = run(with_db(url, lambda db: usage_report(db, window, "provider")))
+    by_provider = {g["key"]: g for g in report["groups"]}
+    assert (report["totals"]["requests"], report["totals"]["cost"]) == (3, 1.5)
+    assert (by_provider["a"]["failures"], by_provider["b"]["p50_latency_ms"]) == (1, 200.0)

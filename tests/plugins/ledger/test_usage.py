@@ -11,7 +11,7 @@ from core.settings import Settings
 from plugins.ledger.cli import LedgerUnavailable, print_usage
 from plugins.ledger.queries import UsageQueryError, parse_window, usage_report
 
-from .helpers import at, insert, read_rows, record, run, with_engine
+from .helpers import at, insert, read_rows, record, run, with_db
 
 PRICE = 0.001
 NO_RETRY = {"retries": 0, "failure_threshold": 1000}
@@ -146,7 +146,7 @@ def test_percentiles_are_nearest_rank_per_group(database_url):
     rows += [record("b-failed", provider="b", success=False, outcome="failed", latency_ms=1000.0)]
     insert(database_url, rows)
     window = parse_window("2000-01-01", None)
-    report = run(with_engine(database_url, lambda engine: usage_report(engine, window, "provider")))
+    report = run(with_db(database_url, lambda db: usage_report(db, window, "provider")))
     a, b = report["groups"]
     assert (a["key"], a["p50_latency_ms"], a["p95_latency_ms"]) == ("a", 50.0, 95.0)
     assert (b["key"], b["p50_latency_ms"], b["p95_latency_ms"]) == ("b", 20.0, 40.0)  # the failure is left out

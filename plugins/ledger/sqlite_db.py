@@ -1,0 +1,185 @@
+"""SQLite through the standard library's ``sqlite3``, on one thread of its own.
+
+One connection per database object, opened on first use in a dedicated worker
+thread; every statement runs there, so the event loop never waits on the disk.
+Transactions take turns (an asyncio lock): a read from ``/usage`` waits for the
+writer's batch instead of interleaving with it on the one connection.
+
+The file is in WAL mode with ``synchronous=NORMAL`` and a busy timeout, so several
+processes on one machine can share it; write transactions start with
+``BEGIN IMMEDIATE``, so one that reads, then writes (a migration) waits for the
+lock instead of failing halfway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from plugins.ledger.database import DatabaseError, UniqueViolation, error_from
+from plugins.ledger.urls import DatabaseURL
+
+T = TypeVar("T")
+
+#: Timestamps are stored as the text SQLAlchemy wrote (``%Y-%m-%d %H:%M:%S.%f``, UTC), so files
+#: from earlier versions compare alike.
+
+
+def bind_time(moment: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC (a naive datetime is taken as UTC)."""
+    if moment.tzinfo is not None and moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _bind(params: Sequence[Any]) -> Sequence[Any]:
+    if any(isinstance(value, datetime) for value in params):
+        return tuple(bind_time(v) if isinstance(v, datetime) else v for v in params)
+    return params
+
+
+class SQLiteDatabase:
+    dialect = "sqlite"
+
+    def __init__(self, url: DatabaseURL, *, busy_timeout_s: float) -> None:
+        self.url = url
+        self.busy_timeout_s = busy_timeout_s
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._turn = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SQLiteDatabase({self.url.safe!r})"
+
+    bind_time = staticmethod(bind_time)
+
+    @staticmethod
+    def read_time(value: Any) -> datetime | None:
+        if value is None:
+            return None
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+        return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[SQLiteConnection]:
+        async with self._transaction("BEGIN") as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[SQLiteConnection]:
+        async with self._transaction("BEGIN IMMEDIATE") as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, begin: str) -> AsyncIterator[SQLiteConnection]:
+        async with self._turn:
+            await self.run(lambda conn: conn.execute(begin))
+            try:
+                yield SQLiteConnection(self)
+            except BaseException:
+                await asyncio.shield(self.run(_rollback))
+                raise
+            try:
+                await self.run(lambda conn: conn.execute("COMMIT"))
+            except BaseException:  # busy, or cancelled: the transaction must not stay open
+                await asyncio.shield(self.run(_rollback))
+                raise
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` in the database's thread; driver errors become DatabaseError."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="modelbroker-sqlite")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            return work(self._conn)
+        except sqlite3.IntegrityError as exc:
+            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+                raise UniqueViolation(str(error_from(exc))) from None
+            raise error_from(exc) from None
+        except sqlite3.Error as exc:
+            raise error_from(exc) from None
+
+    def _connect(self) -> sqlite3.Connection:
+        path = ":memory:" if self.url.path is None else str(self.url.path)
+        conn = sqlite3.connect(path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        try:
+            self._use_wal(conn)
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL, waiting for the lock that takes: SQLite does not apply the busy
+        timeout to it, so two processes opening a new file at once would fail one of them."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    async def close(self) -> None:
+        async with self._turn:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+            thread.shutdown(wait=False)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+class SQLiteConnection:
+    dialect = "sqlite"
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        params = _bind(params)
+        return await self._db.run(lambda conn: conn.execute(sql, params).rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """``rows`` may be a generator: it is then consumed in the database's thread, off the event loop."""
+        await self._db.run(lambda conn: conn.executemany(sql, rows))
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        params = _bind(params)
+        return await self._db.run(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        params = _bind(params)
+
+        def first(conn: sqlite3.Connection) -> Any:
+            row = conn.execute(sql, params).fetchone()
+            return None if row is None else row[0]
+
+        return await self._db.run(first)
+
+    async def has_table(self, name: str) -> bool:
+        return bool(await self.fetchval("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                        (name,)))
+
+
+__all__ = ["DatabaseError", "SQLiteConnection", "SQLiteDatabase"]
