@@ -1,9 +1,10 @@
 """PostgreSQL through asyncpg: a small pool, opened on first use.
 
 Statements are written with ``?`` placeholders, as for SQLite, and numbered here
-(``$1, $2``) once per statement text. A pooled connection is checked with a
-``SELECT 1`` before each transaction and replaced if the server dropped it (a
-restart, an idle timeout), so a restarted server costs no failed batch.
+(``$1, $2``) once per statement text. The pool replaces a connection whose socket
+it saw close (a server restart); one that died without a word (a firewall's idle
+timeout) fails the ``SELECT 1`` each transaction starts with and is replaced too,
+so neither costs a failed batch.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""SQLite through the standard library's ``sqlite3``, on one thread of its own.
+"""SQLite through the standard library's ``sqlite3``, on threads of its own.
 
-One connection per database object, opened on first use in a dedicated worker
-thread; every statement runs there, so the event loop never waits on the disk.
-Transactions take turns (an asyncio lock): a read from ``/usage`` waits for the
-writer's batch instead of interleaving with it on the one connection.
+Two lanes per database object, one for writes and one for reads, each a connection
+opened on first use in a worker thread of its own; every statement runs there, so
+the event loop never waits on the disk. Within a lane, transactions take turns (an
+asyncio lock); across lanes WAL lets a read (``/usage``) run beside a write.
 
 The file is in WAL mode with ``synchronous=NORMAL`` and a busy timeout, so several
 processes on one machine can share it; write transactions start with
@@ -50,9 +50,11 @@ class SQLiteDatabase:
     def __init__(self, url: DatabaseURL, *, busy_timeout_s: float) -> None:
         self.url = url
         self.busy_timeout_s = busy_timeout_s
-        self._thread: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None
-        self._turn = asyncio.Lock()
+        self._writes = _Lane(self._connect, "write")
+        # WAL lets a reader run beside the writer, so /usage never waits behind a batch (or
+        # behind another process's write lock). In memory, a second connection would be a
+        # second, empty database: there, reads take the writer's lane.
+        self._reads = self._writes if url.path is None else _Lane(self._connect, "read")
 
     def __repr__(self) -> str:
         return f"SQLiteDatabase({self.url.safe!r})"
@@ -66,48 +68,11 @@ class SQLiteDatabase:
         moment = value if isinstance(value, datetime) else datetime.fromisoformat(value)
         return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
 
-    @contextlib.asynccontextmanager
-    async def reading(self) -> AsyncIterator[SQLiteConnection]:
-        async with self._transaction("BEGIN") as conn:
-            yield conn
+    def reading(self) -> contextlib.AbstractAsyncContextManager[SQLiteConnection]:
+        return self._reads.transaction("BEGIN")
 
-    @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[SQLiteConnection]:
-        async with self._transaction("BEGIN IMMEDIATE") as conn:
-            yield conn
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self, begin: str) -> AsyncIterator[SQLiteConnection]:
-        async with self._turn:
-            await self.run(lambda conn: conn.execute(begin))
-            try:
-                yield SQLiteConnection(self)
-            except BaseException:
-                await asyncio.shield(self.run(_rollback))
-                raise
-            try:
-                await self.run(lambda conn: conn.execute("COMMIT"))
-            except BaseException:  # busy, or cancelled: the transaction must not stay open
-                await asyncio.shield(self.run(_rollback))
-                raise
-
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """``work(connection)`` in the database's thread; driver errors become DatabaseError."""
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="modelbroker-sqlite")
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, work)
-
-    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            if self._conn is None:
-                self._conn = self._connect()
-            return work(self._conn)
-        except sqlite3.IntegrityError as exc:
-            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
-                raise UniqueViolation(str(error_from(exc))) from None
-            raise error_from(exc) from None
-        except sqlite3.Error as exc:
-            raise error_from(exc) from None
+    def writing(self) -> contextlib.AbstractAsyncContextManager[SQLiteConnection]:
+        return self._writes.transaction("BEGIN IMMEDIATE")
 
     def _connect(self) -> sqlite3.Connection:
         path = ":memory:" if self.url.path is None else str(self.url.path)
@@ -135,6 +100,54 @@ class SQLiteDatabase:
                 time.sleep(0.01)
 
     async def close(self) -> None:
+        await self._writes.close()
+        await self._reads.close()
+
+
+class _Lane:
+    """One connection, opened on first use in a thread of its own; its transactions take turns."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], name: str) -> None:
+        self._connect = connect
+        self._name = name
+        self._thread: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._turn = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, begin: str) -> AsyncIterator[SQLiteConnection]:
+        async with self._turn:
+            await self.run(lambda conn: conn.execute(begin))
+            try:
+                yield SQLiteConnection(self)
+            except BaseException:
+                await asyncio.shield(self.run(_rollback))
+                raise
+            try:
+                await self.run(lambda conn: conn.execute("COMMIT"))
+            except BaseException:  # busy, or cancelled: the transaction must not stay open
+                await asyncio.shield(self.run(_rollback))
+                raise
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(connection)`` in the lane's thread; driver errors become DatabaseError."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"modelbroker-sqlite-{self._name}")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._call, work)
+
+    def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            return work(self._conn)
+        except sqlite3.IntegrityError as exc:
+            if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"):
+                raise UniqueViolation(str(error_from(exc))) from None
+            raise error_from(exc) from None
+        except sqlite3.Error as exc:
+            raise error_from(exc) from None
+
+    async def close(self) -> None:
         async with self._turn:
             thread, self._thread = self._thread, None
             if thread is None:
@@ -153,20 +166,20 @@ def _rollback(conn: sqlite3.Connection) -> None:
 class SQLiteConnection:
     dialect = "sqlite"
 
-    def __init__(self, db: SQLiteDatabase) -> None:
-        self._db = db
+    def __init__(self, lane: _Lane) -> None:
+        self._lane = lane
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         params = _bind(params)
-        return await self._db.run(lambda conn: conn.execute(sql, params).rowcount)
+        return await self._lane.run(lambda conn: conn.execute(sql, params).rowcount)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         """``rows`` may be a generator: it is then consumed in the database's thread, off the event loop."""
-        await self._db.run(lambda conn: conn.executemany(sql, rows))
+        await self._lane.run(lambda conn: conn.executemany(sql, rows))
 
     async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         params = _bind(params)
-        return await self._db.run(lambda conn: conn.execute(sql, params).fetchall())
+        return await self._lane.run(lambda conn: conn.execute(sql, params).fetchall())
 
     async def fetchval(self, sql: str, params: Sequence[Any] = ()) -> Any:
         params = _bind(params)
@@ -175,7 +188,7 @@ class SQLiteConnection:
             row = conn.execute(sql, params).fetchone()
             return None if row is None else row[0]
 
-        return await self._db.run(first)
+        return await self._lane.run(first)
 
     async def has_table(self, name: str) -> bool:
         return bool(await self.fetchval("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",

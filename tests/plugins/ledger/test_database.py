@@ -1,0 +1,129 @@
+"""plugins/ledger/database.py and its two implementations: what the ledger and the keys rely on."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from plugins.ledger.database import DatabaseError, UniqueViolation, open_database
+
+from .conftest import admin, dsn
+from .helpers import run, with_db
+
+
+def test_placeholders_parameters_and_times_mean_the_same_on_both(database_url):
+    moment = datetime(2025, 1, 31, 23, 59, 58, 5, tzinfo=timezone(timedelta(hours=-3)))
+
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE t (name TEXT, at TIMESTAMP WITH TIME ZONE, n INTEGER)"
+                               if db.dialect == "postgresql" else "CREATE TABLE t (name TEXT, at DATETIME, n INTEGER)")
+            await conn.executemany("INSERT INTO t (name, at, n) VALUES (?, ?, ?)",
+                                   ((f"r{i}", db.bind_time(moment + timedelta(hours=i)), i) for i in range(3)))
+            changed = await conn.execute("UPDATE t SET n = n + 10 WHERE n >= ?", (1,))
+        async with db.reading() as conn:
+            rows = await conn.fetch("SELECT name, at, n FROM t WHERE at >= ? ORDER BY n", (moment + timedelta(hours=1),))
+            missing = await conn.fetchval("SELECT n FROM t WHERE name = ?", ("nobody",))
+            return changed, [(r["name"], db.read_time(r["at"]), r[2]) for r in rows], missing
+
+    changed, rows, missing = run(with_db(database_url, work))
+    assert changed == 2 and missing is None
+    assert rows == [("r1", moment + timedelta(hours=1), 11), ("r2", moment + timedelta(hours=2), 12)]
+    assert rows[0][1].tzinfo == timezone.utc
+
+
+def test_a_failed_block_rolls_back_and_errors_are_ours(database_url):
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE u (k TEXT PRIMARY KEY)")
+            await conn.execute("INSERT INTO u VALUES (?)", ("a",))
+        with pytest.raises(UniqueViolation):
+            async with db.writing() as conn:
+                await conn.execute("INSERT INTO u VALUES (?)", ("b",))
+                await conn.execute("INSERT INTO u VALUES (?)", ("a",))
+        with pytest.raises(DatabaseError, match="no_such_table|no such table|does not exist"):
+            async with db.reading() as conn:
+                await conn.fetch("SELECT * FROM no_such_table")
+        async with db.reading() as conn:
+            return [row[0] for row in await conn.fetch("SELECT k FROM u ORDER BY k")]
+
+    assert run(with_db(database_url, work)) == ["a"]  # "b" went with the failed transaction
+
+
+def test_sqlite_reads_do_not_wait_behind_a_write_in_progress(sqlite_url):
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE v (n INTEGER)")
+            await conn.execute("INSERT INTO v VALUES (1)")
+        release = asyncio.Event()
+
+        async def slow_writer():
+            async with db.writing() as conn:
+                await conn.execute("INSERT INTO v VALUES (2)")
+                await release.wait()  # holds the write transaction open
+
+        async def read():
+            async with db.reading() as conn:  # would wait for `release` if reads shared the writer's lane
+                return await conn.fetchval("SELECT count(*) FROM v")
+
+        writer = asyncio.create_task(slow_writer())
+        await asyncio.sleep(0.05)
+        try:
+            return await asyncio.wait_for(read(), 5)
+        finally:
+            release.set()
+            await writer
+
+    assert run(with_db(sqlite_url, work)) == 1  # the uncommitted row is not seen
+
+
+def test_two_processes_opening_a_new_sqlite_file_at_once_both_succeed(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+
+    async def open_and_write(name):
+        db = open_database(url)
+        try:
+            async with db.writing() as conn:
+                await conn.execute("CREATE TABLE IF NOT EXISTS w (name TEXT)")
+                await conn.execute("INSERT INTO w VALUES (?)", (name,))
+        finally:
+            await db.close()
+
+    async def race():
+        await asyncio.gather(*(open_and_write(f"db{i}") for i in range(4)))
+
+    for _ in range(5):  # the WAL switch race showed in ~1 of 10 fresh files
+        (tmp_path / "new.db").unlink(missing_ok=True)
+        run(race())
+        assert sqlite3.connect(tmp_path / "new.db").execute("SELECT count(*) FROM w").fetchone()[0] == 4
+
+
+def test_a_postgres_connection_the_server_dropped_is_replaced_without_an_error(postgres):
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE x (n INTEGER)")
+        await admin(postgres.server_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    f"WHERE datname = '{postgres.name}' AND pid <> pg_backend_pid()")
+        await asyncio.sleep(0.2)
+        async with db.writing() as conn:  # the pooled connection is dead: another one is used
+            await conn.execute("INSERT INTO x VALUES (?)", (7,))
+        async with db.reading() as conn:
+            return await conn.fetchval("SELECT sum(n) FROM x")
+
+    assert run(with_db(postgres.url, work)) == 7
+
+
+def test_an_unreachable_postgres_is_a_database_error_without_the_password():
+    url = "postgresql://u:hunter2@127.0.0.1:9/db"  # the discard port: nothing listens
+
+    async def work(db):
+        async with db.reading() as conn:
+            await conn.fetchval("SELECT 1")
+
+    with pytest.raises(DatabaseError) as caught:
+        run(with_db(url, work))
+    assert "hunter2" not in str(caught.value) and "hunter2" not in repr(open_database(url))
+    assert dsn(url) == "postgresql://u:hunter2@127.0.0.1:9/db"
