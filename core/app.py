@@ -19,7 +19,7 @@ from core.edge import Edge
 from core.errors import GENERATION_ROUTES, install_error_handlers
 from core.gateway import Gateway
 from core.heap import settle_after_startup
-from core.hookcall import HookCalls
+from core.hookcall import HookCalls, PluginError
 from core.responses import APIError
 from core.routes import admin, generate, health, openai_chat
 from core.settings import Settings
@@ -33,7 +33,12 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await gateway.start()
+        try:
+            await gateway.start()
+        except PluginError as exc:  # names the plugin, the hook and what it said: enough for a user
+            log.debug("startup failed", exc_info=True)
+            app.startup_error = f"modelbroker: cannot start: {exc}"
+            raise
         if gateway.settings.gc_tuning:
             settle_after_startup()
         reload_on_sighup(gateway)

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -41,10 +41,12 @@ class DirectRoutes:
 
 
 class GatewayApp(FastAPI):
-    """FastAPI, with the generation routes (POST only) answered by ``direct`` first."""
+    """FastAPI, with the generation routes (POST only) answered by ``direct`` first, and a
+    startup failure the lifespan explained (``startup_error``) reported as that one line."""
 
     direct: ASGIApp | None = None
     direct_paths: frozenset[str] = frozenset()
+    startup_error: str | None = None
 
     def serve_directly(self, app: ASGIApp, paths: frozenset[str]) -> None:
         self.direct, self.direct_paths = app, paths
@@ -54,4 +56,16 @@ class GatewayApp(FastAPI):
             scope["app"] = self
             await self.direct(scope, receive, send)
             return
+        if scope["type"] == "lifespan":
+            send = self._explained(send)
         await super().__call__(scope, receive, send)
+
+    def _explained(self, send: Send) -> Send:
+        """Starlette reports a failed startup to the server with the whole traceback, which
+        uvicorn prints as the only message; one the gateway explained goes as its explanation."""
+        async def explained(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.startup_error is not None:
+                message = {**message, "message": self.startup_error}
+            await send(message)
+
+        return explained

@@ -50,6 +50,22 @@ def test_uvicorn_main_app_with_a_bad_config(write_config, subprocess_env, repo_r
     assert one_clear_line(done) == f"modelbroker: cannot start: {BAD['bad-field'][1]}"
 
 
+def test_uvicorn_main_app_with_a_plugin_failing_at_startup(write_config, provider, subprocess_env, repo_root):
+    """A plugin's on_startup fails (the ledger and the keys refuse a MySQL URL): uvicorn prints the
+    gateway's one line, not Starlette's traceback, before its own "Application startup failed"."""
+    config = write_config({"providers": [provider("a")]})
+    env = subprocess_env(MODELBROKER_CONFIG=str(config), MODELBROKER_LOG_FILE="",
+                         MODELBROKER_DATABASE_URL="mysql://root:hunter2@localhost/db")
+    done = subprocess.run([sys.executable, "-m", "uvicorn", "main:app", "--port", str(free_port())], cwd=repo_root,
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr + done.stdout and "hunter2" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("ERROR:")]
+    assert errors[0].startswith("ERROR:    modelbroker: cannot start: plugin ")
+    assert "failed in on_startup: UnsupportedDatabase: MODELBROKER_DATABASE_URL: unsupported database 'mysql'" in errors[0]
+    assert errors[1:] == ["ERROR:    Application startup failed. Exiting."]
+
+
 def test_import_main_with_the_shipped_config_and_no_key(subprocess_env, repo_root):
     done = subprocess.run([sys.executable, "-c", "import fastapi, main; print(isinstance(main.app, fastapi.FastAPI))"], cwd=repo_root,
                           capture_output=True, text=True, env=subprocess_env(), timeout=60)
