@@ -236,6 +236,7 @@ def worker_counts(directory, name: str) -> dict[str, float]:
     counts = {}
     for pid in pids:
         alone = directory.parent / f"worker-{pid}"
+        shutil.rmtree(alone, ignore_errors=True)
         alone.mkdir()
         for path in directory.glob(f"*_{pid}.db"):
             shutil.copy(path, alone)
@@ -267,17 +268,27 @@ def test_counters_add_up_across_two_uvicorn_workers(tmp_path, write_config, prov
             "main:app has no /metrics: declare metrics = \"plugins.metrics\" under [project.entry-points.modelbroker] "
             "in pyproject.toml, then pip install -e ."
         )
-        sent_ok, sent_failed, sent_bad = 24, 2, 3
+        sent_failed, sent_bad = 2, 3
 
-        def post(n: int) -> int:
-            if n < sent_ok:
-                return httpx.post(url + "/generate", json={"prompt": f"hi {n}"}, timeout=10).status_code
+        def post_ok(n: int) -> int:
+            return httpx.post(url + "/generate", json={"prompt": f"hi {n}"}, timeout=10).status_code
+
+        def post_failing(_: int) -> int:
             body = {"model": "fail-500", "messages": [{"role": "user", "content": "hi"}]}
             headers = {"x-modelbroker-timeout": "0.2"}
             return httpx.post(url + "/v1/chat/completions", json=body, headers=headers, timeout=10).status_code
 
-        with ThreadPoolExecutor(8) as pool:  # a new connection each: the two workers share them
-            statuses = list(pool.map(post, range(sent_ok + sent_failed)))
+        # /health answers once the first worker serves; the kernel may hand every connection to it
+        # while the second finishes starting. Rounds of 8 (a new connection each) until both have
+        # counted a request: at most 25 rounds.
+        statuses: list[int] = []
+        with ThreadPoolExecutor(8) as pool:
+            for _ in range(25):
+                statuses += pool.map(post_ok, range(len(statuses), len(statuses) + 8))
+                if sum(1 for count in worker_counts(multiproc, "modelbroker_requests_total").values() if count) == 2:
+                    break
+            sent_ok = len(statuses)
+            statuses += pool.map(post_failing, range(sent_failed))
         statuses += [httpx.post(url + "/generate", content=BAD_JSON, timeout=10).status_code for _ in range(sent_bad)]
         assert statuses.count(200) == sent_ok and statuses.count(502) == sent_failed
 
