@@ -8,8 +8,14 @@ providers.yaml), not here.
 from __future__ import annotations
 
 import enum
+import random
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def unique_id() -> str:
+    """128 random bits as hex: unique across requests, processes and replicas (an id, not a secret)."""
+    return f"{random.getrandbits(128):032x}"
 
 
 @dataclass(slots=True)
@@ -25,6 +31,8 @@ class ChatRequest:
     configured ``reliability.request_timeout_s`` from when routing starts).
     ``client`` names who is calling (the client key's name, else the OpenAI
     ``user`` field, else None), for accounting; ``route`` the path it came in on.
+    ``uid`` is the gateway's own id for the request: unlike ``request_id``, which is
+    the client's ``x-request-id`` when it sent one, it is never shared by two requests.
     """
 
     messages: list[dict[str, Any]]
@@ -40,6 +48,7 @@ class ChatRequest:
     temperature: float | None = None
     stream: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    uid: str = field(default_factory=unique_id)
 
     def prompt_text(self) -> str:
         """The text of all messages joined, for token estimates and logs."""

@@ -3,7 +3,7 @@
 A row is one ``itemgetter`` call per record and the time as the database stores it
 (text on SQLite, the datetime itself on PostgreSQL). The rows are a generator: SQLite
 consumes it in its own thread, so the ~3 ms of Python a batch of 500 costs there
-(mostly formatting times) stays off the event loop. A duplicate (request_id,
+(mostly formatting times) stays off the event loop. A duplicate (request_uid,
 attempt) is ignored, so a batch written twice is harmless.
 """
 
@@ -21,7 +21,7 @@ _OTHER_COLUMNS = tuple(name for name in RECORD_COLUMNS if name != "time")
 INSERT_IGNORING_DUPLICATES = (
     f"INSERT INTO attempts (time, {', '.join(_OTHER_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(RECORD_COLUMNS))}) "
-    "ON CONFLICT (request_id, attempt) DO NOTHING"
+    "ON CONFLICT (request_uid, attempt) DO NOTHING"
 )
 
 

@@ -1,7 +1,8 @@
 """Sums over the ledger for ``GET /usage`` and ``modelbroker usage``.
 
 For a time window, in total and per group (provider, model, day or client):
-requests (distinct request ids), attempts, failures (failed attempts), rejected
+requests (distinct requests: the gateway's own id, so a client's reused x-request-id
+still counts twice), attempts, failures (failed attempts), rejected
 requests, tokens, cost, and the p50 and p95 latency of the successful attempts.
 Percentiles are nearest-rank (the smallest latency with at least p% of the group
 at or below it), computed in SQL with window functions, so the same query runs
@@ -136,13 +137,13 @@ def _column(name: str, dialect: str) -> str:
 def _windowed(key: str) -> str:
     """The attempts in the window (``time >= ? AND time < ?``) with their group key, as ``windowed``."""
     return (
-        f"WITH windowed AS (SELECT {key} AS key, request_id, attempt, success, outcome, prompt_tokens, "
+        f"WITH windowed AS (SELECT {key} AS key, request_id, request_uid, attempt, success, outcome, prompt_tokens, "
         "completion_tokens, total_tokens, cost, latency_ms FROM attempts WHERE time >= ? AND time < ?) "
     )
 
 
 SUMS = (
-    "SELECT key, count(DISTINCT request_id) AS requests, "
+    "SELECT key, count(DISTINCT coalesce(request_uid, request_id)) AS requests, "
     "coalesce(sum(CASE WHEN attempt > 0 THEN 1 ELSE 0 END), 0) AS attempts, "
     "coalesce(sum(CASE WHEN attempt > 0 AND NOT success THEN 1 ELSE 0 END), 0) AS failures, "
     "coalesce(sum(CASE WHEN outcome = 'rejected' THEN 1 ELSE 0 END), 0) AS rejected, "

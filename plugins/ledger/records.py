@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from core.types import ErrorKind
+from core.types import ErrorKind, unique_id
 
 #: How an attempt ended, in the ``outcome`` column.
 OK, FAILED, PARTIAL, CANCELLED, REJECTED = "ok", "failed", "partial", "cancelled", "rejected"
@@ -44,7 +44,7 @@ def failure_record(provider, request, error, elapsed_ms: float, attempt: int) ->
 def rejected_record(request, request_id: str, route: str, status: int, reason: str) -> Record:
     """A request refused before any attempt: attempt 0, no tokens, no cost."""
     record = _blank(request_id, 0)
-    record.update(route=route, client=getattr(request, "client", None), success=False, outcome=REJECTED,
+    record.update(request_uid=getattr(request, "uid", None) or unique_id(), route=route, client=getattr(request, "client", None), success=False, outcome=REJECTED,
                   status=status, error=_short(reason))
     return record
 
@@ -52,7 +52,7 @@ def rejected_record(request, request_id: str, route: str, status: int, reason: s
 def _attempt(provider, request, elapsed_ms: float, attempt: int) -> Record:
     record = _blank(request.request_id, attempt)
     record.update(
-        route=request.route,
+        request_uid=request.uid, route=request.route,
         client=request.client, provider=provider.name, provider_id=provider.id, model=provider.model,
         latency_ms=round(elapsed_ms, 3),
     )
@@ -66,7 +66,7 @@ def _blank(request_id: str, attempt: int) -> Record:
         "model_used": None, "success": False, "outcome": FAILED, "error_kind": None, "status": None,
         "error": None, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
         "cached_tokens": None, "reasoning_tokens": None, "tokens_estimated": False, "cost": 0.0,
-        "latency_ms": None, "overhead_ms": None,
+        "latency_ms": None, "overhead_ms": None, "request_uid": None,
     }
 
 
@@ -100,4 +100,6 @@ def from_line(line: bytes) -> Record:
     record = _blank(str(data["request_id"]), int(data["attempt"]))
     record.update((k, v) for k, v in data.items() if k in record)
     record["time"] = datetime.fromisoformat(data["time"])
+    if record["request_uid"] is None:  # spilled before schema version 2: identified as the backfill does
+        record["request_uid"] = record["request_id"]
     return record

@@ -26,13 +26,19 @@ _TYPES = {
 }
 
 
-async def _create_attempts(conn: Connection) -> None:
-    """The attempts table as migration 1 creates it (frozen: a later change is a new migration).
+#: Migration 1's columns but the surrogate key (frozen, like the migration).
+_V1_RECORD_COLUMNS = (
+    "request_id", "attempt", "time", "route", "client", "provider", "provider_id", "model", "model_used",
+    "success", "outcome", "error_kind", "status", "error", "prompt_tokens", "completion_tokens",
+    "total_tokens", "cached_tokens", "reasoning_tokens", "tokens_estimated", "cost", "latency_ms",
+    "overhead_ms",
+)
 
-    The same columns, types, key and indexes SQLAlchemy created in earlier versions.
-    """
-    t = {**_TYPES[conn.dialect], "time": TIMESTAMP[conn.dialect]}
-    await conn.execute(f"""CREATE TABLE IF NOT EXISTS attempts (
+
+def _attempts_v1_columns(dialect: str) -> str:
+    """The columns of migration 1's attempts table (frozen: a later change is a new migration)."""
+    t = {**_TYPES[dialect], "time": TIMESTAMP[dialect]}
+    return f"""
         id {t['id']},
         request_id TEXT NOT NULL,
         attempt INTEGER NOT NULL,
@@ -56,27 +62,53 @@ async def _create_attempts(conn: Connection) -> None:
         tokens_estimated {t['bool']} DEFAULT {t['false']} NOT NULL,
         cost {t['float']} DEFAULT '0' NOT NULL,
         latency_ms {t['float']},
-        overhead_ms {t['float']},
+        overhead_ms {t['float']}"""
+
+
+async def _create_attempts(conn: Connection) -> None:
+    """Migration 1: the attempts table as SQLAlchemy created it in earlier versions."""
+    await conn.execute(f"""CREATE TABLE IF NOT EXISTS attempts ({_attempts_v1_columns(conn.dialect)},
         CONSTRAINT uq_attempts_request_attempt UNIQUE (request_id, attempt)
     )""")
     await conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_time ON attempts (time)")
     await conn.execute("CREATE INDEX IF NOT EXISTS ix_attempts_provider_time ON attempts (provider, time)")
 
 
+async def _key_rows_by_request_uid(conn: Connection) -> None:
+    """Migration 2: rows are unique by (request_uid, attempt), the gateway's own request id,
+    no longer by (request_id, attempt): a client that reused an ``x-request-id`` lost the
+    second request's rows. Existing rows take their request_id as request_uid.
+
+    PostgreSQL alters the table; SQLite cannot drop a constraint, so it copies the rows
+    into a new table without it.
+    """
+    if conn.dialect == "postgresql":
+        await conn.execute("ALTER TABLE attempts ADD COLUMN request_uid TEXT")
+        await conn.execute("UPDATE attempts SET request_uid = request_id")
+        await conn.execute("ALTER TABLE attempts DROP CONSTRAINT uq_attempts_request_attempt")
+    else:
+        columns = ", ".join(("id", *_V1_RECORD_COLUMNS))
+        await conn.execute(f"CREATE TABLE attempts_v2 ({_attempts_v1_columns(conn.dialect)}, request_uid TEXT)")
+        await conn.execute(f"INSERT INTO attempts_v2 ({columns}, request_uid) "
+                           f"SELECT {columns}, request_id FROM attempts")
+        await conn.execute("DROP TABLE attempts")
+        await conn.execute("ALTER TABLE attempts_v2 RENAME TO attempts")
+        await conn.execute("CREATE INDEX ix_attempts_time ON attempts (time)")
+        await conn.execute("CREATE INDEX ix_attempts_provider_time ON attempts (provider, time)")
+    await conn.execute("CREATE UNIQUE INDEX uq_attempts_request_uid_attempt ON attempts (request_uid, attempt)")
+    await conn.execute("CREATE INDEX ix_attempts_request_id ON attempts (request_id)")
+
+
 #: Version N of the schema is the first N of these, applied in order.
 MIGRATIONS: list[Migration] = [
     ("create the attempts table", _create_attempts),
+    ("key attempts by the gateway's request uid", _key_rows_by_request_uid),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The columns a record fills (all but the surrogate key), in the latest shape.
-RECORD_COLUMNS = (
-    "request_id", "attempt", "time", "route", "client", "provider", "provider_id", "model", "model_used",
-    "success", "outcome", "error_kind", "status", "error", "prompt_tokens", "completion_tokens",
-    "total_tokens", "cached_tokens", "reasoning_tokens", "tokens_estimated", "cost", "latency_ms",
-    "overhead_ms",
-)
+RECORD_COLUMNS = (*_V1_RECORD_COLUMNS, "request_uid")
 
 
 class SchemaTooNew(Exception):

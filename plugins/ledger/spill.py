@@ -6,7 +6,7 @@ under the lock it renames the file to ``<name>.<random>.claimed``, so later
 appends start a new file; then it reads the claimed file in chunks, writes each
 to the database, and deletes the file once all are in. A claimed file left by a
 process that died is claimed again by the next loader. Loading a record twice is
-harmless: the ledger ignores a duplicate (request_id, attempt).
+harmless: the ledger ignores a duplicate (request_uid, attempt).
 
 Every method blocks: call them in a worker thread.
 """

@@ -2,7 +2,7 @@
 
 ``add`` only appends to a bounded in-memory queue. A background task writes the
 queue every ``flush_interval_s`` (sooner once ``batch_size`` records wait), one
-executemany per batch in one transaction; a duplicate (request_id, attempt) is
+executemany per batch in one transaction; a duplicate (request_uid, attempt) is
 ignored, so a batch written twice is harmless.
 
 When the database fails, the batch goes back to the queue and the writer retries

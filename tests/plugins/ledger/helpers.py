@@ -47,9 +47,11 @@ def read_rows(url: str) -> list[dict[str, Any]]:
 
 
 def record(request_id: str, attempt: int = 1, **fields: Any) -> dict[str, Any]:
-    """A complete record; a success at provider ``p`` unless ``fields`` say otherwise."""
+    """A complete record; a success at provider ``p`` unless ``fields`` say otherwise. Its request
+    uid is its request id unless given: one request per id, as when the gateway makes the ids."""
     row = _blank(request_id, attempt)
-    row.update(success=True, outcome="ok", provider="p", provider_id="p/m", model="m", latency_ms=10.0)
+    row.update(success=True, outcome="ok", provider="p", provider_id="p/m", model="m", latency_ms=10.0,
+               request_uid=request_id)
     row.update(fields)
     return row
 

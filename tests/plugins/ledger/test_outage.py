@@ -6,12 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
 
 from plugins.ledger import STORE_NAME
-from plugins.ledger.records import from_line
+from plugins.ledger.records import _blank, from_line, to_line
 from plugins.ledger.spill import SpillFile
 
 from .helpers import read_rows, record
@@ -161,3 +162,13 @@ def test_an_abandoned_claimed_file_is_loaded_and_a_torn_line_is_kept_aside(tmp_p
     with claimed.open("rb") as file:
         assert [r["request_id"] for r in spill.read_chunk(file, 10)] == ["r1"]
     assert (tmp_path / "ledger-spill.jsonl.bad").read_bytes() == b'{"request_id": "torn", "attem\n'
+
+
+def test_spilled_lines_keep_their_request_uid_and_older_lines_get_their_request_id():
+    """A line spilled before schema version 2 has no request_uid: it gets the request id, as the
+    migration gave the rows already written, so loading it twice still makes one row."""
+    line = to_line({**_blank("r-1", 2), "request_uid": "u-1", "time": datetime.now(timezone.utc)})
+    assert (from_line(line)["request_uid"], from_line(line)["attempt"]) == ("u-1", 2)
+    older = orjson.loads(line)
+    del older["request_uid"]
+    assert from_line(orjson.dumps(older))["request_uid"] == "r-1"

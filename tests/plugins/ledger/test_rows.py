@@ -62,6 +62,23 @@ def test_a_fallback_request_is_two_rows_with_every_column(gateway, provider, ups
     assert 0 <= ok["overhead_ms"] < ok["latency_ms"] + 1000
 
 
+def test_two_requests_with_the_same_x_request_id_are_two_requests_in_the_ledger(
+        gateway, provider, upstream, database_url):
+    """A client (or a retrying proxy) that reuses its x-request-id pays twice: both are recorded."""
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("b")]}, database_url=database_url)
+    rid = new_id()
+    for _ in range(2):
+        assert gw.generate({"prompt": PROMPT}, headers={"x-request-id": rid}).status_code == 200
+    usage = gw.client.get("/usage").json()["totals"]
+    gw.stop()
+
+    rows = of(read_rows(database_url), rid)
+    assert [(row["attempt"], row["success"]) for row in rows] == [(1, True), (1, True)]
+    assert len({row["request_uid"] for row in rows}) == 2 and rid not in {row["request_uid"] for row in rows}
+    assert (usage["requests"], usage["attempts"]) == (2, 2)
+    assert usage["cost"] == pytest.approx(2 * 10 * PRICE / 1000)
+
+
 def test_the_default_database_is_modelbroker_db_beside_app_log(gateway, provider, upstream, tmp_path):
     gw = gateway({"providers": [provider("a")]}, database_url="")  # empty: the default
     rid = new_id()

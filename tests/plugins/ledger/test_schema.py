@@ -79,8 +79,10 @@ def test_the_migrated_table_has_every_column_unique_key_and_index(database_url):
 
     columns, uniques, indexes = run(with_db(database_url, inspect))
     assert columns == ["id", *RECORD_COLUMNS]
-    assert uniques == [["request_id", "attempt"]]
-    assert indexes == {"ix_attempts_time": ["time"], "ix_attempts_provider_time": ["provider", "time"]}
+    assert uniques == []  # migration 2 dropped UNIQUE (request_id, attempt) for the index below
+    assert indexes == {"ix_attempts_time": ["time"], "ix_attempts_provider_time": ["provider", "time"],
+                       "uq_attempts_request_uid_attempt": ["request_uid", "attempt"],
+                       "ix_attempts_request_id": ["request_id"]}
 
 
 MIGRATE_WITH_A_SLOW_STEP = textwrap.dedent("""
@@ -133,6 +135,19 @@ def test_a_database_from_a_newer_version_is_refused(database_url):
     run(with_db(database_url, bump))
     with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 5}"):
         run(with_db(database_url, migrate))
+
+
+def test_two_requests_sharing_a_client_request_id_keep_all_their_rows(database_url):
+    """A client that reuses an x-request-id: before schema version 2 the second request's rows
+    were ignored as duplicates, so its cost went missing."""
+    first = record("client-id", 1, request_uid="uid-1", cost=0.5)
+    second = record("client-id", 1, request_uid="uid-2", cost=0.25)
+    insert(database_url, [first, second, dict(second)])
+    rows = read_rows(database_url)
+    assert sorted((r["request_uid"], r["cost"]) for r in rows) == [("uid-1", 0.5), ("uid-2", 0.25)]
+    window = parse_window("2000-01-01", "2100-01-01")
+    totals = run(with_db(database_url, lambda db: usage_report(db, window, None)))["totals"]
+    assert (totals["requests"], totals["attempts"], totals["cost"]) == (2, 2, 0.75)
 
 
 def test_the_same_record_twice_is_one_row(database_url):
@@ -196,6 +211,7 @@ def test_a_database_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(t
     rows = read_rows(url)
     assert [r["request_id"] for r in rows] == ["new-0", "old-0", "old-1", "old-2"]
     assert rows[1]["time"] == datetime(2025, 6, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    assert [r["request_uid"] for r in rows[1:]] == ["old-0", "old-1", "old-2"]  # migration 2's backfill
     assert (rows[1]["success"], rows[2]["success"]) == (True, False)
     window = parse_window("2025-06-01T12:00:30", "2025-06-02")  # compared as text: must match the old format
     report = run(with_db(url, lambda db: usage_report(db, window, "provider")))
