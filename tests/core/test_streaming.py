@@ -9,6 +9,7 @@ usage chunk, a server that notices when the gateway hangs up). Clients are the o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import select
 import socket
@@ -117,14 +118,19 @@ class ScriptedUpstream:
         self._cond = threading.Condition()
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]
-        threading.Thread(target=self._accept, name="scripted-upstream", daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, name="scripted-upstream", daemon=True)
+        self._acceptor.start()
 
     @property
     def chat_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1/chat/completions"
 
     def close(self) -> None:
+        """Stop accepting; shutdown() wakes the thread blocked in accept(), which close() alone does not."""
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)
         self._server.close()
+        self._acceptor.join(timeout=5)
 
     def wait_outcomes(self, count: int = 1, timeout: float = 5.0) -> list[str]:
         with self._cond:
