@@ -78,11 +78,15 @@ class PostgresDatabase:
             raise
         except (asyncpg.PostgresError, *_DROPPED, asyncio.TimeoutError) as exc:
             raise _translated(exc) from None
+        discarded = False
         try:
             transaction = raw.transaction(readonly=readonly)
             await transaction.start()
             try:
                 yield PostgresConnection(raw)
+            except GeneratorExit:  # the coroutine is being discarded (its loop is gone): nothing may be awaited
+                discarded = True
+                raise
             except BaseException:
                 with contextlib.suppress(Exception):
                     await transaction.rollback()
@@ -91,7 +95,8 @@ class PostgresDatabase:
         except (asyncpg.PostgresError, *_DROPPED, asyncio.TimeoutError) as exc:
             raise _translated(exc) from None
         finally:
-            await pool.release(raw)
+            if not discarded:
+                await pool.release(raw)
 
     async def _open(self) -> asyncpg.Pool:
         async with self._opening:

@@ -120,6 +120,8 @@ class _Lane:
             await self.run(lambda conn: conn.execute(begin))
             try:
                 yield SQLiteConnection(self)
+            except GeneratorExit:  # the coroutine is being discarded (its loop is gone): nothing may be awaited
+                raise
             except BaseException:
                 await asyncio.shield(self.run(_rollback))
                 raise

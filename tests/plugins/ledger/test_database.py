@@ -127,3 +127,22 @@ def test_an_unreachable_postgres_is_a_database_error_without_the_password():
         run(with_db(url, work))
     assert "hunter2" not in str(caught.value) and "hunter2" not in repr(open_database(url))
     assert dsn(url) == "postgresql://u:hunter2@127.0.0.1:9/db"
+
+
+def test_a_transaction_discarded_with_its_loop_closes_without_awaiting(sqlite_url):
+    """A loop that stops with a transaction open (a gateway thread ended without shutdown): when the
+    coroutine is closed, as garbage collection does, the block must not await a rollback."""
+    db = open_database(sqlite_url)
+    loop = asyncio.new_event_loop()
+
+    async def stuck():
+        async with db.reading() as conn:
+            await conn.fetchval("SELECT 1")
+            await asyncio.Event().wait()  # never set
+
+    coro = stuck()
+    task = loop.create_task(coro)
+    loop.run_until_complete(asyncio.sleep(0.2))
+    loop.close()
+    task._log_destroy_pending = False  # abandoned on purpose: no "Task was destroyed" warning
+    coro.close()  # raised "coroutine ignored GeneratorExit" when the rollback was awaited
