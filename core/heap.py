@@ -2,7 +2,7 @@
 
 Measured under wrk at c=64 (``python -m bench.profile``): with Python's defaults the
 collector took ~8 % of the gateway's CPU, and each full collection walked the
-~115,000 objects that importing FastAPI, pydantic, SQLAlchemy and the plugins
+~115,000 objects that importing FastAPI, pydantic, SQLAlchemy (then) and the plugins
 leaves behind, pausing every request in flight for ~60 ms (it showed as the p99).
 After startup those objects live as long as the process, so they are frozen
 (``gc.freeze``: never walked again), and young objects are collected every 10,000

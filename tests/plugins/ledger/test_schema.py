@@ -200,7 +200,8 @@ def test_an_unsupported_database_is_named_without_its_password():
 
 
 def test_a_database_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(tmp_path):
-    """Files from before the ledger dropped SQLAlchemy: same schema version, same time text."""
+    """Files from before the ledger dropped SQLAlchemy: same tables, same time text; migration 2 keys
+    the rows by request_uid and keeps them all."""
     database = tmp_path / "old.db"
     with sqlite3.connect(database) as conn:
         conn.executescript((DATA / "sqlalchemy-era.sql").read_text())
