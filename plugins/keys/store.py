@@ -103,11 +103,7 @@ class ClientKey:
 async def migrate(db: Database) -> int:
     """Bring the keys' tables to the latest version; returns it. Safe from many processes at once."""
     async with db.writing() as conn:
-        return await apply_migrations(conn, MIGRATIONS)
-
-
-async def apply_migrations(conn: Connection, migrations: list[Migration]) -> int:
-    return await apply(conn, migrations, VERSION_TABLE, MIGRATION_LOCK_KEY, _too_new)
+        return await apply(conn, MIGRATIONS, VERSION_TABLE, MIGRATION_LOCK_KEY, _too_new)
 
 
 def _too_new(found: int, known: int) -> KeysSchemaTooNew:

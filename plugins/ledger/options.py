@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.ledger.urls import DatabaseURL, UnsupportedDatabase
-from plugins.ledger.urls import safe_url as _safe_url
+from plugins.ledger.urls import DatabaseURL, UnsupportedDatabase, safe_url
 
 DATABASE_FILE = "modelbroker.db"
 SPILL_FILE = "ledger-spill.jsonl"
@@ -69,8 +68,3 @@ def sqlite_path(database_url: str) -> Path | None:
         return DatabaseURL.parse(database_url).path
     except UnsupportedDatabase:
         return None
-
-
-def safe_url(database_url: str) -> str:
-    """The URL with any password hidden."""
-    return _safe_url(database_url)

@@ -44,7 +44,8 @@ def failure_record(provider, request, error, elapsed_ms: float, attempt: int) ->
 def rejected_record(request, request_id: str, route: str, status: int, reason: str) -> Record:
     """A request refused before any attempt: attempt 0, no tokens, no cost."""
     record = _blank(request_id, 0)
-    record.update(request_uid=getattr(request, "uid", None) or unique_id(), route=route, client=getattr(request, "client", None), success=False, outcome=REJECTED,
+    record.update(request_uid=getattr(request, "uid", None) or unique_id(), route=route,
+                  client=getattr(request, "client", None), success=False, outcome=REJECTED,
                   status=status, error=_short(reason))
     return record
 

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from plugins.ledger.database import DatabaseError, UniqueViolation, error_from
+from plugins.ledger.database import UniqueViolation, error_from
 from plugins.ledger.urls import DatabaseURL
 
 T = TypeVar("T")
@@ -197,4 +197,4 @@ class SQLiteConnection:
                                         (name,)))
 
 
-__all__ = ["DatabaseError", "SQLiteConnection", "SQLiteDatabase"]
+__all__ = ["SQLiteConnection", "SQLiteDatabase"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from plugins.ledger.bulk import BulkInsert
-from plugins.ledger.database import Database, DatabaseError
+from plugins.ledger.database import Database, DatabaseError, error_from
 from plugins.ledger.options import LedgerOptions
 from plugins.ledger.records import Record
 from plugins.ledger.schema import migrate
@@ -274,7 +274,4 @@ class LedgerWriter:
 
 def describe(exc: BaseException) -> str:
     """A one-line description of a database error (without the statement and its parameters)."""
-    if isinstance(exc, DatabaseError):
-        return str(exc)
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:300]
+    return str(exc if isinstance(exc, DatabaseError) else error_from(exc))
