@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import random
 import re
 
 from core.scope import header, state
+from core.types import unique_id
 
 _SANE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 def request_id(client_value: str | None) -> str:
-    """``client_value`` if it is a short token, else 16 random hex digits."""
+    """``client_value`` if it is a short token, else a new ``unique_id`` (32 hex digits, in time order)."""
     if client_value and _SANE.fullmatch(client_value):
         return client_value
-    return f"{random.getrandbits(64):016x}"  # an id, not a secret: no system call per request
+    return unique_id()
 
 
 def request_id_of(request) -> str:

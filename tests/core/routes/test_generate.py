@@ -35,7 +35,7 @@ def test_answer_shape_and_headers(gw, upstream):
     assert body["tokens"] == 2 + 6
     assert body["cost"] == pytest.approx(8 * 0.5 / 1000)
     assert isinstance(body["latency_ms"], (int, float)) and body["latency_ms"] >= 0
-    assert re.fullmatch(r"[0-9a-f]{16}", body["request_id"])
+    assert re.fullmatch(r"[0-9a-f]{32}", body["request_id"])
     assert answer.headers["x-request-id"] == body["request_id"]
     assert answer.headers["x-modelbroker-provider"] == "main/main-model"
     assert answer.headers["x-modelbroker-attempts"] == "1"
@@ -49,7 +49,7 @@ def test_answer_shape_and_headers(gw, upstream):
 def test_client_request_id_is_kept_when_sane(gw):
     assert gw.generate({"prompt": "hi"}, headers={"x-request-id": "trace-42.a:b_c"}).json()["request_id"] == "trace-42.a:b_c"
     replaced = gw.generate({"prompt": "hi"}, headers={"x-request-id": "bad id with spaces"}).json()["request_id"]
-    assert re.fullmatch(r"[0-9a-f]{16}", replaced)
+    assert re.fullmatch(r"[0-9a-f]{32}", replaced)
 
 
 def test_double_encoded_body_is_accepted(gw):
