@@ -16,25 +16,41 @@ class ClientGone(Exception):
     """The client disconnected before the answer was ready."""
 
 
+#: Seconds a request's work runs before the gateway starts watching for its client leaving.
+#: The watcher is a task, about 10 µs of CPU (5 % of a request through the gateway); a
+#: request answered sooner never pays for it, and one whose client leaves is cancelled
+#: at most this much later than it could have been.
+WATCH_AFTER_S = 0.25
+
+
 async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work``; if the client disconnects first, cancel it and raise ClientGone.
 
     Call it once the body has been read: the next ASGI message is then the
     disconnect (or nothing, until the response is sent). The work runs in the
-    request's own task; one watcher task cancels that task on a disconnect.
+    request's own task; after ``WATCH_AFTER_S``, one watcher task cancels that
+    task on a disconnect.
     """
     current = asyncio.current_task()
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, current))
+    watcher: asyncio.Future | None = None
+
+    def watch() -> None:
+        nonlocal watcher
+        watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, current))
+
+    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
     try:
         return await work
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled() and watcher.result():
+        if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():
             if hasattr(current, "uncancel"):  # Python 3.11+: this cancellation ends here
                 current.uncancel()
             raise ClientGone() from None
         raise
     finally:
-        watcher.cancel()
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def _cancel_on_disconnect(receive: Receive, task: asyncio.Task) -> bool:
