@@ -31,14 +31,15 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     request's own task; after ``WATCH_AFTER_S``, one watcher task cancels that
     task on a disconnect.
     """
-    current = asyncio.current_task()
+    loop = asyncio.get_running_loop()  # once: on Python 3.11 each lookup is a getpid() system call
+    current = asyncio.current_task(loop)
     watcher: asyncio.Future | None = None
 
     def watch() -> None:
         nonlocal watcher
         watcher = asyncio.ensure_future(_cancel_on_disconnect(receive, current))
 
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, watch)
+    timer = loop.call_later(WATCH_AFTER_S, watch)
     try:
         return await work
     except asyncio.CancelledError:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass
@@ -363,7 +364,7 @@ class Http1Client:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        oldest_kept = asyncio.get_running_loop().time() - self.keepalive_s
+        oldest_kept = time.monotonic() - self.keepalive_s
         while idle:
             connection = idle.pop()
             if not connection.closed and connection.idle_since >= oldest_kept:
@@ -392,7 +393,7 @@ class Http1Client:
     def _put_back(self, target: Target, connection: Connection) -> None:
         self._slots.release()
         if connection.reusable and not self._closed:
-            connection.idle_since = connection.loop.time()
+            connection.idle_since = time.monotonic()
             self._idle.setdefault(target.origin, []).append(connection)
         else:
             connection.abort()

@@ -350,7 +350,8 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
     per attempt, and asyncio's version cost ~9 µs of it. A cancellation from elsewhere
     (the client left) that arrives as well stays a cancellation.
     """
-    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()  # once: on Python 3.11 each lookup is a getpid() system call
+    task = asyncio.current_task(loop)
     cancelling = task.cancelling() if COUNTS_CANCELS else 0
     expired = False
 
@@ -359,7 +360,7 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
         expired = True
         task.cancel()
 
-    timer = asyncio.get_running_loop().call_later(seconds, expire)
+    timer = loop.call_later(seconds, expire)
     try:
         return await work
     except asyncio.CancelledError:
