@@ -26,11 +26,23 @@ Record = dict[str, Any]
 
 
 def result_record(provider, request, result, elapsed_ms: float, attempt: int) -> Record:
-    record = _attempt(provider, request, elapsed_ms, attempt)
-    record.update(success=True, outcome=OK, model_used=result.model, cost=float(result.cost),
-                  overhead_ms=round(result.overhead_ms, 3))
-    _add_usage(record, result.usage)
-    return record
+    """The record of a successful attempt: one dict literal, since it is built for nearly every
+    request (the blank-then-update way of the others cost twice as much)."""
+    usage = result.usage
+    return {
+        "request_id": request.request_id, "attempt": attempt, "time": datetime.now(timezone.utc),
+        "route": request.route, "client": request.client, "provider": provider.name,
+        "provider_id": provider.id, "model": provider.model, "model_used": result.model,
+        "success": True, "outcome": OK, "error_kind": None, "status": None, "error": None,
+        "prompt_tokens": usage.prompt_tokens if usage else 0,
+        "completion_tokens": usage.completion_tokens if usage else 0,
+        "total_tokens": usage.total_tokens if usage else 0,
+        "cached_tokens": usage.cached_tokens if usage else None,
+        "reasoning_tokens": usage.reasoning_tokens if usage else None,
+        "tokens_estimated": bool(usage.estimated) if usage else False, "cost": float(result.cost),
+        "latency_ms": round(elapsed_ms, 3), "overhead_ms": round(result.overhead_ms, 3),
+        "request_uid": request.uid,
+    }
 
 
 def failure_record(provider, request, error, elapsed_ms: float, attempt: int) -> Record:

@@ -27,6 +27,14 @@ from plugins.ledger.urls import DatabaseURL
 
 T = TypeVar("T")
 
+# sqlite3 "adapts" every parameter that is not exactly an int, float, str or bytearray: for
+# None and bool it looks up an adapter, finds none, and formats an AttributeError that it
+# then drops, ~0.2 µs a value (a ledger row has eight: 3.1 -> 1.7 µs a row of them). These
+# adapters give what sqlite3 binds anyway (NULL, an integer), for every user of sqlite3 in
+# the process, so nothing else changes.
+sqlite3.register_adapter(type(None), lambda value: None)
+sqlite3.register_adapter(bool, int)
+
 #: Timestamps are stored as the text SQLAlchemy wrote (``%Y-%m-%d %H:%M:%S.%f``, UTC), so files
 #: from earlier versions compare alike.
 

@@ -35,6 +35,21 @@ def test_placeholders_parameters_and_times_mean_the_same_on_both(database_url):
     assert rows[0][1].tzinfo == timezone.utc
 
 
+def test_sqlite_binds_none_and_bools_through_registered_adapters(sqlite_url):
+    """None and bool skip sqlite3's failed adapter lookup (see sqlite_db), and still bind as NULL, 1, 0."""
+    assert sqlite3.adapters.get((type(None), sqlite3.PrepareProtocol)) is not None
+    assert sqlite3.adapters.get((bool, sqlite3.PrepareProtocol)) is int
+
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE flags (ok BOOLEAN, why TEXT)")
+            await conn.executemany("INSERT INTO flags (ok, why) VALUES (?, ?)", [(True, None), (False, "no")])
+        async with db.reading() as conn:
+            return [tuple(r) for r in await conn.fetch("SELECT typeof(ok), ok, typeof(why) FROM flags ORDER BY ok")]
+
+    assert run(with_db(sqlite_url, work)) == [("integer", 0, "text"), ("integer", 1, "null")]
+
+
 def test_a_failed_block_rolls_back_and_errors_are_ours(database_url):
     async def work(db):
         async with db.writing() as conn:
