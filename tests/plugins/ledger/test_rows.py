@@ -165,3 +165,39 @@ def test_many_requests_are_flushed_while_the_gateway_runs(gateway, provider, ups
     gw.client.get("/usage")  # flushes this process's queue before it reads
     assert store.writer.written == 25 and not store.writer.queue
     assert sorted(row["request_id"] for row in read_rows(sqlite_url)) == sorted(ids)
+
+
+def test_a_result_record_is_what_the_blank_and_update_way_builds():
+    """result_record is one literal for speed; it must hold what the general builders would."""
+    from types import SimpleNamespace as NS
+
+    from core.types import ChatRequest, Usage
+    from plugins.ledger.records import _add_usage, _attempt, result_record
+    from plugins.ledger.schema import RECORD_COLUMNS
+
+    provider = NS(name="p", id="p/m", model="m")
+    request = ChatRequest(messages=[], request_id="r-1", route="/generate", client="team-a")
+    for usage in (Usage(3, 4, 7, cached_tokens=1, reasoning_tokens=2, estimated=True), None):
+        result = NS(model="m-2025", cost=0.25, overhead_ms=0.12345, usage=usage)
+        built = result_record(provider, request, result, 12.34567, 2)
+        expected = _attempt(provider, request, 12.34567, 2)
+        expected.update(success=True, outcome="ok", model_used="m-2025", cost=0.25, overhead_ms=0.123)
+        _add_usage(expected, usage)
+        assert built.pop("time").tzinfo is not None
+        expected.pop("time")
+        assert built == expected
+        assert set(built) | {"time"} == set(RECORD_COLUMNS)
+
+
+@pytest.mark.parametrize("count", [1, 39, 40, 41, 81, 500])
+def test_a_batch_of_any_size_is_written_once_and_again_ignored(database_url, count):
+    """SQLite inserts 40 rows a statement, then the rest; every row lands once, in every column."""
+    from .helpers import insert, record
+
+    rows = [record(f"r-{i:04d}", attempt=1 + i % 3, prompt_tokens=i, error=None if i % 2 else f"e{i}",
+                   tokens_estimated=bool(i % 5)) for i in range(count)]
+    insert(database_url, rows)
+    insert(database_url, rows[: count // 2 + 1])  # a batch written twice
+    found = read_rows(database_url)
+    assert [(r["request_id"], r["attempt"], r["prompt_tokens"], r["error"], r["tokens_estimated"]) for r in found] == [
+        (r["request_id"], r["attempt"], r["prompt_tokens"], r["error"], r["tokens_estimated"]) for r in rows]
