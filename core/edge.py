@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -64,7 +63,8 @@ class Edge:
         """Raise the APIError that refuses this request, if any; True if its body must be counted."""
         hooks = getattr(self.gateway, "hooks", None)
         if hooks is not None and hooks.has("authenticate"):
-            principal = await principal_of(hooks, scope, Headers(scope=scope))
+            pending = principal_of(hooks, scope)
+            principal = await pending if pending is not None else None
             if principal is not None:
                 state(scope)["principal"] = principal
         return self.body_rules.check(scope)

@@ -82,7 +82,7 @@ class HookCalls:
         for plugin, function, argnames in self._impls.get(hook, ()):
             try:
                 answer = function(*map(kwargs.__getitem__, argnames))
-                if inspect.isawaitable(answer):
+                if answer is not None and inspect.isawaitable(answer):
                     await answer
             except APIError:
                 raise

@@ -489,6 +489,29 @@ def test_hook_authenticate(gateway, provider):
     assert len(lines) == 2  # the refused request made no attempt
 
 
+def test_an_authenticate_plugin_that_fails_refuses_the_request(gateway, provider):
+    """Raising at once or when awaited, a broken check is a 500, never a request let through."""
+    from core.hookspecs import hookimpl
+
+    async def broken_later():
+        raise RuntimeError("the key server is down")
+
+    class Broken:
+        @hookimpl
+        def authenticate(self, headers):
+            if headers.get("x-fail") == "now":
+                raise RuntimeError("bad config")
+            return broken_later() if headers.get("x-fail") == "later" else None
+
+    gw = _gateway_with(gateway, provider, Broken())
+    assert gw.generate({"prompt": "hi"}).status_code == 200
+    for when in ("now", "later"):
+        refused = gw.generate({"prompt": "hi"}, headers={"x-fail": when})
+        assert refused.status_code == 500, when
+        assert refused.json()["error"]["code"] == "authentication_unavailable"
+    assert len(gw.log_lines()) == 1  # only the first request reached a provider
+
+
 def test_hook_admit(gateway, provider):
     import httpx
 
