@@ -21,6 +21,7 @@ async def metrics(request: Request) -> Response:
     recorder = gateway.pm.get_plugin(RECORDER_NAME)
     if recorder is None:
         raise APIError(503, "the metrics plugin is not running", code="metrics_unavailable")
+    recorder.flush()
     recorder.refresh_health(gateway.health, gateway.config.providers)  # on the event loop, as the router
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
     if recorder.multiprocess_dir:

@@ -165,6 +165,7 @@ A = SimpleNamespace(id="a/m", name="a", model="m", enabled=True)
 
 
 def recorded(recorder: MetricsRecorder) -> list:
+    recorder.flush()  # as GET /metrics does
     return parse(generate_latest(recorder.registry).decode())
 
 
@@ -191,6 +192,39 @@ def test_cancelled_ends_a_request_at_once_and_counts_its_tokens():
     assert total(samples, "modelbroker_requests_total", provider="a", outcome="cancelled") == 1
     assert total(samples, "modelbroker_attempt_errors_total", kind="cancelled", status="") == 1
     assert total(samples, "modelbroker_attempt_duration_seconds_sum", outcome="cancelled") == 0.25
+
+
+def test_attempts_are_held_until_a_scrape_and_then_all_counted(monkeypatch):
+    from core.types import Usage
+    from plugins.metrics import recorder as recorder_module
+
+    recorder = MetricsRecorder(GatewayConfig())
+    B = SimpleNamespace(id="b/m", name="b", model="m", enabled=True)
+
+    def succeed(provider, n: int) -> None:
+        result = SimpleNamespace(usage=Usage(n, 2 * n, 3 * n), cost=0.5 * n, overhead_ms=0.4)
+        request = SimpleNamespace(request_id=f"r{n}", deadline=0.0, received_at=float(n))
+        recorder.on_result(provider=provider, request=request, result=result, elapsed_ms=100.0 * n)
+
+    for n in (1, 2, 3):
+        succeed(A, n)
+    succeed(B, 4)
+    unflushed = parse(generate_latest(recorder.registry).decode())
+    assert total(unflushed, "modelbroker_attempts_total") == 0
+    samples = recorded(recorder)  # flushes, as GET /metrics does
+    assert total(samples, "modelbroker_attempts_total", provider="a", outcome="ok") == 3
+    assert total(samples, "modelbroker_tokens_total", provider="a", type="prompt") == 6
+    assert total(samples, "modelbroker_tokens_total", provider="a", type="completion") == 12
+    assert total(samples, "modelbroker_cost_total", provider="a") == 3.0
+    assert total(samples, "modelbroker_attempt_duration_seconds_sum", provider="a") == pytest.approx(0.6)
+    assert total(samples, "modelbroker_attempt_duration_seconds_count", provider="b") == 1
+    assert total(samples, "modelbroker_overhead_seconds_count") == 4
+    assert total(samples, "modelbroker_requests_total", outcome="ok") == 4  # counted as each request ends
+
+    monkeypatch.setattr(recorder_module, "HELD_MAX", 2)
+    succeed(A, 5)
+    succeed(A, 6)  # the second held attempt: added without a scrape
+    assert total(parse(generate_latest(recorder.registry).decode()), "modelbroker_attempts_total") == 6
 
 
 async def test_a_request_is_counted_once_however_its_attempts_are_reported():
