@@ -198,3 +198,20 @@ async def test_shutdown_flushes_what_is_buffered(tmp_path):
         writer.on_failure(PROVIDER, ChatRequest(messages=[], request_id="r"), failure(), 1.0, attempt)
     await writer.on_shutdown()
     assert path.read_bytes().count(b"\n") == 3
+
+
+def test_line_times_are_what_isoformat_gives_to_the_millisecond(tmp_path):
+    """The time text is cached per second; it must match datetime's own rounding at every edge."""
+    import random
+    from datetime import datetime, timezone
+
+    from plugins.file_log import FileLogWriter
+
+    writer = FileLogWriter(tmp_path / "app.log", include_prompts=False, include_responses=False)
+    rng = random.Random(4)
+    moments = [1778557027.9909995, 1702814366.4779994, 1767225599.9999996, 1767225600.0, 0.0005]
+    moments += [rng.uniform(1.6e9, 2.2e9) for _ in range(5000)]
+    moments += [1767225599.9990 + i * 0.0001 for i in range(20)]  # across a second, in order
+    for moment in moments:
+        assert writer._time_text(moment) == datetime.fromtimestamp(moment, timezone.utc).isoformat(
+            timespec="milliseconds"), moment
