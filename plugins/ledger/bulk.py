@@ -8,8 +8,10 @@ attempt) is ignored, so a batch written twice is harmless.
 
 On SQLite, one statement inserts ``ROWS_PER_STATEMENT`` rows: ``executemany`` of a
 one-row statement steps the statement once a row, and releases and takes back the
-GIL each time, which the event loop's thread then waits on. PostgreSQL (asyncpg)
-sends an ``executemany`` as one pipelined exchange already.
+GIL each time, which the event loop's thread then waits on. The rows left over
+(fewer than 40) go one a statement: a statement for each count would be prepared
+and kept by sqlite3's statement cache, up to 39 of them, each sizeable. PostgreSQL
+(asyncpg) sends an ``executemany`` as one pipelined exchange already.
 """
 
 from __future__ import annotations
@@ -63,5 +65,4 @@ class BulkInsert:
             await conn.executemany(insert_ignoring_duplicates(ROWS_PER_STATEMENT),
                                    self.row_groups(batch[:whole], ROWS_PER_STATEMENT))
         if whole < len(batch):
-            rest = batch[whole:]
-            await conn.executemany(insert_ignoring_duplicates(len(rest)), self.row_groups(rest, len(rest)))
+            await conn.executemany(insert_ignoring_duplicates(), self.rows(batch[whole:]))
