@@ -161,3 +161,17 @@ def test_a_transaction_discarded_with_its_loop_closes_without_awaiting(sqlite_ur
     loop.close()
     task._log_destroy_pending = False  # abandoned on purpose: no "Task was destroyed" warning
     coro.close()  # raised "coroutine ignored GeneratorExit" when the rollback was awaited
+
+
+def test_sqlite_times_are_stored_as_the_text_earlier_versions_wrote():
+    """``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, as SQLAlchemy wrote them: old and new rows compare alike."""
+    from plugins.ledger.sqlite_db import bind_time
+
+    east = timezone(timedelta(hours=5, minutes=30))
+    for moment in (datetime(2025, 1, 31, 23, 59, 58, 5, tzinfo=timezone.utc),
+                   datetime(2025, 2, 1, 5, 29, 58, 5, tzinfo=east),
+                   datetime(999, 12, 31, 0, 0, 0),  # naive: taken as UTC
+                   datetime(2026, 11, 27, 16, 28, 43, 0, tzinfo=timezone.utc)):
+        utc = moment.astimezone(timezone.utc) if moment.tzinfo else moment
+        assert bind_time(moment) == utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    assert bind_time(datetime(2025, 2, 1, 5, 29, 58, 5, tzinfo=east)) == "2025-01-31 23:59:58.000005"
