@@ -35,11 +35,11 @@ class MetricsRecorder:
     ``multiprocess_dir`` set: values go to that directory, and a scrape (by any
     worker) reads every worker's files; else they live in ``registry`` only.
 
-    In one process, an attempt is held as a tuple and added to the instruments by the
-    next scrape (``flush``), or once ``HELD_MAX`` wait: the counters then take one
-    addition per (provider, outcome) instead of five per attempt, each behind
-    prometheus_client's lock and checks (the hooks cost ~8 % of a request's
-    instructions before). With several workers, values are written as they come,
+    In one process, an attempt is held as a tuple (and an ended request as a count) and
+    added to the instruments by the next scrape (``flush``), or once ``HELD_MAX`` wait:
+    the counters then take one addition per (provider, outcome) instead of six per
+    request, each behind prometheus_client's lock and checks (the hooks cost ~8 % of a
+    request's instructions before). With several workers, values are written as they come,
     since a scrape reads the other workers' files, not their memory.
     """
 
@@ -52,6 +52,7 @@ class MetricsRecorder:
         self._refresher: asyncio.Task | None = None
         self._labelled: dict[tuple[str, str, str], tuple] = {}
         self._held: list[tuple] = []
+        self._ended: dict[object, int] = {}  # requests ended since the last flush, by their counter
         self._hold = not multiprocess_dir
         self._requests: dict[tuple[str, str, str], object] = {}
         if multiprocess_dir:
@@ -97,7 +98,10 @@ class MetricsRecorder:
             self.flush()
 
     def flush(self) -> None:
-        """Add the attempts held so far to the instruments (before every scrape)."""
+        """Add the attempts and requests held so far to the instruments (before every scrape)."""
+        ended, self._ended = self._ended, {}
+        for counter, count in ended.items():
+            counter.inc(count)
         held, self._held = self._held, []
         sums: dict[tuple, list] = {}
         overhead = self.instruments.overhead
@@ -141,12 +145,14 @@ class MetricsRecorder:
         return children
 
     def _count_request(self, provider: str, model: str, outcome: str) -> None:
-        """One request ended (``RequestOutcomes`` decides when); added at once, as it is once per request."""
+        """One request ended (``RequestOutcomes`` decides when): counted with the held attempts."""
         key = (provider, model, outcome)
         counter = self._requests.get(key)
         if counter is None:
             counter = self._requests[key] = self.instruments.requests.labels(provider, model, outcome)
-        counter.inc()
+        self._ended[counter] = self._ended.get(counter, 0) + 1
+        if not self._hold:
+            self.flush()
 
     # --- health, read from the gateway's tracker ----------------------------------------------
 

@@ -211,6 +211,7 @@ def test_attempts_are_held_until_a_scrape_and_then_all_counted(monkeypatch):
     succeed(B, 4)
     unflushed = parse(generate_latest(recorder.registry).decode())
     assert total(unflushed, "modelbroker_attempts_total") == 0
+    assert total(unflushed, "modelbroker_requests_total") == 0
     samples = recorded(recorder)  # flushes, as GET /metrics does
     assert total(samples, "modelbroker_attempts_total", provider="a", outcome="ok") == 3
     assert total(samples, "modelbroker_tokens_total", provider="a", type="prompt") == 6
@@ -219,7 +220,7 @@ def test_attempts_are_held_until_a_scrape_and_then_all_counted(monkeypatch):
     assert total(samples, "modelbroker_attempt_duration_seconds_sum", provider="a") == pytest.approx(0.6)
     assert total(samples, "modelbroker_attempt_duration_seconds_count", provider="b") == 1
     assert total(samples, "modelbroker_overhead_seconds_count") == 4
-    assert total(samples, "modelbroker_requests_total", outcome="ok") == 4  # counted as each request ends
+    assert total(samples, "modelbroker_requests_total", outcome="ok") == 4
 
     monkeypatch.setattr(recorder_module, "HELD_MAX", 2)
     succeed(A, 5)
