@@ -9,7 +9,7 @@ within about 1 % whatever else the machine is doing, where CPU time moves by 10 
 or more between runs here: judge a change of a few percent by them.
 
     python -m bench.inprocess                       # CPU µs per request
-    python -m bench.inprocess --instructions        # instructions per request (~1.5 min)
+    python -m bench.inprocess --instructions        # instructions per request (~2.5 min)
     python -m bench.inprocess --instructions --env MODELBROKER_DISABLED_PLUGINS=ledger
 """
 
@@ -66,7 +66,8 @@ def instructions_per_request(args: argparse.Namespace) -> float:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed: sudo apt-get install -y valgrind")
     counts = []
-    for requests in (args.requests // 4, 3 * args.requests // 4):
+    sizes = [sent_by(requests, args.concurrency) for requests in (args.requests // 4, 3 * args.requests // 4)]
+    for requests in sizes:
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
                "bench.inprocess", "--upstream", args.upstream, "-n", str(requests), "-c", str(args.concurrency),
                "--warmup", str(args.concurrency * 2), *(f"--env={item}" for item in args.env)]
@@ -75,7 +76,7 @@ def instructions_per_request(args: argparse.Namespace) -> float:
         if run.returncode != 0 or found is None:
             sys.exit(f"the run under callgrind failed:\n{run.stdout}\n{run.stderr[-2000:]}")
         counts.append(int(found.group(1)))
-    return (counts[1] - counts[0]) / (args.requests // 2)
+    return (counts[1] - counts[0]) / (sizes[1] - sizes[0])
 
 
 async def measure(args: argparse.Namespace, tmp: Path) -> float:
@@ -104,10 +105,15 @@ async def measure(args: argparse.Namespace, tmp: Path) -> float:
         await lifespan
 
 
+def sent_by(requests: int, concurrency: int) -> int:
+    """How many requests ``send_all`` sends for ``requests``: a whole number per client."""
+    return max(1, requests // concurrency) * concurrency
+
+
 async def send_all(app, requests: int, concurrency: int) -> int:
-    each = max(1, requests // concurrency)
-    await asyncio.gather(*(send_some(app, each) for _ in range(concurrency)))
-    return each * concurrency
+    sent = sent_by(requests, concurrency)
+    await asyncio.gather(*(send_some(app, sent // concurrency) for _ in range(concurrency)))
+    return sent
 
 
 async def send_some(app, count: int) -> None:
