@@ -8,6 +8,7 @@ and cumulative, so a change can be judged by the profile before the full bench.
 
     python -m bench.profile --endpoint /v1/chat/completions -c 64 --py-spy
     python -m bench.profile --target reference
+    python -m bench.profile -c 256 --delay-ms 50            # the c=256 cell of python -m bench
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--stream", action="store_true", help="load the streamed answer")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the target (default: this one)")
+    parser.add_argument("--delay-ms", type=float, default=None,
+                        help="load bench/delay_upstream.py answering after this delay instead of nginx")
     parser.add_argument("--py-spy", action="store_true", help="sample the target with py-spy while loaded")
     parser.add_argument("--top", type=int, default=40, help="how many functions to list")
     parser.add_argument("--save", type=Path, help="keep py-spy's collapsed stacks in this file")
@@ -71,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     target_cpu, load_cpu = cpus
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp_name:
         tmp = Path(tmp_name)
-        upstream = upstreams.start_nginx(tmp, load_cpu)
+        if args.delay_ms is None:
+            upstream = upstreams.start_nginx(tmp, load_cpu)
+        else:
+            upstream = upstreams.start_delayed(tmp, load_cpu, args.delay_ms / 1000)
         extra = dict(item.split("=", 1) for item in args.env)
         target = targets.start_target(args.target, upstream, args.stream, tmp, target_cpu, extra_env=extra)
         try:
