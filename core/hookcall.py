@@ -48,20 +48,35 @@ class HookCalls:
         return bool(self._impls.get(hook))
 
     def first(self, hook: str, **kwargs: Any) -> tuple[str, Any] | tuple[None, None]:
-        """The first non-None answer and the plugin that gave it; raises PluginError."""
-        for impl in self._impls.get(hook, ()):
-            answer = _answer(impl, hook, kwargs)
-            if answer is not None:
-                return impl[0], answer
+        """The first non-None answer and the plugin that gave it; raises PluginError.
+
+        The loop sits inside one ``try`` (no function call per implementation): routing asks
+        this of every strategy and every adapter plugin on each request."""
+        plugin = None
+        try:
+            for plugin, function, argnames in self._impls.get(hook, ()):
+                answer = function(*map(kwargs.__getitem__, argnames))
+                if answer is not None:
+                    return plugin, answer
+        except APIError:
+            raise
+        except Exception as exc:
+            raise PluginError(plugin, hook, exc) from exc
         return None, None
 
     def each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
         """Every implementation's non-None answer; raises PluginError at the first failure."""
         found = []
-        for impl in self._impls.get(hook, ()):
-            answer = _answer(impl, hook, kwargs)
-            if answer is not None:
-                found.append((impl[0], answer))
+        plugin = None
+        try:
+            for plugin, function, argnames in self._impls.get(hook, ()):
+                answer = function(*map(kwargs.__getitem__, argnames))
+                if answer is not None:
+                    found.append((plugin, answer))
+        except APIError:
+            raise
+        except Exception as exc:
+            raise PluginError(plugin, hook, exc) from exc
         return found
 
     def notify(self, hook: str, **kwargs: Any) -> None:
@@ -90,17 +105,6 @@ class HookCalls:
                 if not contain:
                     raise PluginError(plugin, hook, exc) from exc
                 log.exception("plugin %r failed in %s", plugin, hook)
-
-
-def _answer(impl: Impl, hook: str, kwargs: dict[str, Any]) -> Any:
-    """One implementation's answer; its failure raised as a PluginError naming it."""
-    plugin, function, argnames = impl
-    try:
-        return function(*map(kwargs.__getitem__, argnames))
-    except APIError:
-        raise
-    except Exception as exc:
-        raise PluginError(plugin, hook, exc) from exc
 
 
 def _ordered_impls(caller: pluggy.HookCaller) -> list[Impl]:
