@@ -48,6 +48,7 @@ class FileLogWriter:
         self.path = path
         self.include_prompts = include_prompts
         self.include_responses = include_responses
+        self.plain = not (include_prompts or include_responses)  # lines hold no prompt or response
         self._buffer: list[bytes] = []
         self._file: Any = None
         self._task: asyncio.Task | None = None
@@ -61,6 +62,20 @@ class FileLogWriter:
 
     @hookimpl
     def on_result(self, provider, request, result, elapsed_ms, attempt):
+        usage = result.usage
+        if (self.plain and usage is not None and usage.cached_tokens is None and usage.reasoning_tokens is None
+                and not usage.estimated):
+            # Nearly every line: one dict literal, in the key order of the steps below (~1 µs less).
+            line = {
+                "time": self._time_text(time.time()), "request_id": request.request_id, "attempt": attempt,
+                "provider": provider.name, "provider_id": provider.id, "model": provider.model,
+                "latency_ms": round(elapsed_ms, 2), "success": True, "model_used": result.model,
+                "overhead_ms": round(result.overhead_ms, 3), "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens, "total_tokens": usage.total_tokens,
+                "cost": result.cost,
+            }
+            self._buffer.append(orjson.dumps(line) + b"\n")
+            return
         line = self._common(provider, request, elapsed_ms, attempt)
         line.update(success=True, model_used=result.model, overhead_ms=round(result.overhead_ms, 3))
         self._add_usage(line, result.usage)

@@ -8,10 +8,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
+import orjson
 import pytest
 
 from core.config import ProviderConfig
-from core.types import ChatRequest, ErrorKind, ProviderError
+from core.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
 from plugins.file_log import FLUSH_INTERVAL_S, FileLogWriter
 
 PROMPT = "tell me about the 1000 islands"
@@ -215,3 +216,25 @@ def test_line_times_are_what_isoformat_gives_to_the_millisecond(tmp_path):
     for moment in moments:
         assert writer._time_text(moment) == datetime.fromtimestamp(moment, timezone.utc).isoformat(
             timespec="milliseconds"), moment
+
+
+@pytest.mark.parametrize("usage", [
+    Usage(prompt_tokens=5, completion_tokens=7, total_tokens=12),
+    Usage(prompt_tokens=5, completion_tokens=7, total_tokens=12, cached_tokens=3),
+    Usage(prompt_tokens=5, completion_tokens=7, total_tokens=12, reasoning_tokens=2),
+    Usage(prompt_tokens=5, completion_tokens=7, total_tokens=12, estimated=True),
+    None,
+])
+def test_a_success_line_is_the_same_built_either_way(tmp_path, monkeypatch, usage):
+    """on_result writes most lines from one dict literal; the line, key order included, must be the one
+    built in steps (the way taken with prompts or responses on, or unusual usage)."""
+    monkeypatch.setattr(time, "time", lambda: 1767225600.25)
+    result = Completion(text="hi", model="m-used", usage=usage, cost=0.012, overhead_ms=0.2345)
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], request_id="r1")
+    fast = FileLogWriter(tmp_path / "a.log", include_prompts=False, include_responses=False)
+    stepwise = FileLogWriter(tmp_path / "b.log", include_prompts=False, include_responses=False)
+    stepwise.plain = False  # forces the step-by-step build
+    fast.on_result(PROVIDER, request, result, 12.3456, 2)
+    stepwise.on_result(PROVIDER, request, result, 12.3456, 2)
+    assert fast._buffer == stepwise._buffer
+    assert list(orjson.loads(fast._buffer[0])) == list(orjson.loads(stepwise._buffer[0]))
