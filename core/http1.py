@@ -39,6 +39,9 @@ USER_AGENT = f"modelbroker/{__version__}"
 DEFAULT_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
 #: Always the client's own, worked out from the URL and the body.
 OWN_HEADERS = frozenset({"host", "content-length"})
+#: Request heads kept (by method, URL and headers): one per provider in practice; a plugin sending
+#: per-request headers would make one each, so the table is emptied when it reaches this size.
+MAX_HEADS = 256
 
 
 class TransportError(Exception):
@@ -295,6 +298,7 @@ class Http1Client:
         self.keepalive_s = keepalive_s
         self._ssl = ssl_context
         self._targets: dict[str, Target] = {}
+        self._heads: dict[tuple, tuple[bytes, bytes]] = {}  # (method, url, *headers) -> _head()
         self._idle: dict[tuple[str, str, int], list[Connection]] = {}
         self._slots = asyncio.Semaphore(max_connections)
         self._closed = False
@@ -308,7 +312,13 @@ class Http1Client:
         target = self._targets.get(url)
         if target is None:
             target = self._targets[url] = parse_target(url)
-        message = self._message(method, target, body, headers)
+        key = (method, url, *headers.items())
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()
+            head = self._heads[key] = self._head(method, target, headers)
+        message = b"%b%d\r\n%b%b" % (head[0], len(body), head[1], body)
         await self._slots.acquire()
         try:
             return await self._exchange(target, message, read_timeout, connect_timeout)
@@ -341,10 +351,11 @@ class Http1Client:
             return Response(self, connection, target, read_timeout)
 
     @staticmethod
-    def _message(method: str, target: Target, body: bytes, headers: dict[str, str]) -> bytes:
-        """The request's bytes. ``host`` and ``content-length`` are always the client's own (from
-        the URL and the body); ``user-agent`` and ``accept-encoding`` unless the caller gave them."""
-        lines = [f"{method} {target.path} HTTP/1.1\r\nhost: {target.host_header}\r\ncontent-length: {len(body)}\r\n"]
+    def _head(method: str, target: Target, headers: dict[str, str]) -> tuple[bytes, bytes]:
+        """The request's head, in two pieces around the content-length's digits. ``host`` and
+        ``content-length`` are always the client's own (from the URL and the body); ``user-agent``
+        and ``accept-encoding`` unless the caller gave them."""
+        lines = [f"{method} {target.path} HTTP/1.1\r\nhost: {target.host_header}\r\ncontent-length: "]
         defaults = dict(DEFAULT_HEADERS)
         for name, value in headers.items():
             lower = name.lower()
@@ -354,11 +365,11 @@ class Http1Client:
             lines.append(f"{name}: {value}\r\n")
         lines += [f"{name}: {value}\r\n" for name, value in defaults.items()]
         lines.append("\r\n")
-        head = "".join(lines)
-        breaks = len(lines) + 2  # the request line, host and content-length share the first piece
-        if head.count("\n") != breaks or head.count("\r") != breaks:  # one inside a name or value
+        first, rest = lines[0], "".join(lines[1:])
+        # A line break inside a name or value would start a header of its own.
+        if first.count("\n") != 2 or first.count("\r") != 2 or not rest.count("\n") == rest.count("\r") == len(lines) - 1:
             raise ValueError("a request header name or value contains a line break")
-        return head.encode("latin-1") + body
+        return first.encode("latin-1"), rest.encode("latin-1")
 
     def _take_idle(self, origin: tuple[str, str, int]) -> Connection | None:
         idle = self._idle.get(origin)

@@ -26,6 +26,7 @@ import pytest
 import trustme
 
 from core import __version__
+from core import http1
 from core.http import UpstreamHTTP
 from core.http1 import Http1Client, Response, TransportError, parse_target
 from core.types import ErrorKind, ProviderError
@@ -282,6 +283,27 @@ async def test_the_callers_host_and_content_length_give_way_to_the_clients_own(c
     assert request.values("host") == [f"127.0.0.1:{server.port}"]
     assert request.values("content-length") == ["2"]
     assert request.values("accept-encoding") == ["gzip"]
+
+
+async def test_request_heads_are_kept_and_each_request_gets_its_own_length_and_headers(
+        client: Http1Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head is built once per (method, URL, headers): bodies of other lengths and other headers
+    still go out right, and a caller sending new headers every time cannot grow the table past its bound."""
+    monkeypatch.setattr(http1, "MAX_HEADS", 3)
+    bodies = [b"{}", b'{"a": 1}', b"{}" * 50, b'{"a": 1}']
+    async with Server(serving(echo)) as server:
+        for number, body in enumerate(bodies):
+            await (await post(client, server.url(), body, {"x-n": str(number % 2)})).read()
+        assert len(client._heads) == 2
+        for number in range(10):
+            await (await post(client, server.url(), b"{}", {"x-unique": str(number)})).read()
+            assert len(client._heads) <= 3
+    sent = server.requests
+    assert [request.body for request in sent[:4]] == bodies
+    assert [request.header("content-length") for request in sent[:4]] == [str(len(b)) for b in bodies]
+    assert [request.header("x-n") for request in sent[:4]] == ["0", "1", "0", "1"]
+    assert [request.header("x-unique") for request in sent[4:]] == [str(n) for n in range(10)]
+    assert all(request.header("x-n") is None for request in sent[4:])
 
 
 async def test_an_answer_arriving_one_byte_at_a_time(client: Http1Client) -> None:
