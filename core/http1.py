@@ -367,7 +367,8 @@ class Http1Client:
         lines.append("\r\n")
         first, rest = lines[0], "".join(lines[1:])
         # A line break inside a name or value would start a header of its own.
-        if first.count("\n") != 2 or first.count("\r") != 2 or not rest.count("\n") == rest.count("\r") == len(lines) - 1:
+        ends = len(lines) - 1  # of header lines in ``rest``, the blank line included
+        if first.count("\n") != 2 or first.count("\r") != 2 or not rest.count("\n") == rest.count("\r") == ends:
             raise ValueError("a request header name or value contains a line break")
         return first.encode("latin-1"), rest.encode("latin-1")
 
