@@ -160,8 +160,7 @@ class LedgerWriter:
             if not self.migrated:
                 await migrate(self.db)
                 self.migrated = True
-            async with self.db.writing() as conn:
-                await self._insert.execute(conn, batch)
+            await self._insert.write(batch)
         except Exception as exc:
             self._failed(exc)
             return False

@@ -62,8 +62,7 @@ def insert(url: str, rows: list[dict[str, Any]]) -> None:
     async def write(db):
         await migrate(db)
         if rows:
-            async with db.writing() as conn:
-                await BulkInsert(db).execute(conn, rows)
+            await BulkInsert(db).write(rows)
 
     run(with_db(url, write))
 

@@ -95,6 +95,40 @@ def test_sqlite_reads_do_not_wait_behind_a_write_in_progress(sqlite_url):
     assert run(with_db(sqlite_url, work)) == 1  # the uncommitted row is not seen
 
 
+def test_sqlite_write_whole_commits_or_rolls_back_and_takes_turns_with_writing(sqlite_url):
+    """``write_whole`` runs a transaction in one hand-over; it waits for a ``writing()`` block
+    in progress on the same lane instead of beginning inside it."""
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE w (n INTEGER PRIMARY KEY)")
+        release = asyncio.Event()
+
+        async def slow_writer():
+            async with db.writing() as conn:
+                await conn.execute("INSERT INTO w VALUES (1)")
+                await release.wait()
+
+        writer = asyncio.create_task(slow_writer())
+        await asyncio.sleep(0.05)
+        whole = asyncio.create_task(db.write_whole(lambda conn: conn.execute("INSERT INTO w VALUES (2)").rowcount))
+        await asyncio.sleep(0.05)
+        assert not whole.done()  # waiting for its turn
+        release.set()
+        await writer
+        assert await whole == 1
+
+        def fails_halfway(conn):
+            conn.execute("INSERT INTO w VALUES (3)")
+            conn.execute("INSERT INTO w VALUES (1)")  # a duplicate key
+
+        with pytest.raises(UniqueViolation):
+            await db.write_whole(fails_halfway)
+        async with db.reading() as conn:
+            return [row[0] for row in await conn.fetch("SELECT n FROM w ORDER BY n")]
+
+    assert run(with_db(sqlite_url, work)) == [1, 2]  # 3 rolled back with the failed transaction
+
+
 def test_two_processes_opening_a_new_sqlite_file_at_once_both_succeed(tmp_path):
     url = f"sqlite:///{tmp_path / 'new.db'}"
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from plugins.ledger import STORE_NAME
+from plugins.ledger.database import open_database
 
 from .helpers import read_rows
 
@@ -189,9 +190,9 @@ def test_a_result_record_is_what_the_blank_and_update_way_builds():
         assert set(built) | {"time"} == set(RECORD_COLUMNS)
 
 
-@pytest.mark.parametrize("count", [1, 39, 40, 41, 81, 500])
+@pytest.mark.parametrize("count", [1, 3, 63, 64, 65, 127, 500])
 def test_a_batch_of_any_size_is_written_once_and_again_ignored(database_url, count):
-    """SQLite inserts 40 rows a statement, then the rest; every row lands once, in every column."""
+    """SQLite inserts 64 rows a statement, then the rest by powers of two; every row lands once, in every column."""
     from .helpers import insert, record
 
     rows = [record(f"r-{i:04d}", attempt=1 + i % 3, prompt_tokens=i, error=None if i % 2 else f"e{i}",
@@ -201,3 +202,44 @@ def test_a_batch_of_any_size_is_written_once_and_again_ignored(database_url, cou
     found = read_rows(database_url)
     assert [(r["request_id"], r["attempt"], r["prompt_tokens"], r["error"], r["tokens_estimated"]) for r in found] == [
         (r["request_id"], r["attempt"], r["prompt_tokens"], r["error"], r["tokens_estimated"]) for r in rows]
+
+
+def test_a_sqlite_batch_is_one_hand_over_and_a_few_statements(sqlite_url, monkeypatch):
+    """Under load each hand-over to SQLite's thread, and each statement, waits up to 5 ms for
+    the GIL (bulk.py): a batch of 500 is one hand-over and ten statements, not ~40."""
+    from plugins.ledger.bulk import BulkInsert
+    from plugins.ledger.sqlite_db import SQLiteDatabase, _Lane
+
+    from .helpers import insert, record, run, with_db
+
+    insert(sqlite_url, [])  # the schema
+    rows = [record(f"h-{i:04d}") for i in range(500)]
+    hand_overs, statements = [], []
+    real_run = _Lane.run
+
+    async def counted_run(lane, work):
+        hand_overs.append(work)
+
+        def traced(conn):
+            conn.set_trace_callback(statements.append)
+            try:
+                return work(conn)
+            finally:
+                conn.set_trace_callback(None)
+        return await real_run(lane, traced)
+
+    monkeypatch.setattr(_Lane, "run", counted_run)
+    run(with_db(sqlite_url, lambda db: BulkInsert(db).write(rows)))
+
+    assert len(hand_overs) == 1
+    largest = SQLiteDatabase.rows_per_statement
+    sizes = [size for size, _ in BulkInsert(open_database(sqlite_url)).row_groups(rows, largest)]
+    assert sum(sizes) == 500 and all(size <= largest and size & (size - 1) == 0 for size in sizes)
+    if largest == 64:  # SQLite 3.32 or later
+        assert sizes == [64] * 7 + [32, 16, 4]
+    inserts = [sql for sql in statements if sql.startswith("INSERT")]
+    assert [sql.count("), (") + 1 for sql in inserts] == sizes
+    assert statements[0].startswith("BEGIN") and statements[-1] == "COMMIT"
+    assert len(statements) == len(sizes) + 2
+    monkeypatch.undo()
+    assert len(read_rows(sqlite_url)) == 500
