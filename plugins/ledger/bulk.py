@@ -11,20 +11,20 @@ hand-over, and each statement (sqlite3 lets go of the GIL while SQLite works), m
 that thread take the GIL back, and while the event loop is busy that waits for
 Python's switch interval, 5 ms: a batch written from the loop statement by statement
 (four hand-overs, a statement per 40 rows and one per leftover row) took ~0.35 s
-under full load, less than the rows coming in, and the queue grew by ~2 MiB a second.
-One statement inserts ``rows_per_statement`` rows (64; see ``SQLiteDatabase``); what is left is written with the
-powers of two below it (500 = 7 x 64 + 32 + 16 + 4: ten statements), so sqlite3's
-statement cache keeps at most seven statements, ~400 KiB together. PostgreSQL
+under full load, while ~1,000 new rows came in, and the queue grew by ~2 MiB a second.
+One statement inserts ``SQLiteDatabase.rows_per_statement`` rows (64); what is left
+goes in the powers of two below it (500 = 7 x 64 + 32 + 16 + 4: ten statements), so
+sqlite3's statement cache keeps at most seven of them, ~400 KiB together. PostgreSQL
 (asyncpg) sends an ``executemany`` as one pipelined exchange already.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
-from typing import TYPE_CHECKING
 from itertools import chain
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from plugins.ledger.database import Database
 from plugins.ledger.records import Record
@@ -67,15 +67,26 @@ class BulkInsert:
             yield size, tuple(chain.from_iterable(self.rows(batch[start:start + size])))
             start += size
 
-    async def write(self, batch: list[Record]) -> None:
-        """Insert ``batch`` in one transaction."""
+    async def write(self, batch: list[Record], *, background: bool = False,
+                    hurry: Callable[[], bool] | None = None) -> int:
+        """Insert ``batch`` in one transaction; returns how many of its records went in.
+
+        ``background``: at a low priority, where the database has a thread for it (SQLite),
+        and then only the beginning of the batch once ``hurry()`` (asked from that thread
+        between statements) is true: the caller writes the rest at the usual priority."""
         if self.db.dialect == "sqlite":
-            await self.db.write_whole(lambda conn: self._insert_sqlite(conn, batch))
-            return
+            return await self.db.write_whole(lambda conn: self._insert_sqlite(conn, batch, hurry if background else None),
+                                             background=background)
         async with self.db.writing() as conn:
             await conn.executemany(insert_ignoring_duplicates(), self.rows(batch))
+        return len(batch)
 
-    def _insert_sqlite(self, conn: sqlite3.Connection, batch: list[Record]) -> None:
+    def _insert_sqlite(self, conn: sqlite3.Connection, batch: list[Record], hurry: Callable[[], bool] | None) -> int:
         """In SQLite's thread, inside the transaction."""
+        done = 0
         for size, params in self.row_groups(batch, self.db.rows_per_statement):
+            if done and hurry is not None and hurry():
+                break
             conn.execute(insert_ignoring_duplicates(size), params)
+            done += size
+        return done

@@ -149,24 +149,36 @@ class LedgerWriter:
             except BaseException:  # cancelled: keep the batch
                 self._requeue(batch)
                 raise
-            if not written:
+            if written is None:
                 self._requeue(batch)
                 return False
+            if written < len(batch):  # a background write cut short: the rest goes first, at once
+                self._requeue(batch[written:])
         return True
 
-    async def _write(self, batch: list[Record]) -> bool:
-        """One transaction; True if it committed. A failure starts or extends an outage."""
+    async def _write(self, batch: list[Record]) -> int | None:
+        """One transaction; how many records it committed, None if it failed (a failure starts
+        or extends an outage).
+
+        While the writer keeps up (less than a batch waits behind this one), the batch is
+        written at a low priority, so requests take the core first; it stops after the
+        statement under way once a whole batch waits again (an event loop that never idles
+        would leave it crawling), and the rest is written at the usual priority."""
         try:
             if not self.migrated:
                 await migrate(self.db)
                 self.migrated = True
-            await self._insert.write(batch)
+            written = await self._insert.write(batch, background=not self._behind(), hurry=self._behind)
         except Exception as exc:
             self._failed(exc)
-            return False
-        self.written += len(batch)
+            return None
+        self.written += written
         self._recovered()
-        return True
+        return written
+
+    def _behind(self) -> bool:
+        """A whole batch waits (asked from the database's thread too: a deque's length is safe to read)."""
+        return len(self.queue) >= self.options.batch_size
 
     def _requeue(self, batch: list[Record]) -> None:
         self.queue.extendleft(reversed(batch))
@@ -258,7 +270,11 @@ class LedgerWriter:
                 records = await asyncio.to_thread(self.spill.read_chunk, file, self.options.batch_size)
                 if not records:
                     break
-                if not await self._write(records) or not await self._write_queue():
+                written = await self._write(records)
+                if written is None:
+                    return False
+                self._requeue(records[written:])  # a background write cut short: the queue has the rest
+                if not await self._write_queue():
                     return False
                 count += len(records)
             else:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -127,6 +130,44 @@ def test_sqlite_write_whole_commits_or_rolls_back_and_takes_turns_with_writing(s
             return [row[0] for row in await conn.fetch("SELECT n FROM w ORDER BY n")]
 
     assert run(with_db(sqlite_url, work)) == [1, 2]  # 3 rolled back with the failed transaction
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+def test_sqlite_background_work_runs_at_a_low_priority_and_never_beside_other_work(sqlite_url):
+    """The background twin runs at BACKGROUND_NICE; a call waits for the work handed over
+    before it, even when that work's caller was cancelled (one connection, one thread at a time)."""
+    from plugins.ledger.sqlite_db import BACKGROUND_NICE
+
+    def nice(conn):
+        return os.getpriority(os.PRIO_PROCESS, 0)  # on Linux: the calling thread's
+
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE x (n INTEGER)")
+        low = await db.write_whole(nice, background=True)
+        normal = await db.write_whole(nice)
+        entered, leave = threading.Event(), threading.Event()
+
+        def slow(conn):
+            entered.set()
+            leave.wait(5)
+            conn.execute("INSERT INTO x VALUES (1)")
+
+        first = asyncio.create_task(db.write_whole(slow, background=True))
+        await asyncio.to_thread(entered.wait, 5)
+        first.cancel()  # the thread goes on with it
+        second = asyncio.create_task(db.write_whole(lambda conn: conn.execute("INSERT INTO x VALUES (2)").rowcount))
+        await asyncio.sleep(0.1)
+        waited = not second.done()
+        leave.set()
+        assert await second == 1
+        async with db.reading() as conn:
+            rows = [row[0] for row in await conn.fetch("SELECT n FROM x ORDER BY rowid")]
+        return low, normal, waited, rows
+
+    low, normal, waited, rows = run(with_db(sqlite_url, work))
+    assert (low, normal) == (max(BACKGROUND_NICE, os.getpriority(os.PRIO_PROCESS, 0)), os.getpriority(os.PRIO_PROCESS, 0))
+    assert waited and rows == [1, 2]
 
 
 def test_two_processes_opening_a_new_sqlite_file_at_once_both_succeed(tmp_path):

@@ -217,7 +217,7 @@ def test_a_sqlite_batch_is_one_hand_over_and_a_few_statements(sqlite_url, monkey
     hand_overs, statements = [], []
     real_run = _Lane.run
 
-    async def counted_run(lane, work):
+    async def counted_run(lane, work, **how):
         hand_overs.append(work)
 
         def traced(conn):
@@ -226,7 +226,7 @@ def test_a_sqlite_batch_is_one_hand_over_and_a_few_statements(sqlite_url, monkey
                 return work(conn)
             finally:
                 conn.set_trace_callback(None)
-        return await real_run(lane, traced)
+        return await real_run(lane, traced, **how)
 
     monkeypatch.setattr(_Lane, "run", counted_run)
     run(with_db(sqlite_url, lambda db: BulkInsert(db).write(rows)))
@@ -243,3 +243,62 @@ def test_a_sqlite_batch_is_one_hand_over_and_a_few_statements(sqlite_url, monkey
     assert len(statements) == len(sizes) + 2
     monkeypatch.undo()
     assert len(read_rows(sqlite_url)) == 500
+
+
+def _writer_run(tmp_path, monkeypatch, arriving: int):
+    """1,200 records, then 1, through a LedgerWriter (batches of 500) into a fresh SQLite file;
+    ``arriving`` more come in while the first background batch is being written. Returns the
+    (batch length, background, records written) of every write, and the rows in the end."""
+    from plugins.ledger.bulk import BulkInsert
+    from plugins.ledger.options import LedgerOptions
+    from plugins.ledger.spill import SpillFile
+    from plugins.ledger.writer import LedgerWriter
+
+    from .helpers import insert, record, run, with_db
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    insert(url, [])  # the schema
+    seen = []
+    real_write = BulkInsert.write
+    writers = []
+
+    async def write(self, batch, *, background=False, hurry=None):
+        if background and arriving and not any(bg for _, bg, _ in seen):
+            for i in range(arriving):
+                writers[0].add(record(f"late-{i:05d}"))
+        written = await real_write(self, batch, background=background, hurry=hurry)
+        seen.append((len(batch), background, written))
+        return written
+
+    monkeypatch.setattr(BulkInsert, "write", write)
+
+    async def work(db):
+        writer = LedgerWriter(db, SpillFile(tmp_path / "spill.jsonl"),
+                              LedgerOptions(database_url=url, spill_file=tmp_path / "spill.jsonl", batch_size=500))
+        writers.append(writer)
+        writer.migrated = True
+        for i in range(1_200):
+            writer.add(record(f"w-{i:05d}"))
+        assert await writer._write_queue()
+        writer.add(record("w-last"))
+        assert await writer._write_queue()
+
+    run(with_db(url, work))
+    return seen, read_rows(url)
+
+
+def test_the_writer_writes_in_the_background_while_it_keeps_up(tmp_path, monkeypatch):
+    """A batch goes to SQLite's low-priority thread unless a whole batch waits behind it."""
+    seen, rows = _writer_run(tmp_path, monkeypatch, arriving=0)
+    assert seen == [(500, False, 500), (500, True, 500), (200, True, 200), (1, True, 1)]
+    assert len(rows) == 1_201
+
+
+def test_a_background_batch_stops_early_once_a_whole_batch_waits(tmp_path, monkeypatch):
+    """Records that pile up during a background write cut it short after its statement under
+    way (64 rows); the rest goes first in the next batch, at the usual priority."""
+    seen, rows = _writer_run(tmp_path, monkeypatch, arriving=500)
+    assert seen[:2] == [(500, False, 500), (500, True, 64)]
+    assert seen[2] == (500, False, 500)  # 436 left over, then 64 of the late ones
+    assert sum(written for _, _, written in seen) == 1_701
+    assert len(rows) == 1_701 and len({row["request_id"] for row in rows}) == 1_701
