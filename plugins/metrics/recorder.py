@@ -25,8 +25,9 @@ _OUTCOME_OF_KIND = {ErrorKind.PARTIAL: PARTIAL, ErrorKind.CANCELLED: CANCELLED}
 #: Seconds between a worker's updates of its health gauges in multiprocess mode.
 HEALTH_REFRESH_S = 2.0
 #: Attempts held in one process before they are added to the instruments (a scrape adds them
-#: at once): bounds the memory when nothing scrapes.
-HELD_MAX = 1000
+#: at once): bounds the memory when nothing scrapes, and the pause: adding them takes the event
+#: loop ~3.7 µs each (two histogram observations), so 1,000 held up one request by ~3.7 ms.
+HELD_MAX = 100
 
 
 class MetricsRecorder:
