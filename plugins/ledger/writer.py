@@ -142,10 +142,12 @@ class LedgerWriter:
 
     async def _write_queue(self) -> bool:
         """Write the queue in batches; False (the rest kept) at the first failure."""
+        behind = False  # once behind, the rest of the queue goes at the usual priority
         while self.queue:
             batch = [self.queue.popleft() for _ in range(min(self.options.batch_size, len(self.queue)))]
+            behind = behind or self._behind()
             try:
-                written = await self._write(batch)
+                written = await self._write(batch, background=not behind)
             except BaseException:  # cancelled: keep the batch
                 self._requeue(batch)
                 raise
@@ -154,21 +156,23 @@ class LedgerWriter:
                 return False
             if written < len(batch):  # a background write cut short: the rest goes first, at once
                 self._requeue(batch[written:])
+                behind = True
         return True
 
-    async def _write(self, batch: list[Record]) -> int | None:
+    async def _write(self, batch: list[Record], *, background: bool = False) -> int | None:
         """One transaction; how many records it committed, None if it failed (a failure starts
         or extends an outage).
 
-        While the writer keeps up (less than a batch waits behind this one), the batch is
-        written at a low priority, so requests take the core first; it stops after the
-        statement under way once a whole batch waits again (an event loop that never idles
-        would leave it crawling), and the rest is written at the usual priority."""
+        While the writer keeps up (less than a batch waits behind this one), the queue is
+        written at a low priority (``background``), so requests take the core first. Such a
+        write stops after the statement under way once a whole batch waits again (an event
+        loop that never idles would leave it crawling), and the rest of the queue goes at
+        the usual priority."""
         try:
             if not self.migrated:
                 await migrate(self.db)
                 self.migrated = True
-            written = await self._insert.write(batch, background=not self._behind(), hurry=self._behind)
+            written = await self._insert.write(batch, background=background, hurry=self._behind)
         except Exception as exc:
             self._failed(exc)
             return None
@@ -270,7 +274,7 @@ class LedgerWriter:
                 records = await asyncio.to_thread(self.spill.read_chunk, file, self.options.batch_size)
                 if not records:
                     break
-                written = await self._write(records)
+                written = await self._write(records, background=not self._behind())
                 if written is None:
                     return False
                 self._requeue(records[written:])  # a background write cut short: the queue has the rest

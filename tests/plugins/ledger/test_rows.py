@@ -245,10 +245,10 @@ def test_a_sqlite_batch_is_one_hand_over_and_a_few_statements(sqlite_url, monkey
     assert len(read_rows(sqlite_url)) == 500
 
 
-def _writer_run(tmp_path, monkeypatch, arriving: int):
-    """1,200 records, then 1, through a LedgerWriter (batches of 500) into a fresh SQLite file;
-    ``arriving`` more come in while the first background batch is being written. Returns the
-    (batch length, background, records written) of every write, and the rows in the end."""
+def _writer_run(tmp_path, monkeypatch, first: int, arriving: int = 0):
+    """``first`` records, then 1, through a LedgerWriter (batches of 500) into a fresh SQLite
+    file; ``arriving`` more come in while the first background batch is being written. Returns
+    the (batch length, background, records written) of every write, and the rows in the end."""
     from plugins.ledger.bulk import BulkInsert
     from plugins.ledger.options import LedgerOptions
     from plugins.ledger.spill import SpillFile
@@ -277,7 +277,7 @@ def _writer_run(tmp_path, monkeypatch, arriving: int):
                               LedgerOptions(database_url=url, spill_file=tmp_path / "spill.jsonl", batch_size=500))
         writers.append(writer)
         writer.migrated = True
-        for i in range(1_200):
+        for i in range(first):
             writer.add(record(f"w-{i:05d}"))
         assert await writer._write_queue()
         writer.add(record("w-last"))
@@ -288,17 +288,19 @@ def _writer_run(tmp_path, monkeypatch, arriving: int):
 
 
 def test_the_writer_writes_in_the_background_while_it_keeps_up(tmp_path, monkeypatch):
-    """A batch goes to SQLite's low-priority thread unless a whole batch waits behind it."""
-    seen, rows = _writer_run(tmp_path, monkeypatch, arriving=0)
-    assert seen == [(500, False, 500), (500, True, 500), (200, True, 200), (1, True, 1)]
+    """A batch goes to SQLite's low-priority thread unless a whole batch waits behind it; once
+    one does, the rest of that queue goes at the usual priority."""
+    seen, rows = _writer_run(tmp_path, monkeypatch, first=300)
+    assert seen == [(300, True, 300), (1, True, 1)]
+    (tmp_path / "behind").mkdir()
+    seen, rows = _writer_run(tmp_path / "behind", monkeypatch, first=1_200)
+    assert seen == [(500, False, 500), (500, False, 500), (200, False, 200), (1, True, 1)]
     assert len(rows) == 1_201
 
 
 def test_a_background_batch_stops_early_once_a_whole_batch_waits(tmp_path, monkeypatch):
     """Records that pile up during a background write cut it short after its statement under
     way (64 rows); the rest goes first in the next batch, at the usual priority."""
-    seen, rows = _writer_run(tmp_path, monkeypatch, arriving=500)
-    assert seen[:2] == [(500, False, 500), (500, True, 64)]
-    assert seen[2] == (500, False, 500)  # 436 left over, then 64 of the late ones
-    assert sum(written for _, _, written in seen) == 1_701
-    assert len(rows) == 1_701 and len({row["request_id"] for row in rows}) == 1_701
+    seen, rows = _writer_run(tmp_path, monkeypatch, first=300, arriving=500)
+    assert seen == [(300, True, 64), (500, False, 500), (236, False, 236), (1, True, 1)]
+    assert len(rows) == 801 and len({row["request_id"] for row in rows}) == 801
