@@ -3,7 +3,9 @@
 Two lanes per database object, one for writes and one for reads, each a connection
 opened on first use in a worker thread of its own; every statement runs there, so
 the event loop never waits on the disk. Within a lane, transactions take turns (an
-asyncio lock); across lanes WAL lets a read (``/usage``) run beside a write.
+asyncio lock); across lanes WAL lets a read (``/usage``) run beside a write. A lane
+may also run work in a second thread at a low priority (``background``: the ledger's
+batches), never at the same time as the first.
 
 The file is in WAL mode with ``synchronous=NORMAL`` and a busy timeout, so several
 processes on one machine can share it; write transactions start with
