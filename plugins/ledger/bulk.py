@@ -14,7 +14,7 @@ Python's switch interval, 5 ms: a batch written from the loop statement by state
 under full load, while ~1,000 new rows came in, and the queue grew by ~2 MiB a second.
 One statement inserts ``SQLiteDatabase.rows_per_statement`` rows (64); what is left
 goes in the powers of two below it (500 = 7 x 64 + 32 + 16 + 4: ten statements), so
-sqlite3's statement cache keeps at most seven of them, ~400 KiB together. PostgreSQL
+sqlite3's statement cache keeps at most seven of them, ~430 KiB together. PostgreSQL
 (asyncpg) sends an ``executemany`` as one pipelined exchange already.
 """
 

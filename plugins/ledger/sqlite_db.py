@@ -77,7 +77,7 @@ class SQLiteDatabase:
     #: columns = 1,536 parameters, which SQLite allows from 3.32 on (32,766; 999 before).
     #: Past 16 rows a statement an insert costs about the same per row (~10 µs with the
     #: four indexes); a larger statement saves GIL hand-overs and costs its size in
-    #: sqlite3's statement cache (64 rows: ~150 KiB).
+    #: sqlite3's statement cache (64 rows: ~200 KiB).
     rows_per_statement = 64 if sqlite3.sqlite_version_info >= (3, 32) else 32
 
     def __init__(self, url: DatabaseURL, *, busy_timeout_s: float) -> None:
