@@ -75,7 +75,8 @@ class BulkInsert:
         and then only the beginning of the batch once ``hurry()`` (asked from that thread
         between statements) is true: the caller writes the rest at the usual priority."""
         if self.db.dialect == "sqlite":
-            return await self.db.write_whole(lambda conn: self._insert_sqlite(conn, batch, hurry if background else None),
+            stop_early = hurry if background else None
+            return await self.db.write_whole(lambda conn: self._insert_sqlite(conn, batch, stop_early),
                                              background=background)
         async with self.db.writing() as conn:
             await conn.executemany(insert_ignoring_duplicates(), self.rows(batch))
