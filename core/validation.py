@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter
+
 _FRIENDLY = {
     "int_parsing": "must be an integer",
     "int_type": "must be an integer",
@@ -51,10 +53,11 @@ def problems(errors: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [(location(e["loc"]), message(e)) for e in errors]
 
 
-def request_body_schema(model: type) -> dict[str, Any]:
-    """``openapi_extra`` for a route that reads its JSON body itself: the model's JSON schema
-    with its ``$defs`` inlined, so the schema stands alone inside /openapi.json."""
-    schema = model.model_json_schema()
+def request_body_schema(body: type[BaseModel] | TypeAdapter) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its JSON body itself: the body's JSON schema
+    (a model's, or a TypeAdapter's) with its ``$defs`` inlined, so the schema stands alone
+    inside /openapi.json."""
+    schema = body.json_schema() if isinstance(body, TypeAdapter) else body.model_json_schema()
     defs = schema.pop("$defs", {})
 
     def inline(node: Any) -> Any:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from contextlib import aclosing
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from typing_extensions import NotRequired, TypedDict
 
 from core.disconnect import unless_disconnected
 from core.request_ids import request_id_of
@@ -32,41 +33,45 @@ router = APIRouter(prefix="/v1")
 OWNED_FIELDS = frozenset({"model", "messages", "stream", "max_tokens", "temperature"})
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
+@with_config(ConfigDict(extra="allow", strict=True))
+class ChatMessage(TypedDict):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[dict[str, Any]] | None = None
+    content: NotRequired[str | list[dict[str, Any]] | None]
 
 
-class ChatCompletionBody(BaseModel):
+@with_config(ConfigDict(extra="allow", strict=True))
+class ChatCompletionBody(TypedDict):
     """The OpenAI chat request; fields not listed here are allowed and passed through.
 
     Strict: ``"stream": "false"`` or ``"max_tokens": "5"`` is refused (as OpenAI
     does), since the body is passed on as sent, not as pydantic would coerce it.
+    A TypedDict, not a model: the body is only checked (the route reads the parsed
+    dict), and pydantic checks into plain dicts 2-3 times faster than into model
+    instances (~9 against ~24 µs for twenty messages), once per request.
     """
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model: NotRequired[Annotated[str, Field(min_length=1, json_schema_extra={"default": "auto"})]]
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    stream: NotRequired[Annotated[bool, Field(json_schema_extra={"default": False})]]
+    stream_options: NotRequired[dict[str, Any] | None]
+    max_tokens: NotRequired[Annotated[int, Field(gt=0)] | None]
+    max_completion_tokens: NotRequired[Annotated[int, Field(gt=0)] | None]
+    temperature: NotRequired[Annotated[float, Field(ge=0, le=2)] | None]
+    top_p: NotRequired[Annotated[float, Field(ge=0, le=1)] | None]
+    stop: NotRequired[str | list[str] | None]
+    seed: NotRequired[int | None]
+    user: NotRequired[str | None]
+    tools: NotRequired[list[dict[str, Any]] | None]
+    tool_choice: NotRequired[str | dict[str, Any] | None]
+    response_format: NotRequired[dict[str, Any] | None]
 
-    model: str = Field(default="auto", min_length=1)
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, gt=0)
-    max_completion_tokens: int | None = Field(default=None, gt=0)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    user: str | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+
+CHAT_BODY = TypeAdapter(ChatCompletionBody)
 
 
 @router.post(
     "/chat/completions",
-    openapi_extra=request_body_schema(ChatCompletionBody),
+    openapi_extra=request_body_schema(CHAT_BODY),
 )
 async def chat_completions(request: Request):
     """Route an OpenAI chat request; fall back until an answer (or a stream's first content)."""
@@ -125,7 +130,7 @@ def parse_chat_body(raw: bytes) -> dict[str, Any]:
         raise APIError(400, f"the body is nested more than {MAX_DEPTH} levels deep; it cannot be forwarded",
                        code="invalid_body")
     try:
-        ChatCompletionBody.model_validate(data)
+        CHAT_BODY.validate_python(data)
     except ValidationError as exc:
         found = problems(exc.errors(include_input=False, include_url=False))
         raise APIError(

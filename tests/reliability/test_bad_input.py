@@ -305,6 +305,22 @@ def test_the_published_schema_has_no_broken_refs(gw):
     assert broken_refs(gw.get("/openapi.json").json()) == []
 
 
+def test_the_published_chat_schema_says_what_the_check_enforces(gw):
+    """The chat body is checked as a TypedDict: its schema still gives the defaults, the bounds,
+    the one required field, and that other fields pass."""
+    operation = gw.get("/openapi.json").json()["paths"][CHAT]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    fields = schema["properties"]
+    assert schema["required"] == ["messages"]
+    assert schema["additionalProperties"] is True
+    assert fields["model"]["default"] == "auto" and fields["model"]["minLength"] == 1
+    assert fields["stream"]["default"] is False
+    assert fields["messages"]["minItems"] == 1
+    assert fields["messages"]["items"]["required"] == ["role"]
+    assert "user" in fields["messages"]["items"]["properties"]["role"]["enum"]
+    assert {("maximum", 2), ("minimum", 0)} <= fields["temperature"]["anyOf"][0].items()
+
+
 def test_schemathesis_finds_no_server_error(gateway, provider, upstream):
     schemathesis = pytest.importorskip("schemathesis")
     hypothesis = pytest.importorskip("hypothesis")
