@@ -11,6 +11,7 @@ or more between runs here: judge a change of a few percent by them.
     python -m bench.inprocess                       # CPU µs per request
     python -m bench.inprocess --instructions        # instructions per request (~2.5 min)
     python -m bench.inprocess --instructions --env MODELBROKER_DISABLED_PLUGINS=ledger
+    python -m bench.inprocess --body conversation.json   # the cost with a body of your own
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--concurrency", type=int, default=64)
     parser.add_argument("--warmup", type=int, default=3_200, help="requests sent before measuring")
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
+    parser.add_argument("--body", type=Path, help="a file holding the chat request body to send "
+                        "(default: one short user message)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the gateway (repeatable)")
     parser.add_argument("--upstream", help=argparse.SUPPRESS)  # given to the runs under callgrind
@@ -70,7 +73,8 @@ def instructions_per_request(args: argparse.Namespace) -> float:
     for requests in sizes:
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
                "bench.inprocess", "--upstream", args.upstream, "-n", str(requests), "-c", str(args.concurrency),
-               "--warmup", str(args.concurrency * 2), *(f"--env={item}" for item in args.env)]
+               "--warmup", str(args.concurrency * 2), *(f"--env={item}" for item in args.env),
+               *(["--body", str(args.body.resolve())] if args.body else [])]
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
         found = re.search(r"Collected : (\d+)", run.stderr)
         if run.returncode != 0 or found is None:
@@ -95,9 +99,10 @@ async def measure(args: argparse.Namespace, tmp: Path) -> float:
     if started["type"] != "lifespan.startup.complete":
         sys.exit(f"the gateway did not start: {started.get('message')}")
     try:
-        await send_all(app, args.warmup, args.concurrency)
+        body = args.body.read_bytes() if args.body else BODY
+        await send_all(app, args.warmup, args.concurrency, body)
         before = time.process_time()
-        sent = await send_all(app, args.requests, args.concurrency)
+        sent = await send_all(app, args.requests, args.concurrency, body)
         return (time.process_time() - before) / sent * 1e6
     finally:
         await to_app.put({"type": "lifespan.shutdown"})
@@ -110,25 +115,25 @@ def sent_by(requests: int, concurrency: int) -> int:
     return max(1, requests // concurrency) * concurrency
 
 
-async def send_all(app, requests: int, concurrency: int) -> int:
+async def send_all(app, requests: int, concurrency: int, body: bytes = BODY) -> int:
     sent = sent_by(requests, concurrency)
-    await asyncio.gather(*(send_some(app, sent // concurrency) for _ in range(concurrency)))
+    await asyncio.gather(*(send_some(app, sent // concurrency, body) for _ in range(concurrency)))
     return sent
 
 
-async def send_some(app, count: int) -> None:
+async def send_some(app, count: int, body: bytes) -> None:
     for _ in range(count):
-        await send_one(app)
+        await send_one(app, body)
 
 
-async def send_one(app) -> None:
+async def send_one(app, body: bytes) -> None:
     """One POST /v1/chat/completions as uvicorn would hand it over; the client then waits quietly."""
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000), "scheme": "http", "method": "POST",
              "root_path": "", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
              "query_string": b"", "state": {},
              "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(BODY)).encode())]}
+                         (b"content-length", str(len(body)).encode())]}
     body_sent = False
     status = 0
 
@@ -136,7 +141,7 @@ async def send_one(app) -> None:
         nonlocal body_sent
         if not body_sent:
             body_sent = True
-            return {"type": "http.request", "body": BODY, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
         await asyncio.Event().wait()  # the client stays until the answer is sent
         return {"type": "http.disconnect"}
 
