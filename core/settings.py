@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     ledger_flush_interval_s: float = 0.5
     #: Freeze what startup made and collect young objects less often (core/heap.py).
     gc_tuning: bool = True
+    #: uvicorn's line per HTTP request on stderr (core/access_log.py); app.log has every attempt.
+    access_log: bool = False
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod

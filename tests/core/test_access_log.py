@@ -1,0 +1,69 @@
+"""uvicorn's access line per request: off by default, under ``modelbroker serve`` and under
+``uvicorn main:app`` alike; ``MODELBROKER_ACCESS_LOG=true`` turns it back on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from core.testing import GatewayProcess, free_port
+
+ACCESS_LINE = '"POST /v1/chat/completions HTTP/1.1" 200'
+CHAT = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
+SETTINGS = {"default": {}, "asked for": {"MODELBROKER_ACCESS_LOG": "true"}}
+
+
+def answered(url: str) -> None:
+    answer = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_modelbroker_serve(setting, write_config, provider, upstream, subprocess_env, tmp_path, repo_root):
+    config = write_config({"providers": [provider("a")]})
+    env = subprocess_env(MODELBROKER_LOG_FILE=str(tmp_path / "app.log"), **SETTINGS[setting])
+    gateway = GatewayProcess(config, env=env, cwd=repo_root).wait_ready()
+    try:
+        answered(gateway.url)
+    finally:
+        gateway.stop()
+    assert (ACCESS_LINE in gateway.output()) == (setting == "asked for"), gateway.output()
+    assert '"request_id"' in (tmp_path / "app.log").read_text()  # the attempt is on record either way
+
+
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_uvicorn_main_app(setting, write_config, provider, upstream, subprocess_env, tmp_path, repo_root):
+    config = write_config({"providers": [provider("a")]})
+    env = subprocess_env(MODELBROKER_CONFIG=str(config), MODELBROKER_LOG_FILE=str(tmp_path / "app.log"),
+                         **SETTINGS[setting])
+    port = free_port()
+    output = tmp_path / "uvicorn.out"
+    with output.open("wb") as out:
+        server = subprocess.Popen([sys.executable, "-m", "uvicorn", "main:app", "--port", str(port)],
+                                  cwd=repo_root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert _ready(url, server, timeout=20), output.read_text()
+        answered(url)
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+    text = output.read_text()
+    assert (ACCESS_LINE in text) == (setting == "asked for"), text
+    assert ("access log is off" in text) == (setting == "default"), text  # says where the lines went
+
+
+def _ready(url: str, server: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return False
