@@ -26,9 +26,11 @@ def silence_uvicorn_access_log() -> None:
     access = logging.getLogger(UVICORN_ACCESS_LOGGER)
     if not access.hasHandlers():
         return
+    would_print = access.isEnabledFor(logging.INFO)  # not under ``modelbroker demo`` (warnings only)
     access.handlers = []
     access.propagate = False
-    # A warning, so that it shows under a bare ``uvicorn main:app`` (no logging configured):
-    # whoever expects uvicorn's lines learns where they went.
-    log.warning("uvicorn's access log is off: app.log has a line per attempt "
-                "(MODELBROKER_ACCESS_LOG=true turns it on)")
+    if would_print:
+        # A warning, so that it shows under a bare ``uvicorn main:app`` (no logging configured):
+        # whoever expects uvicorn's lines learns where they went.
+        log.warning("uvicorn's access log is off: app.log has a line per attempt "
+                    "(MODELBROKER_ACCESS_LOG=true turns it on)")

@@ -32,6 +32,7 @@ def test_modelbroker_serve(setting, write_config, provider, upstream, subprocess
     finally:
         gateway.stop()
     assert (ACCESS_LINE in gateway.output()) == (setting == "asked for"), gateway.output()
+    assert ("access log is off" in gateway.output()) == (setting == "default"), gateway.output()
     assert '"request_id"' in (tmp_path / "app.log").read_text()  # the attempt is on record either way
 
 
