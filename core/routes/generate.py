@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.disconnect import unless_disconnected
 from core.request_ids import request_id_of
-from core.scope import header, state
+from core.scope import header, read_body, state
 from core.responses import APIError, JSONResponse
 from core.router import Routed
 from core.routes.openai_chat import routing_headers, stream_error_event
@@ -44,7 +44,7 @@ async def generate(request: Request) -> JSONResponse:
     """Route a prompt to a provider; fall back to the next one on failure."""
     received_at = time.perf_counter()
     gateway = request.app.state.gateway
-    body = parse_body(await request.body())
+    body = parse_body(await read_body(request.receive))
     if body.strategy is not None and body.strategy not in gateway.strategies:
         raise APIError(
             400, f"unknown strategy {body.strategy!r}; installed strategies: {', '.join(gateway.strategies)}",

@@ -19,7 +19,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from core.disconnect import unless_disconnected
 from core.request_ids import request_id_of
-from core.scope import header, state
+from core.scope import header, read_body, state
 from core.responses import APIError, JSONResponse
 from core.router import Routed
 from core.sse import DONE, EventStreamResponse, sse_event
@@ -77,7 +77,7 @@ async def chat_completions(request: Request):
     """Route an OpenAI chat request; fall back until an answer (or a stream's first content)."""
     received_at = time.perf_counter()
     gateway = request.app.state.gateway
-    data = parse_chat_body(await request.body())
+    data = parse_chat_body(await read_body(request.receive))
     chat = ChatRequest(
         messages=data["messages"],
         request_id=request_id_of(request),

@@ -3,8 +3,11 @@ lets requests in flight finish and flushes app.log (core/disconnect.py, core/str
 
 from __future__ import annotations
 
+import logging
+import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -45,6 +48,23 @@ def test_a_client_that_leaves_mid_stream_cancels_it(gateway, provider, upstream)
     line, = gw.log_lines()
     assert (line["success"], line["error_kind"]) == (False, "cancelled")
     assert line["completion_tokens"] > 0, "the tokens already streamed are recorded"
+
+
+@pytest.mark.parametrize("path", ["/generate", "/v1/chat/completions"])
+def test_a_client_that_leaves_while_sending_its_body_is_no_error(gateway, provider, upstream, path, caplog):
+    """Half a body, then the connection closes: nothing to answer, nothing to log as an error."""
+    gw = gateway(config(provider("a")))
+    url = urlsplit(gw.url)
+    caplog.set_level(logging.INFO)
+    caplog.clear()  # what startup said
+    with socket.create_connection((url.hostname, url.port), timeout=5) as client:
+        client.sendall(f"POST {path} HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+                       f"content-length: 100\r\n\r\n{{\"prompt\": ".encode())
+        time.sleep(0.2)  # the gateway is now waiting for the rest of the body
+    time.sleep(0.5)  # the disconnect reaches the route at once; give it time to be (mis)reported
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == []
+    assert upstream.calls == {}
 
 
 def test_a_client_that_leaves_during_a_backoff_stops_the_retries(gateway, provider, upstream):
