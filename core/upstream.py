@@ -128,17 +128,46 @@ def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-async def sse_data(stream) -> AsyncIterator[str]:
-    """The ``data:`` payload of each server-sent event of ``stream`` (a ``core.http.UpstreamStream``)."""
-    data: list[str] = []
+def sse_data(stream) -> AsyncIterator[str]:
+    """The ``data:`` payload of each server-sent event of ``stream`` (a ``core.http.UpstreamStream``,
+    or any object whose ``lines()`` gives the body's lines), each once its blank line is in."""
+    events = getattr(stream, "events", None)
+    return events() if events is not None else _data_of_lines(stream)
+
+
+async def _data_of_lines(stream) -> AsyncIterator[str]:
+    collect = EventData()
     async for line in stream.lines():
+        payload = collect.line(line)
+        if payload is not None:
+            yield payload
+    payload = collect.end()
+    if payload is not None:
+        yield payload
+
+
+class EventData:
+    """Collects the ``data:`` lines of server-sent events, fed one line (without its ending) at a time."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def line(self, line: bytes) -> str | None:
+        """Take one line; the event's payload if this (blank) line ends one."""
         if line.startswith(b"data:"):
-            data.append(line[5:].lstrip(b" ").decode("utf-8", "replace"))
-        elif not line and data:
-            yield "\n".join(data)
-            data = []
-    if data:
-        yield "\n".join(data)
+            self._data.append(line[5:].lstrip(b" ").decode("utf-8", "replace"))
+            return None
+        return self.end() if not line else None
+
+    def end(self) -> str | None:
+        """The payload of the event under way, if it has data (at a blank line, or the stream's end)."""
+        if not self._data:
+            return None
+        payload = "\n".join(self._data)
+        self._data = []
+        return payload
 
 
 def parse_event(data: str, secret: str | None = None) -> dict:

@@ -26,7 +26,7 @@ import pytest
 import trustme
 
 from core import __version__
-from core import http1
+from core import http1, upstream
 from core.http import UpstreamHTTP
 from core.http1 import Http1Client, Response, TransportError, parse_target
 from core.types import ErrorKind, ProviderError
@@ -983,6 +983,53 @@ async def test_upstream_http_stream_gives_the_lines_before_a_break() -> None:
     assert lines == [b"data: 1", b"", b"data: 2", b""]
     assert failure.value.kind is ErrorKind.CONNECTION
 
+
+
+#: An event stream in awkward pieces: CRLF endings, a comment, a named event with two data
+#: lines, an event split across reads, and a last event with no blank line after it.
+AWKWARD_PIECES = (b"data: one\r\n\r\n", b": a comment\n", b"event: x\ndata: multi\ndata: line\n\n",
+                  b"data: spl", b"it\n", b"\n", b"data: last")
+
+
+def awkward_stream() -> Handler:
+    async def handle(peer: Peer) -> None:
+        while await peer.request() is not None:
+            await peer.send(CHUNKED_HEAD)
+            for piece in AWKWARD_PIECES:
+                await peer.send(chunk(piece))
+                await asyncio.sleep(0.01)  # each piece its own read
+            await peer.send(chunk(b""))
+
+    return handle
+
+
+async def test_upstream_http_stream_events_are_the_data_of_its_lines() -> None:
+    """``events()`` (what sse_data uses) and sse_data over ``lines()`` (what it does for any
+    other stream) give the same payloads."""
+    async with Server(awkward_stream()) as server, UpstreamHTTP() as http:
+        found = []
+        for read in (lambda stream: stream.events(), lambda stream: upstream._data_of_lines(stream)):
+            stream = await http.stream(server.url(), b"{}", {}, timeout_s=TIMEOUT, connect_timeout_s=TIMEOUT,
+                                       secret=SECRET)
+            async with stream:
+                found.append([data async for data in read(stream)])
+    assert found == [["one", "multi\nline", "split", "last"]] * 2
+
+
+async def test_upstream_http_stream_gives_the_events_before_a_break() -> None:
+    async def handle(peer: Peer) -> None:
+        await peer.request()
+        await peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\ndata: 2\n\ndata: 3"))  # then the close
+
+    async with Server(handle) as server, UpstreamHTTP() as http:
+        stream = await http.stream(server.url(), b"{}", {}, timeout_s=TIMEOUT, connect_timeout_s=TIMEOUT,
+                                   secret=SECRET)
+        events = []
+        with pytest.raises(ProviderError) as failure:
+            async for data in upstream.sse_data(stream):
+                events.append(data)
+    assert events == ["1", "2"]  # the third never ended
+    assert failure.value.kind is ErrorKind.CONNECTION
 
 # --- through a forward proxy (HTTP_PROXY) --------------------------------------------
 
