@@ -2,7 +2,7 @@
 
 uvicorn writes a line per HTTP request to stderr through ``logging``, on the event
 loop. Measured at 64 connections (``python -m bench.profile``, 2026-11-28): 508-584
-µs of CPU a request without it, 742-803 with it, a third fewer requests a second. The
+µs of CPU a request without it, 742-803 with it, about 30 % fewer requests a second. The
 gateway already writes a line per attempt to app.log (request id, provider, status,
 latency, tokens, cost) off the loop, so the access line is off by default for
 ``modelbroker serve`` and for ``uvicorn main:app`` alike.
