@@ -247,6 +247,8 @@ async def test_json_answer_and_the_request_on_the_wire(client: Http1Client) -> N
         assert "x-request-id" in response.headers and "X-REQUEST-ID" in response.headers
         assert response.headers.get("x-rep") == "a, b"  # a repeated header, joined
         assert response.headers.get("missing") is None and "missing" not in response.headers
+        assert dict(response.headers) == {"content-length": str(len(reply)), "content-type": "application/json",
+                                          "x-request-id": "r-1", "x-rep": "a, b"}  # a Mapping, names in lower case
         assert json.loads(await response.read()) == {"id": "x", "choices": []}
 
     [request] = server.requests
