@@ -67,6 +67,7 @@ def _upstream_message(body: bytes) -> tuple[str, str | None]:
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_SECONDS_PER = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def rate_limit_of(headers: Mapping[str, str]) -> RateLimit | None:
@@ -87,15 +88,15 @@ def duration_seconds(value: str | None) -> float | None:
     """``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` or a plain number of seconds."""
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if value[-1] not in "hms":  # no float() text ends so; OpenAI's resets ("6ms") skip the exception
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
     parts = _DURATION.findall(value)
     if not parts:
         return None
-    scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
-    return sum(float(number) * scale[unit] for number, unit in parts)
+    return sum(float(number) * _SECONDS_PER[unit] for number, unit in parts)
 
 
 def int_header(value: str | None) -> int | None:

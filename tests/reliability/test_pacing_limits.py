@@ -6,6 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
+from core.upstream import duration_seconds
+
 from ._support import blast, config, health_row, wait_until
 
 SLOW_OK = {"kind": "ok", "delay_s": 1.0}
@@ -18,6 +22,16 @@ def spent(which: str, reset: str) -> dict:
 
 
 # --- pacing -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("6ms", 0.006), ("0s", 0.0), ("1s", 1.0), ("6m0s", 360.0), ("1h2m3.5s", 3723.5), ("20ms", 0.02),
+    ("2", 2.0), ("1.5", 1.5), (" 3 ", 3.0), ("-4", 0.0), ("6ms ", 0.006), ("soon", None), ("", None), (None, None),
+])
+def test_reset_durations(text, seconds):
+    """The forms of ``x-ratelimit-reset-*``: Go durations (OpenAI, Groq) and plain seconds."""
+    found = duration_seconds(text)
+    assert found is None if seconds is None else found == pytest.approx(seconds)
 
 
 def test_a_spent_request_quota_passes_the_provider_over_until_reset(gateway, provider, upstream):
