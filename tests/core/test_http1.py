@@ -970,7 +970,11 @@ async def test_upstream_http_stream_lines() -> None:
     assert lines == [b"data: 1", b"", b"data: 2", b"", b"data: [DONE]", b""]
 
 
-async def test_upstream_http_stream_gives_the_lines_before_a_break() -> None:
+@pytest.mark.parametrize(("read", "expected"), [
+    (lambda stream: stream.lines(), [b"data: 1", b"", b"data: 2", b""]),
+    (upstream.sse_data, ["1", "2"]),  # the third event never ended
+], ids=["lines", "events"])
+async def test_upstream_http_stream_gives_what_came_before_a_break(read, expected) -> None:
     async def handle(peer: Peer) -> None:
         await peer.request()
         await peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\ndata: 2\n\ndata: 3"))  # then the close
@@ -978,11 +982,11 @@ async def test_upstream_http_stream_gives_the_lines_before_a_break() -> None:
     async with Server(handle) as server, UpstreamHTTP() as http:
         stream = await http.stream(server.url(), b"{}", {}, timeout_s=TIMEOUT, connect_timeout_s=TIMEOUT,
                                    secret=SECRET)
-        lines = []
+        found = []
         with pytest.raises(ProviderError) as failure:
-            async for line in stream.lines():
-                lines.append(line)
-    assert lines == [b"data: 1", b"", b"data: 2", b""]
+            async for item in read(stream):
+                found.append(item)
+    assert found == expected
     assert failure.value.kind is ErrorKind.CONNECTION
 
 
@@ -1016,22 +1020,6 @@ async def test_upstream_http_stream_events_are_the_data_of_its_lines() -> None:
             async with stream:
                 found.append([data async for data in read(stream)])
     assert found == [["one", "multi\nline", "split", "last"]] * 2
-
-
-async def test_upstream_http_stream_gives_the_events_before_a_break() -> None:
-    async def handle(peer: Peer) -> None:
-        await peer.request()
-        await peer.send(CHUNKED_HEAD + chunk(b"data: 1\n\ndata: 2\n\ndata: 3"))  # then the close
-
-    async with Server(handle) as server, UpstreamHTTP() as http:
-        stream = await http.stream(server.url(), b"{}", {}, timeout_s=TIMEOUT, connect_timeout_s=TIMEOUT,
-                                   secret=SECRET)
-        events = []
-        with pytest.raises(ProviderError) as failure:
-            async for data in upstream.sse_data(stream):
-                events.append(data)
-    assert events == ["1", "2"]  # the third never ended
-    assert failure.value.kind is ErrorKind.CONNECTION
 
 # --- through a forward proxy (HTTP_PROXY) --------------------------------------------
 
