@@ -1021,6 +1021,7 @@ async def test_upstream_http_stream_events_are_the_data_of_its_lines() -> None:
                 found.append([data async for data in read(stream)])
     assert found == [["one", "multi\nline", "split", "last"]] * 2
 
+
 # --- through a forward proxy (HTTP_PROXY) --------------------------------------------
 
 
