@@ -91,9 +91,13 @@ class UpstreamStream:
                         yield payload
         except TransportError as exc:
             raise transport_error(exc, self._secret) from None
-        for payload in (collect.line(pending.rstrip(b"\r")) if pending else None, collect.end()):
+        if pending:  # a last line with no line ending
+            payload = collect.line(pending.rstrip(b"\r"))
             if payload is not None:
                 yield payload
+        payload = collect.end()
+        if payload is not None:
+            yield payload
 
     async def close(self) -> None:
         self._response.release()

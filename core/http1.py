@@ -181,9 +181,7 @@ class Connection(asyncio.Protocol):
         self.status = self.parser.get_status_code()
         self.headers_done = True
         raw = self.headers.raw
-        if b"content-length" in raw or b"transfer-encoding" in raw:
-            self.framed = True
-        if self.status in (204, 304):
+        if b"content-length" in raw or b"transfer-encoding" in raw or self.status in (204, 304):
             self.framed = True
         self.wake()
 
