@@ -98,16 +98,10 @@ class GatewayProcess:
 
     def wait_ready(self, timeout: float = 20.0) -> GatewayProcess:
         """Return once /health answers; raise with the process's output if it never does."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the gateway exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
+        if wait_healthy(self.url, self.proc, timeout):
+            return self
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the gateway exited with {self.proc.returncode}:\n{self.output()}")
         raise AssertionError(f"the gateway did not answer /health in {timeout} s:\n{self.output()}")
 
     def stop(self) -> None:
@@ -119,3 +113,17 @@ class GatewayProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether the gateway process at ``url`` answers /health within ``timeout`` s (False at
+    once if it exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    return False

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
-from core.testing import GatewayProcess, free_port
+from core.testing import GatewayProcess, free_port, wait_healthy
 
 ACCESS_LINE = '"POST /v1/chat/completions HTTP/1.1" 200'
 CHAT = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}
@@ -48,7 +47,7 @@ def test_uvicorn_main_app(setting, write_config, provider, upstream, subprocess_
                                   cwd=repo_root, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        assert _ready(url, server, timeout=20), output.read_text()
+        assert wait_healthy(url, server, timeout=20), output.read_text()
         answered(url)
     finally:
         server.terminate()
@@ -56,15 +55,3 @@ def test_uvicorn_main_app(setting, write_config, provider, upstream, subprocess_
     text = output.read_text()
     assert (ACCESS_LINE in text) == (setting == "asked for"), text
     assert ("access log is off" in text) == (setting == "default"), text  # says where the lines went
-
-
-def _ready(url: str, server: subprocess.Popen, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return True
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    return False
