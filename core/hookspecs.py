@@ -202,7 +202,8 @@ def call_provider(
     Return None at once if ``provider.type`` is not yours, else an awaitable.
     For a whole answer it gives a ``Completion``. For ``request.stream`` it gives
     an async iterator of ``StreamChunk`` once the upstream has accepted the
-    request (a status error is raised by the awaitable, not by the iterator);
+    request (a status error is raised by the awaitable, not by the iterator;
+    the router counts the awaitable's time as the upstream's);
     an adapter that cannot stream may give a ``Completion`` instead, which is
     sent as one chunk. The awaitable and the iterator raise ``ProviderError``
     for any failure, with a message that holds no secret; the iterator must

@@ -237,11 +237,15 @@ class Router:
         waited_ms: float,
     ) -> Completion | StreamAttempt:
         """One call; every plugin hears how it went, exactly once (for a stream, when it ends)."""
+        called = time.perf_counter()
         answer = await self._call_reporting(provider, request, number, started)
         if request.stream:
             if isinstance(answer, Completion):  # an adapter that cannot stream answers whole
                 answer = single_chunk_stream(answer)
             stream = StreamAttempt(self.hooks, provider, request, number, started, answer)
+            # Until the adapter gives its iterator, it was connecting and waiting for the
+            # upstream's head: the upstream's time, not the gateway's.
+            stream.upstream_ms = (time.perf_counter() - called) * 1000
             await stream.open()
             stream.overhead_ms = overhead_ms(request, waited_ms + stream.upstream_ms)
             return stream

@@ -119,6 +119,28 @@ def test_response_headers_and_log_line(start, provider, sdk):
     assert_no_secret(gw.log_file.read_text())
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_overhead_header_leaves_out_the_upstream_wait(start, provider, upstream, sdk, stream):
+    """``x-modelbroker-overhead-ms`` is the gateway's own time: an upstream that takes 300 ms
+    before answering adds nothing to it, and app.log's ``overhead_ms`` is the same figure."""
+    upstream.set_behavior("a", {"kind": "ok", "delay_s": 0.3})
+    gw = start(provider("a"))
+    rid = new_id()
+    began = time.perf_counter()
+    raw = sdk(gw).chat.completions.with_raw_response.create(
+        model="auto", messages=HELLO, stream=stream, extra_headers={"x-request-id": rid})
+    if stream:
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices)
+    else:
+        assert raw.parse().choices[0].message.content == fake_reply("a")
+    elapsed_ms = (time.perf_counter() - began) * 1000
+    overhead = float(raw.headers["x-modelbroker-overhead-ms"])
+    assert elapsed_ms >= 300
+    assert 0 <= overhead < 150, overhead  # loopback and a loaded CI core, but never the 300 ms wait
+    [line] = for_request(gw.log_lines(), rid)
+    assert line["overhead_ms"] == overhead
+
+
 def test_request_id_is_generated_when_absent(shared, sdk):
     gw = shared
     raw = sdk(gw).chat.completions.with_raw_response.create(model="auto", messages=HELLO)
