@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from core.config import ConfigError
-from core.responses import APIError, JSONResponse
+from core.responses import APIError, JSONResponse, error_responses
 
 router = APIRouter(prefix="/admin")
 
 
-@router.post("/reload")
+@router.post("/reload", responses=error_responses(400, 401))
 async def reload_config(request: Request) -> JSONResponse:
     """Apply a changed providers.yaml; an invalid file is refused and the old one stays."""
     gateway = request.app.state.gateway

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.disconnect import unless_disconnected
 from core.request_ids import request_id_of
 from core.scope import header, read_body, state
-from core.responses import APIError, JSONResponse
+from core.responses import APIError, JSONResponse, error_responses
 from core.router import Routed
 from core.routes.openai_chat import routing_headers, stream_error_event
 from core.sse import EventStreamResponse, sse_event
@@ -39,6 +39,11 @@ class GenerateBody(BaseModel):
 @router.post(
     "/generate",
     openapi_extra=request_body_schema(GenerateBody),
+    responses={
+        200: {"description": "The answer; with `stream: true`, server-sent events of text deltas.",
+              "content": {"text/event-stream": {}}},
+        **error_responses(400, 401, 403, 413, 415, 422, 429, 500, 502, 503, 504),
+    },
 )
 async def generate(request: Request) -> JSONResponse:
     """Route a prompt to a provider; fall back to the next one on failure."""

@@ -20,7 +20,7 @@ from typing_extensions import NotRequired, TypedDict
 from core.disconnect import unless_disconnected
 from core.request_ids import request_id_of
 from core.scope import header, read_body, state
-from core.responses import APIError, JSONResponse
+from core.responses import APIError, JSONResponse, error_responses
 from core.router import Routed
 from core.sse import DONE, EventStreamResponse, sse_event
 from core.streaming import StreamEnd
@@ -72,6 +72,12 @@ CHAT_BODY = TypeAdapter(ChatCompletionBody)
 @router.post(
     "/chat/completions",
     openapi_extra=request_body_schema(CHAT_BODY),
+    responses={
+        200: {"description": "A `chat.completion`; with `stream: true`, server-sent events of "
+                             "`chat.completion.chunk`s ending with `data: [DONE]`.",
+              "content": {"text/event-stream": {}}},
+        **error_responses(400, 401, 403, 404, 413, 415, 429, 500, 502, 503, 504),
+    },
 )
 async def chat_completions(request: Request):
     """Route an OpenAI chat request; fall back until an answer (or a stream's first content)."""
@@ -103,7 +109,7 @@ async def chat_completions(request: Request):
     return EventStreamResponse(relay_chunks(routed, wants_usage), headers=headers)
 
 
-@router.get("/models")
+@router.get("/models", responses=error_responses(401))
 async def list_models(request: Request) -> JSONResponse:
     """Every value ``model`` may take, in OpenAI's list format."""
     gateway = request.app.state.gateway

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from core.responses import APIError, JSONResponse
+from core.responses import APIError, JSONResponse, error_responses
 from plugins.ledger.database import DatabaseError
 from plugins.ledger.queries import UsageQueryError, parse_group_by, parse_window, usage_report
 from plugins.ledger.store import STORE_NAME
@@ -19,7 +19,7 @@ router = APIRouter()
 FLUSH_BEFORE_READ_S = 2.0
 
 
-@router.get("/usage")
+@router.get("/usage", responses=error_responses(400, 401, 422, 503))
 async def usage(
     request: Request,
     start: Annotated[str | None, Query(alias="from", description="ISO date or datetime (default: 30 days ago)")] = None,

@@ -321,6 +321,35 @@ def test_the_published_chat_schema_says_what_the_check_enforces(gw):
     assert {("maximum", 2), ("minimum", 0)} <= fields["temperature"]["anyOf"][0].items()
 
 
+def test_every_error_answered_is_documented_with_its_shape(own_gw, upstream):
+    """An error status a route answers is listed for that route in /openapi.json, with the
+    error shape, and the body answered matches that shape."""
+    from core.responses import ErrorBody
+
+    documented = {(path, method.upper()): operation["responses"]
+                  for path, operations in own_gw.get("/openapi.json").json()["paths"].items()
+                  for method, operation in operations.items()}
+    client, json_type = own_gw.client, {"content-type": "application/json"}
+    answers = {
+        400: client.post(CHAT, content=b"{", headers=json_type),
+        404: client.post(CHAT, json={**GOOD[CHAT], "model": "no-such-model"}),
+        413: client.post(CHAT, content=b"x" * (4 * MIB), headers=json_type),
+        415: client.post(CHAT, content=b"{}", headers={"content-type": "text/plain"}),
+        422: client.post("/generate", json={"prompt": ""}),
+        (400, "/usage"): client.get("/usage", params={"to": "someday"}),
+    }
+    upstream.set_behavior("a", {"kind": "status", "status": 500})
+    answers[502] = client.post(CHAT, json=GOOD[CHAT])
+    for key, answer in answers.items():
+        status, path = key if isinstance(key, tuple) else (key, answer.request.url.path)
+        assert answer.status_code == status, (key, answer.text)
+        responses = documented[(path, answer.request.method)]
+        assert responses[str(status)]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"}, (key, responses.get(str(status)))
+        ErrorBody.model_validate(answer.json())
+    assert answers[502].json()["error"]["attempts"][0]["provider"] == "a/a"
+
+
 def test_schemathesis_finds_no_server_error(gateway, provider, upstream):
     schemathesis = pytest.importorskip("schemathesis")
     hypothesis = pytest.importorskip("hypothesis")
