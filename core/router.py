@@ -281,12 +281,21 @@ class Router:
         if pending is None:
             raise ProviderError(ErrorKind.PLUGIN, f"no installed adapter handles type {provider.type!r}")
         try:
-            return await pending
+            answer = await pending
         except (ProviderError, asyncio.CancelledError):
             raise
         except Exception as exc:
             message = f"plugin {plugin!r} failed in call_provider: {type(exc).__name__}: {exc}"
             raise ProviderError(ErrorKind.PLUGIN, message) from exc
+        if isinstance(answer, Completion) or (request.stream and hasattr(answer, "__anext__")):
+            return answer
+        if hasattr(answer, "aclose"):  # a stream nobody asked for: let its connection go
+            await answer.aclose()
+        expected = "a Completion or an async iterator of StreamChunk" if request.stream else "a Completion"
+        raise ProviderError(
+            ErrorKind.PLUGIN, f"plugin {plugin!r} answered call_provider with a {type(answer).__name__}; "
+            f"expected {expected}",
+        )
 
     def _report_failure(
         self, provider: ProviderConfig, request: ChatRequest, error: ProviderError,

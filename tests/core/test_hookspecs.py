@@ -285,13 +285,18 @@ class BrokenAdapter:
             return None
         if self.when == "at-once":
             raise KeyError("api_version")
+        if self.when == "wrong-answer":
+            return self._dict()
         return self._fail()
 
     async def _fail(self):
         raise ValueError("cannot build the request")
 
+    async def _dict(self):
+        return {"choices": [{"message": {"content": "not a Completion"}}]}
 
-@pytest.mark.parametrize("when", ["at-once", "awaited"])
+
+@pytest.mark.parametrize("when", ["at-once", "awaited", "wrong-answer"])
 def test_hook_call_provider(gateway, provider, upstream, when):
     gw = gateway({"reliability": NO_RETRY, "providers": [provider("broken", priority=1), provider("fine", priority=2)]},
                  pm=make_pm(brittle=BrokenAdapter(when)))
@@ -301,8 +306,11 @@ def test_hook_call_provider(gateway, provider, upstream, when):
     assert dict(upstream.calls) == {"fine": 1}  # the broken plugin claimed its provider: openai never ran
     failed, ok = gw.log_lines()
     assert failed["provider"] == "broken" and failed["error_kind"] == "plugin_error"
-    assert "plugin 'brittle' failed in call_provider" in failed["error"]
-    assert ("KeyError" if when == "at-once" else "ValueError") in failed["error"]
+    if when == "wrong-answer":
+        assert "plugin 'brittle' answered call_provider with a dict; expected a Completion" in failed["error"]
+    else:
+        assert "plugin 'brittle' failed in call_provider" in failed["error"]
+        assert ("KeyError" if when == "at-once" else "ValueError") in failed["error"]
     assert ok["success"] is True
 
 
