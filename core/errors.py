@@ -40,7 +40,8 @@ def all_failed_error(exc: AllProvidersFailed) -> APIError:
     )
     headers = {"x-should-retry": "false"}
     if exc.deadline:
-        message = f"the request deadline passed after {len(attempts)} attempts: {summary}"
+        message = (f"the request deadline passed after {len(attempts)} attempts: {summary}" if attempts
+                   else "the request deadline passed before any provider was tried")
         return APIError(504, message, code="deadline_exceeded", headers=headers, attempts=attempts)
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
@@ -87,7 +88,9 @@ async def handle(request: Request, exc: Exception) -> Response:
     error = as_api_error(request, exc)
     rid = request_id_of(request)
     error.headers = {**(error.headers or {}), "x-request-id": rid}
-    if request.scope["path"] in GENERATION_ROUTES and not isinstance(exc, AllProvidersFailed):
+    # Attempts were told to on_result/on_failure; a request refused before any is told here.
+    tried = isinstance(exc, AllProvidersFailed) and exc.attempts
+    if request.scope["path"] in GENERATION_ROUTES and not tried:
         gateway = request.app.state.gateway
         if gateway.router is not None:
             gateway.hooks.notify(

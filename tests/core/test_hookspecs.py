@@ -397,6 +397,31 @@ def test_hook_on_rejected(gateway, provider, upstream):
     assert "unknown strategy 'fastest'" in recorder.rejected[1]["reason"]
 
 
+class SlowAdmission:
+    """Admits every request after 50 ms (a pacing plugin's wait, say)."""
+
+    @hookimpl
+    def admit(self, request, principal):
+        return asyncio.sleep(0.05)
+
+
+def test_a_deadline_passed_before_any_attempt_is_a_rejection(gateway, provider, upstream):
+    """No provider was tried, so no on_result/on_failure: the 504 goes to on_rejected, and
+    its message says that nothing was tried."""
+    recorder = Recorder()
+    gw = gateway({"providers": [provider("a")]}, pm=make_pm(slow=SlowAdmission(), recorder=recorder))
+    answer = gw.generate({"prompt": "hi"}, headers={"x-request-id": "rid-late", "x-modelbroker-timeout": "0.01"})
+    assert answer.status_code == 504, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "deadline_exceeded" and error["attempts"] == []
+    assert error["message"] == "the request deadline passed before any provider was tried"
+    assert (recorder.results, recorder.failures) == ([], [])
+    assert [(r["request_id"], r["status"], r["reason"]) for r in recorder.rejected] == [
+        ("rid-late", 504, error["message"])]
+    assert recorder.rejected[0]["request"].request_id == "rid-late"
+    assert upstream.calls == {}
+
+
 def test_hook_register_commands(tmp_path):
     """A plugin's subcommand appears in `modelbroker --help` and runs (the ledger's `usage`)."""
     import subprocess
