@@ -60,7 +60,7 @@ class KeyGuard:
             names = {key.name for key in self.cache.by_hash.values() if not key.revoked}
             await self._seed(names)
 
-    @hookimpl
+    @hookimpl(trylast=True)  # a plugin of the user's own is asked first (docs/hooks.md)
     def authenticate(self, headers, path):
         if path in OPEN_PATHS:
             return None
@@ -76,7 +76,7 @@ class KeyGuard:
             return _refuse(APIError(401, message, code=code, headers={"www-authenticate": "Bearer"}))
         return _accept(Principal(name=key.name, data={PRINCIPAL_KEY: key}))
 
-    @hookimpl
+    @hookimpl(trylast=True)
     def admit(self, request, principal):
         key = key_of(principal)
         if key is None:

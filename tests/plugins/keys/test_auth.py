@@ -7,6 +7,9 @@ import hashlib
 import openai
 import pytest
 
+from core.hookspecs import hookimpl
+from core.plugin_manager import make_plugin_manager
+from core.types import Principal
 from plugins.ledger.database import open_database
 
 from .conftest import add_key, keys_config, unique, wait_for
@@ -65,6 +68,33 @@ def test_hook_authenticate(gateway, provider, upstream, db_url):
     gw.stop()
     seen += gw.log_file.read_text(encoding="utf-8")
     assert upstream.requests and key not in seen and key[11:] not in seen  # never sent upstream, logged or echoed
+
+
+class HeaderSSO:
+    """A plugin of the user's own: a caller that a proxy in front vouched for (``x-sso-user``)
+    comes in as that user; anyone else is left to the next plugin."""
+
+    @hookimpl
+    def authenticate(self, headers, path):
+        user = headers.get("x-sso-user")
+        return None if user is None else self._principal(user)
+
+    async def _principal(self, user: str) -> Principal:
+        return Principal(name=user)
+
+
+def test_an_installed_authenticate_is_asked_before_the_keys(gateway, provider, upstream, db_url):
+    """The built-in keys plugin answers ``authenticate`` last, so a plugin of one's own can
+    let callers in (or refuse them) before it, and leave the rest to the keys."""
+    key = add_key(db_url, unique("alice"))
+    pm = make_plugin_manager()
+    pm.register(HeaderSSO(), name="sso")
+    gw = gateway(keys_config(provider("a")), database_url=db_url, pm=pm)
+    headers = {"x-sso-user": "bob"}
+    answer = gw.client.post("/v1/chat/completions", json={"messages": HELLO}, headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert chat(gw, None).status_code == 401  # no say from the SSO plugin: the keys decide
+    assert chat(gw, key).status_code == 200
 
 
 def test_the_client_in_the_ledger_is_the_key_name(gateway, provider, upstream, db_url):
