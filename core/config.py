@@ -165,6 +165,7 @@ def parse_config(text: str, *, label: str = "providers.yaml", environ: Any = Non
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: the top level must be a mapping with a 'providers:' list")
+    _refuse_own_fields(data, label)
     warnings: list[str] = []
     data = _interpolate_top(data, label, environ, warnings)
     try:
@@ -227,15 +228,31 @@ def _lookup(match: re.Match[str], environ: Any, missing: list[str]) -> str:
     return match.group(0)  # left as written: the provider is disabled, see _interpolate_provider
 
 
+UNKNOWN_FIELD = message({"type": "extra_forbidden"}) + " (docs/configuration.md lists the fields)"
+
+
+def _refuse_own_fields(data: dict, label: str) -> None:
+    """``source`` and ``warnings`` (top level) and a provider's ``disabled_reason`` are filled
+    in by the gateway; written in providers.yaml they are unknown fields, like a typo."""
+    found: list[tuple] = [(key,) for key in ("source", "warnings") if key in data]
+    providers = data.get("providers")
+    if isinstance(providers, list):
+        found += [("providers", index, "disabled_reason") for index, entry in enumerate(providers)
+                  if isinstance(entry, dict) and "disabled_reason" in entry]
+    if found:
+        raise ConfigError("\n".join(_problem(label, loc, UNKNOWN_FIELD, data) for loc in found))
+
+
 def _describe(exc: ValidationError, label: str, data: dict) -> str:
     """One line per problem: ``file: providers[1].priority: must be an integer``."""
-    lines = []
-    for error in exc.errors(include_url=False, include_input=False):
-        text = message(error)
-        if error["type"] == "extra_forbidden":
-            text += " (docs/configuration.md lists the fields)"
-        lines.append(f"{label}: {location(error['loc'])}: {text}{_provider_hint(error['loc'], data)}")
-    return "\n".join(lines)
+    return "\n".join(
+        _problem(label, error["loc"], UNKNOWN_FIELD if error["type"] == "extra_forbidden" else message(error), data)
+        for error in exc.errors(include_url=False, include_input=False)
+    )
+
+
+def _problem(label: str, loc: tuple, text: str, data: dict) -> str:
+    return f"{label}: {location(loc)}: {text}{_provider_hint(loc, data)}"
 
 
 def _provider_hint(loc: tuple, data: dict) -> str:

@@ -222,6 +222,13 @@ def test_top_level_must_be_a_mapping():
             "providers.yaml: providers[0].api_base: unknown field",
         ),
         ("stratgy: cost\n", "providers.yaml: stratgy: unknown field"),
+        # fields the gateway fills in itself are not for providers.yaml
+        ("source: mine.yaml\nproviders:\n" + GOOD_ENTRY, "providers.yaml: source: unknown field"),
+        ("warnings: []\n", "providers.yaml: warnings: unknown field"),
+        (
+            "providers:\n" + GOOD_ENTRY + "    disabled_reason: maintenance\n",
+            "providers.yaml: providers[0].disabled_reason: unknown field",
+        ),
     ],
 )
 def test_unknown_field(text, expected):
