@@ -159,7 +159,8 @@ class HealthTracker:
     def failed(self, provider: ProviderConfig, error: ProviderError, latency_ms: float) -> None:
         health = self.of(provider)
         health.in_flight = max(0, health.in_flight - 1)
-        if error.kind == ErrorKind.CANCELLED or (error.status in CLIENT_FAULT and not error.quota_exhausted):
+        request_fault = error.status in CLIENT_FAULT or error.context_too_long
+        if error.kind == ErrorKind.CANCELLED or (request_fault and not error.quota_exhausted):
             health.trial_in_flight = False  # not the provider's fault: no verdict on it
             return
         self._record(health, False, latency_ms)

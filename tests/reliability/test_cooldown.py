@@ -13,7 +13,7 @@ import time
 import pytest
 
 from core.health import COOLING, HALF_OPEN, HEALTHY, HealthTracker
-from core.types import ErrorKind, RateLimit
+from core.types import ErrorKind, ProviderError, RateLimit
 
 from ._support import (
     Clock, blast, config, failure, health_row, make_provider, policy, status_failure, usage, wait_until,
@@ -126,6 +126,17 @@ def test_the_requests_own_faults_do_not_count(clock, status):
     assert health.state(p) == HEALTHY
     assert health.of(p).consecutive_failures == 0
     assert health.of(p).in_flight == 0
+
+
+@pytest.mark.parametrize("status", [None, 500])
+def test_a_prompt_too_long_for_the_model_does_not_count_whatever_the_status(clock, status):
+    """A context-length error known by its code is the request's fault under any status."""
+    health, p = tracker(clock), make_provider("p")
+    error = ProviderError(ErrorKind.STATUS, "too long", status=status, code="context_length_exceeded")
+    assert error.context_too_long
+    fail(health, p, error, times=10)
+    assert health.state(p) == HEALTHY
+    assert health.of(p).consecutive_failures == 0
 
 
 def test_cancelled_attempts_do_not_count(clock):
