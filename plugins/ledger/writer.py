@@ -103,7 +103,8 @@ class LedgerWriter:
             await asyncio.wait_for(write(), timeout)
 
     async def stop(self, timeout: float = SHUTDOWN_WRITE_S) -> None:
-        """Write what is left (for up to ``timeout`` seconds); spill whatever could not be written."""
+        """Write what is left (for up to ``timeout`` seconds in all); spill whatever could not be written."""
+        give_up = time.monotonic() + timeout
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -112,7 +113,7 @@ class LedgerWriter:
         async with self._busy:
             if self.outage is None:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._write_queue(), timeout)
+                    await asyncio.wait_for(self._write_queue(), max(0.0, give_up - time.monotonic()))
             await self._spill_rest()
 
     # --- the background task ------------------------------------------------------------

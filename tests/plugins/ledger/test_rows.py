@@ -304,3 +304,43 @@ def test_a_background_batch_stops_early_once_a_whole_batch_waits(tmp_path, monke
     seen, rows = _writer_run(tmp_path, monkeypatch, first=300, arriving=500)
     assert seen == [(300, True, 64), (500, False, 500), (236, False, 236), (1, True, 1)]
     assert len(rows) == 801 and len({row["request_id"] for row in rows}) == 801
+
+
+def test_shutdown_with_a_database_that_hangs_takes_the_timeout_in_all(tmp_path, monkeypatch):
+    """A write that never ends (a locked or unreachable database) holds the shutdown for the
+    writer's timeout once, not once for the batch under way and once more for the rest; what
+    was not written goes to the spill file."""
+    import asyncio
+    import time
+
+    from plugins.ledger.bulk import BulkInsert
+    from plugins.ledger.options import LedgerOptions
+    from plugins.ledger.spill import SpillFile
+    from plugins.ledger.writer import LedgerWriter
+
+    from .helpers import insert, record, run, with_db
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    insert(url, [])  # the schema
+
+    async def hang(self, batch, *, background=False, hurry=None):
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(BulkInsert, "write", hang)
+    spill = tmp_path / "spill.jsonl"
+
+    async def work(db):
+        writer = LedgerWriter(db, SpillFile(spill), LedgerOptions(database_url=url, spill_file=spill, batch_size=5))
+        writer.migrated = True
+        writer.start()
+        for i in range(12):
+            writer.add(record(f"h-{i:02d}"))
+        await asyncio.sleep(0.05)  # the task is inside its first write
+        began = time.monotonic()
+        await writer.stop(timeout=0.5)
+        return time.monotonic() - began
+
+    took = run(with_db(url, work))
+    assert 0.5 <= took < 0.8, took
+    assert sorted(line["request_id"] for line in map(json.loads, spill.read_text().splitlines())) == [
+        f"h-{i:02d}" for i in range(12)]
