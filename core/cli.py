@@ -60,13 +60,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
     """Subcommands that plugins add (``register_commands``); a plugin that fails to load is
-    reported by the commands that load plugins, not here."""
+    reported by the commands that load plugins, not here. One plugin failing in the hook
+    is named on stderr and the others' commands are still there."""
     from core.hookcall import HookCalls
     from core.plugin_manager import make_plugin_manager
 
     try:
         pm = make_plugin_manager(blocked=load_settings().disabled_plugins)
-        HookCalls(pm).each("register_commands", commands=commands)
+        HookCalls(pm).each("register_commands", contain=True, commands=commands)
     except Exception as exc:  # noqa: BLE001 - the built-in commands must still work
         logging.getLogger("modelbroker").debug("plugin commands unavailable: %s", exc)
 

@@ -64,8 +64,11 @@ class HookCalls:
             raise PluginError(plugin, hook, exc) from exc
         return None, None
 
-    def each(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Every implementation's non-None answer; raises PluginError at the first failure."""
+    def each(self, hook: str, *, contain: bool = False, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Every implementation's non-None answer; raises PluginError at the first failure,
+        or with ``contain`` logs it (naming the plugin) and goes on with the rest."""
+        if contain:
+            return self._each_contained(hook, kwargs)
         found = []
         plugin = None
         try:
@@ -77,6 +80,18 @@ class HookCalls:
             raise
         except Exception as exc:
             raise PluginError(plugin, hook, exc) from exc
+        return found
+
+    def _each_contained(self, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
+        found = []
+        for plugin, function, argnames in self._impls.get(hook, ()):
+            try:
+                answer = function(*map(kwargs.__getitem__, argnames))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("%s; the other plugins go on without it", PluginError(plugin, hook, exc))
+                continue
+            if answer is not None:
+                found.append((plugin, answer))
         return found
 
     def notify(self, hook: str, **kwargs: Any) -> None:

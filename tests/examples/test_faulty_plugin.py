@@ -4,10 +4,12 @@
   that provider (kind ``plugin_error``) naming the plugin, in app.log and in a 502's
   attempts; the next provider answers; the gateway keeps serving.
 - ``select_provider`` raising (strategy ``explode``): the request fails without any
-  attempt, and the gateway keeps serving. Today the answer is a bare 500 that does not
-  name the plugin, and the connection it came on is dropped (the two strict xfails).
+  attempt with a 500 ``plugin_error`` naming the plugin, and the gateway, and the
+  connection the request came on, keep serving.
+- ``register_commands`` raising: the command line names the plugin, and the other
+  plugins' commands are still there.
 
-All tests share one gateway, in a subprocess with the plugin's folder on PYTHONPATH.
+The gateway tests share one gateway, in a subprocess with the plugin's folder on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -99,3 +101,11 @@ def test_after_a_raising_select_provider_the_same_connection_serves_on(gw):
         with httpx.Client(base_url=gw.url, timeout=10) as client:
             assert client.post("/generate", json={"prompt": "hi", "strategy": "explode"}).status_code == 500
             assert client.get("/health").status_code == 200
+
+
+def test_a_raising_register_commands_leaves_the_other_plugins_commands(faulty_site, run_cli, subprocess_env):
+    shown = run_cli("--help", env=faulty_site.env(subprocess_env))
+    assert shown.returncode == 0, shown.stderr
+    commands = {line.split()[0] for line in shown.stdout.splitlines() if line.startswith("    ")}
+    assert {"serve", "usage", "keys"} <= commands, shown.stdout
+    assert "plugin 'faulty' failed in register_commands: RuntimeError: faulty commands blew up" in shown.stderr
