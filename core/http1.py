@@ -8,8 +8,9 @@ fraction of that because it does only what an upstream call needs:
 * a request with a body of bytes; the status and headers once they are in; the body
   whole (``read``) or in pieces as they arrive (``chunks``), with back-pressure;
 * keep-alive connections kept per origin, and one retry on a new connection when a
-  reused one turns out to be closed before any byte of the answer came back (the
-  server dropped it while it was idle; the request was never read);
+  reused one turns out to be closed before any byte of the answer came back (most
+  likely the server closed it while idle, as the request went out; an upstream that
+  read the request and then closed without answering gets it twice);
 * TLS with the system's certificate store (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` work);
 * a connect timeout, and a read timeout that bounds each wait for data;
 * at most ``max_connections`` connections in use; callers beyond that wait for one.
@@ -363,7 +364,7 @@ class Http1Client:
             except TransportError as error:
                 connection.abort()
                 if reused and not connection.got_bytes and error.kind == "connection":
-                    continue  # a kept connection the server had closed: the request was never read
+                    continue  # most likely closed while idle, as the request went out (see above)
                 raise
             except BaseException:
                 connection.abort()
