@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -26,9 +26,10 @@ class Settings(BaseSettings):
     disabled_plugins: Annotated[list[str], NoDecode] = []
     max_body_bytes: int = 1024 * 1024
     graceful_shutdown_s: float = 30.0
-    redis_url: str = ""
+    #: The URLs may carry a password: kept out of repr() (a plugin that logs its settings).
+    redis_url: str = Field(default="", repr=False)
     #: The usage ledger (plugins/ledger). Empty: an SQLite file, modelbroker.db, beside app.log.
-    database_url: str = ""
+    database_url: str = Field(default="", repr=False)
     ledger_spill_file: str = ""
     ledger_max_queue: int = 100_000
     ledger_batch_size: int = 500

@@ -15,13 +15,36 @@ from core.types import ErrorKind, ProviderError, RateLimit
 MAX_MESSAGE = 300
 
 
+#: A run of characters that may hold a key, or a piece of one.
+_KEYLIKE = re.compile(r"[A-Za-z0-9_\-+/=]{8,}")
+#: A run sharing this many characters in a row with the secret is masked whole.
+_SHARED = 8
+
+
 def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` (and its long prefixes) masked."""
-    if secret and len(secret) >= 4:
-        text = text.replace(secret, "***")
-        if len(secret) >= 12:
-            text = text.replace(secret[:12], "***")
-    return text
+    """``text`` with ``secret`` masked: whole, and any run of key characters that shares
+    8 characters in a row with it (a prefix, a suffix, a piece an upstream echoed back).
+
+    Redact before cutting a text short: a cut can leave a piece of the key behind.
+    """
+    if not secret or len(secret) < 4:
+        return text
+    text = text.replace(secret, "***")
+    if len(secret) < _SHARED:
+        return text
+    pieces = {secret[i:i + _SHARED] for i in range(len(secret) - _SHARED + 1)}
+
+    def masked(found: re.Match) -> str:
+        run = found.group()
+        shares = any(run[i:i + _SHARED] in pieces for i in range(len(run) - _SHARED + 1))
+        return "***" if shares else run
+
+    return _KEYLIKE.sub(masked, text)
+
+
+def snippet(body: bytes, secret: str | None, limit: int = 80) -> str:
+    """The start of ``body`` as text for a message: the secret masked first, then cut."""
+    return redact(body[:4096].decode("utf-8", "replace"), secret)[:limit]
 
 
 def transport_error(exc: httpx.HTTPError, secret: str | None = None) -> ProviderError:
@@ -39,7 +62,7 @@ def status_error(
     status: int, headers: Mapping[str, str], body: bytes, secret: str | None = None
 ) -> ProviderError:
     """A ProviderError for a non-2xx answer, with the upstream's own message when it gave one."""
-    detail, code = _upstream_message(body)
+    detail, code = _upstream_message(body, secret)
     message = f"upstream answered {status}" + (f": {detail}" if detail else "")
     return ProviderError(
         ErrorKind.STATUS,
@@ -51,12 +74,12 @@ def status_error(
     )
 
 
-def _upstream_message(body: bytes) -> tuple[str, str | None]:
+def _upstream_message(body: bytes, secret: str | None) -> tuple[str, str | None]:
     """The upstream's error message and code, from OpenAI's (or Anthropic's) error shape."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return body[:120].decode("utf-8", "replace").strip(), None
+        return snippet(body, secret, 120).strip(), None
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict):
         code = error.get("code") or error.get("type")
@@ -178,6 +201,6 @@ def parse_event(data: str, secret: str | None = None) -> dict:
     except orjson.JSONDecodeError:
         event = None
     if not isinstance(event, dict):
-        snippet = redact(data[:80], secret)
-        raise ProviderError(ErrorKind.MALFORMED, f"a stream event is not a JSON object (starts {snippet!r})")
+        raise ProviderError(ErrorKind.MALFORMED,
+                            f"a stream event is not a JSON object (starts {redact(data[:4096], secret)[:80]!r})")
     return event

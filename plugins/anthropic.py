@@ -22,7 +22,7 @@ from core.hookspecs import hookimpl
 from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.streaming import single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, RateLimit, StreamChunk
-from core.upstream import int_header, parse_event, redact, sse_data, status_error
+from core.upstream import int_header, parse_event, snippet, sse_data, status_error
 from plugins.anthropic_convert import StreamState, parse_message, request_body
 
 TYPE = "anthropic"
@@ -80,8 +80,8 @@ def parse_body(content: bytes, model: str, secret: str | None) -> Completion:
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
-        snippet = redact(content[:80].decode("utf-8", "replace"), secret)
-        raise ProviderError(ErrorKind.MALFORMED, f"not an Anthropic message (body starts {snippet!r})") from None
+        raise ProviderError(ErrorKind.MALFORMED,
+                            f"not an Anthropic message (body starts {snippet(content, secret)!r})") from None
     return parse_message(data, model)
 
 

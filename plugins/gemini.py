@@ -22,7 +22,7 @@ import orjson
 from core.hookspecs import hookimpl
 from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
-from core.upstream import duration_seconds, parse_event, redact, sse_data, status_error
+from core.upstream import duration_seconds, parse_event, snippet, sse_data, status_error
 from plugins.gemini_convert import StreamState, parse_response, request_body
 
 TYPE = "gemini"
@@ -76,8 +76,8 @@ async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Comple
     try:
         data = orjson.loads(response.body)
     except orjson.JSONDecodeError:
-        snippet = redact(response.body[:80].decode("utf-8", "replace"), secret)
-        raise ProviderError(ErrorKind.MALFORMED, f"not a Gemini response (body starts {snippet!r})") from None
+        raise ProviderError(ErrorKind.MALFORMED,
+                            f"not a Gemini response (body starts {snippet(response.body, secret)!r})") from None
     completion = parse_response(data, provider.model, secret)
     completion.upstream_ms = upstream_ms
     return completion
@@ -119,8 +119,8 @@ async def _whole_answer_as_stream(response: UpstreamStream, model: str,
     try:
         data = orjson.loads(content)
     except orjson.JSONDecodeError:
-        snippet = redact(content[:80].decode("utf-8", "replace"), secret)
-        raise ProviderError(ErrorKind.MALFORMED, f"not a Gemini response (body starts {snippet!r})") from None
+        raise ProviderError(ErrorKind.MALFORMED,
+                            f"not a Gemini response (body starts {snippet(content, secret)!r})") from None
     state = StreamState(model, secret)
     for item in data if isinstance(data, list) else [data]:
         for chunk in state.feed(item):

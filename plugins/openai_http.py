@@ -18,7 +18,7 @@ from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
 from core.pricing import estimated_usage
 from core.streaming import single_chunk_stream
 from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from core.upstream import rate_limit_of, redact, sse_data, status_error
+from core.upstream import rate_limit_of, redact, snippet, sse_data, status_error
 
 TYPE = "openai"
 
@@ -91,9 +91,8 @@ def parse_completion(content: bytes, fallback_model: str, secret: str | None = N
         message = data["choices"][0]["message"]
         text = message.get("content") or ""
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-        snippet = redact(content[:80].decode("utf-8", "replace"), secret)
         raise ProviderError(
-            ErrorKind.MALFORMED, f"not an OpenAI chat completion (body starts {snippet!r})"
+            ErrorKind.MALFORMED, f"not an OpenAI chat completion (body starts {snippet(content, secret)!r})"
         ) from None
     return Completion(
         text=text if isinstance(text, str) else str(text),
@@ -156,8 +155,8 @@ def parse_chunk(data: str, secret: str | None = None) -> StreamChunk:
     try:
         raw = orjson.loads(data)
     except orjson.JSONDecodeError:
-        snippet = redact(data[:80], secret)
-        raise ProviderError(ErrorKind.MALFORMED, f"a stream chunk is not JSON (starts {snippet!r})") from None
+        start = redact(data[:4096], secret)[:80]
+        raise ProviderError(ErrorKind.MALFORMED, f"a stream chunk is not JSON (starts {start!r})") from None
     if not isinstance(raw, dict):
         raise ProviderError(ErrorKind.MALFORMED, "a stream chunk is not a JSON object")
     if raw.get("error"):
