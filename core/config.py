@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,8 @@ class ProviderConfig(BaseModel):
     def _check(self) -> ProviderConfig:
         # A provider disabled for an unset ${VAR} keeps the ``${VAR}`` text where the
         # value would be, so its endpoint need not be a URL yet.
-        if self.disabled_reason is None and not self.endpoint.startswith(("http://", "https://")):
-            shown = _without_credentials(self.endpoint)
-            raise ValueError(f"endpoint must be an http:// or https:// URL, got {shown!r}")
+        if self.disabled_reason is None:
+            _check_endpoint(self.endpoint)
         split = (self.cost_per_1k_input_tokens, self.cost_per_1k_output_tokens)
         if (split[0] is None) != (split[1] is None):
             raise ValueError(
@@ -276,10 +276,35 @@ def _check_unique_ids(config: GatewayConfig, label: str) -> None:
         seen[provider.id] = index
 
 
-def _without_credentials(url: str) -> str:
-    """``url`` less its query, fragment and ``user:password@``: where a URL may carry a key."""
-    url = re.split(r"[?#]", url, maxsplit=1)[0]
-    return re.sub(r"^([^/]*//)?[^/@]*@", r"\1", url)
+def _check_endpoint(endpoint: str) -> None:
+    """Raise ValueError unless ``endpoint`` is an http(s) URL with a host (and a numeric port)."""
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("endpoint is not a URL that parses (is its port a number?)") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"endpoint must be an http:// or https:// URL, got {_shown_endpoint(endpoint)}")
+    if not parts.hostname:
+        raise ValueError(f"endpoint has no host: write it as {parts.scheme}://host[:port]/path")
+
+
+#: What an endpoint written without (or with a wrong) scheme looks like: a host name or
+#: address, a port, a path. Anything else is not echoed: it may be a key in the wrong field.
+_HOSTLIKE = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})"
+    r"(?::\d{1,5})?(?:/\S*)?"
+)
+
+
+def _shown_endpoint(endpoint: str) -> str:
+    """The endpoint for a message: less its query, fragment and ``user:password@`` (where a
+    URL may carry a key), and only if the rest looks like a host and a path."""
+    shown = re.split(r"[?#]", endpoint, maxsplit=1)[0]
+    shown = re.sub(r"^([^/]*//)?[^/@]*@", r"\1", shown)
+    if _HOSTLIKE.fullmatch(shown):
+        return repr(shown)
+    return "a value that is not shown (it does not look like a URL, and may be a key)"
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

@@ -169,8 +169,11 @@ class UpstreamHTTP:
             if proxy is None:
                 return await self._client.request("POST", url, body, headers, read_timeout=timeout_s,
                                                   connect_timeout=connect_timeout_s)
-            return await self._via_proxy().request("POST", url, body, headers, read_timeout=timeout_s,
-                                                   connect_timeout=connect_timeout_s, proxy=proxy)
+            try:
+                return await self._via_proxy().request("POST", url, body, headers, read_timeout=timeout_s,
+                                                       connect_timeout=connect_timeout_s, proxy=proxy)
+            except TransportError as exc:
+                raise transport_error(exc, secret, proxy=proxy) from None
         except TransportError as exc:
             raise transport_error(exc, secret) from None
         except ValueError as exc:
@@ -220,7 +223,25 @@ async def open_event_stream(
     raise status_error(stream.status, stream.headers, content, secret)
 
 
-def transport_error(exc: TransportError, secret: str | None = None) -> ProviderError:
-    """A ProviderError for a failure that produced no (complete) HTTP answer."""
+def transport_error(exc: TransportError, secret: str | None = None, proxy: str | None = None) -> ProviderError:
+    """A ProviderError for a failure that produced no (complete) HTTP answer; with ``proxy``,
+    its user and password are masked too (aiohttp names the proxy's URL in some errors)."""
     kind = {"timeout": ErrorKind.TIMEOUT, "connect": ErrorKind.CONNECT}.get(exc.kind, ErrorKind.CONNECTION)
-    return ProviderError(kind, redact(str(exc), secret)[:MAX_MESSAGE])
+    text = redact(str(exc), secret)
+    if proxy is not None:
+        text = without_proxy_credentials(text, proxy)
+    return ProviderError(kind, text[:MAX_MESSAGE])
+
+
+def without_proxy_credentials(text: str, proxy: str) -> str:
+    """``text`` with the user and password of ``proxy`` (a URL) masked. The credentials are
+    everything between ``//`` and the last ``@`` of the URL's authority: a password with an
+    unencoded ``/`` or ``#`` in it does not hide from that."""
+    rest = proxy.split("//", 1)[-1]
+    userinfo = rest.rpartition("@")[0]
+    if not userinfo:
+        return text
+    text = text.replace(userinfo + "@", "***@")
+    for part in userinfo.split(":", 1):
+        text = redact(text, part)
+    return text

@@ -101,9 +101,12 @@ class Target:
 def parse_target(url: str) -> Target:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
+        raise ValueError("the URL is not http(s) or has no host")  # not shown: it may hold a key
     tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise ValueError("the URL's port is not a number") from None
     host = parts.hostname
     shown = f"[{host}]" if ":" in host else host
     host_header = shown if port == (443 if tls else 80) else f"{shown}:{port}"

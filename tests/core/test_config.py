@@ -487,6 +487,36 @@ def test_a_bad_endpoint_is_shown_without_the_credentials_in_it(endpoint):
     assert SECRET not in message
 
 
+@pytest.mark.parametrize("endpoint", [SECRET, "${G_KEY}"], ids=["pasted", "interpolated"])
+def test_a_key_in_the_endpoint_field_is_not_echoed(endpoint):
+    message = error_of(
+        f"""
+        providers:
+          - {{name: g, endpoint: "{endpoint}", model: m, cost_per_1k_tokens: 1}}
+        """,
+        {"G_KEY": SECRET},
+    )
+    assert message.startswith("providers.yaml: providers[0]: endpoint must be an http:// or https:// URL, got a value "
+                              "that is not shown"), message
+    assert SECRET not in message and SECRET[:8] not in message
+
+
+@pytest.mark.parametrize(("endpoint", "expected"), [
+    ("http:///v1/chat?key=${G_KEY}", "endpoint has no host: write it as http://host[:port]/path"),
+    ("http://h:${G_KEY}/v1", "endpoint is not a URL that parses (is its port a number?)"),
+], ids=["no-host", "port"])
+def test_an_http_endpoint_without_a_host_or_with_a_bad_port_is_refused_unshown(endpoint, expected):
+    message = error_of(
+        f"""
+        providers:
+          - {{name: g, endpoint: "{endpoint}", model: m, cost_per_1k_tokens: 1}}
+        """,
+        {"G_KEY": SECRET},
+    )
+    assert message.startswith(f"providers.yaml: providers[0]: {expected}"), message
+    assert SECRET not in message and SECRET[:8] not in message
+
+
 def test_key_of_wrong_type_is_not_echoed():
     message = error_of(
         f"""

@@ -917,14 +917,18 @@ async def test_upstream_http_connect_failure_without_the_secret(closed_port_url:
     assert_no_secret(failure.value.message)
 
 
-async def test_upstream_http_masks_the_secret_in_a_url_it_cannot_send() -> None:
-    """The one message that repeats the URL: the secret in it is masked."""
+@pytest.mark.parametrize(("url", "why"), [
+    (f"ftp://127.0.0.1/v1/{SECRET}", "the URL is not http(s) or has no host"),
+    (f"http:///v1?key={SECRET}", "the URL is not http(s) or has no host"),
+    (f"http://127.0.0.1:{SECRET[:10]}/v1", "the URL's port is not a number"),
+], ids=["scheme", "no-host", "port"])
+async def test_upstream_http_says_why_it_cannot_send_a_url_without_repeating_it(url, why) -> None:
+    """The URL may hold a key (Gemini's ``?key=``, a key pasted in the wrong place): not repeated."""
     async with UpstreamHTTP() as http:
         with pytest.raises(ProviderError) as failure:
-            await upstream_post(http, f"ftp://127.0.0.1/v1/{SECRET}")
+            await upstream_post(http, url)
     assert failure.value.kind is ErrorKind.CONNECTION
-    assert "ftp://127.0.0.1/v1/***" in failure.value.message
-    assert_no_secret(failure.value.message)
+    assert failure.value.message == f"cannot send the request: {why}"
 
 
 async def test_upstream_http_a_header_with_a_line_break_is_a_connection_error() -> None:
@@ -1066,6 +1070,23 @@ async def test_no_proxy_sends_the_call_direct(monkeypatch: pytest.MonkeyPatch) -
     assert reply.body == b"direct"
     assert not proxy.requests
     assert [request.line for request in origin.requests] == ["POST /v1/chat/completions HTTP/1.1"]
+
+
+@pytest.mark.parametrize("password", ["Zq7pW9-proxy-pass", "Zq7/x#pW9-proxy"], ids=["plain", "unencoded"])
+async def test_a_proxy_that_refuses_never_shows_its_password(monkeypatch: pytest.MonkeyPatch, password: str) -> None:
+    """aiohttp names the proxy's URL, credentials and all, in some of its errors (a refused
+    CONNECT, a URL it cannot parse); the message keeps neither the user's password nor a piece."""
+    refuse = answer(b"", status="403 Nope")
+    async with Server(serving(refuse)) as proxy:
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.setenv("HTTPS_PROXY", f"http://corp:{password}@127.0.0.1:{proxy.port}")
+        async with UpstreamHTTP() as http:
+            with pytest.raises(ProviderError) as failure:
+                await upstream_post(http, "https://upstream.example/v1/chat/completions")
+    message = failure.value.message
+    assert failure.value.kind in (ErrorKind.CONNECT, ErrorKind.CONNECTION)
+    assert password not in message and password[:8] not in message and password[-8:] not in message, message
+    assert_no_secret(message)
 
 
 async def test_an_unreachable_proxy_is_a_connect_error(monkeypatch: pytest.MonkeyPatch,
