@@ -6,15 +6,21 @@ goes away, every call falls back at once to in-process state (``MemoryState``),
 the outage is logged once and shown in /health, and a background probe
 resumes sharing when Redis answers again. Counts made locally during an
 outage are not merged back.
+
+The URL is shown (in /health and the logs) as ``scheme://host:port/db``, rebuilt
+from its parsed parts: never its user, password or query string. A URL that parses
+more than one way (a password with an unencoded ``/``, ``#`` or ``?``) is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit
 
 from core.hookspecs import hookimpl
 from core.state import MemoryState
@@ -24,6 +30,13 @@ T = TypeVar("T")
 
 PREFIX = "modelbroker:"
 PROBE_INTERVAL_S = 1.0
+SCHEMES = ("redis", "rediss", "unix")
+#: Shown instead of a URL that parses more than one way.
+UNPARSED_URL = "redis://<url not shown: it does not parse>"
+#: Why such a URL is refused; it holds no part of the URL.
+UNPARSED = ("MODELBROKER_REDIS_URL does not parse as a Redis URL (redis://[[user]:password@]host[:port][/db]): "
+            "percent-encode the special characters in the user name and password (/ as %2F, # as %23, ? as %3F, "
+            "@ as %40)")
 
 ADD = """
 local value = redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
@@ -63,11 +76,16 @@ class RedisState:
     """``SharedState`` in Redis, with in-process state to fall back on during an outage."""
 
     def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = PREFIX) -> None:
-        self.url_shown = _without_password(url)
+        self.url_shown = shown_url(url)
+        if self.url_shown == UNPARSED_URL:
+            raise ValueError(UNPARSED)
         aioredis, self._redis_error = _redis()
-        self.redis = aioredis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
-        )
+        try:
+            self.redis = aioredis.from_url(
+                url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
+            )
+        except ValueError:  # redis-py's message may quote the part of the URL it could not read
+            raise ValueError(UNPARSED) from None
         self.prefix = prefix
         self.local = MemoryState()
         self.degraded_since: float | None = None
@@ -175,8 +193,18 @@ class RedisState:
             self.degraded_since = None
 
 
-def _without_password(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+def shown_url(url: str) -> str:
+    """``scheme://host:port/db`` from ``url``'s parsed parts; ``UNPARSED_URL`` if it parses more than one way."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    except ValueError:
+        return UNPARSED_URL
+    if (parts.scheme not in SCHEMES or "#" in url or "@" in parts.path
+            or any("@" in key or ("@" in value and key not in ("username", "password")) for key, value in query.items())):
+        return UNPARSED_URL
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}"
+    db = query.get("db") or parts.path.strip("/")
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}" + (f"/{db}" if re.fullmatch(r"[0-9]+", db) else "")

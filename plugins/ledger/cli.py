@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-
 from core.report import table
-from plugins.ledger.database import DatabaseError, open_database
+from plugins.ledger.database import DatabaseError, DatabaseURLError, open_database
 from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
 from plugins.ledger.queries import UsageQueryError, Window, parse_group_by, parse_window, usage_report
 from plugins.ledger.schema import current_version
@@ -41,6 +40,8 @@ async def _read(url: str, window: Window, group_by: str | None) -> dict[str, Any
         if await current_version(db) == 0:
             raise LedgerUnavailable(f"the database {safe_url(url)} holds no ledger yet: start the gateway once")
         return await usage_report(db, window, group_by)
+    except DatabaseURLError as exc:
+        raise LedgerUnavailable(str(exc)) from None
     except (DatabaseError, OSError, asyncio.TimeoutError) as exc:
         raise LedgerUnavailable(f"cannot read the ledger at {safe_url(url)}: {describe(exc)}") from None
     finally:

@@ -42,6 +42,10 @@ class DatabaseError(Exception):
     """A statement failed or the database could not be reached; the message is one line."""
 
 
+class DatabaseURLError(DatabaseError):
+    """MODELBROKER_DATABASE_URL does not parse one way only; the message holds no part of it."""
+
+
 class UniqueViolation(DatabaseError):
     """A row would break a unique key."""
 

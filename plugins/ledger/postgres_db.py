@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from plugins.ledger.database import DatabaseError, UniqueViolation, error_from
-from plugins.ledger.urls import DatabaseURL
+from plugins.ledger.database import DatabaseError, DatabaseURLError, UniqueViolation, error_from
+from plugins.ledger.urls import UNPARSED, DatabaseURL
 
 POOL_SIZE = 4
 #: What a connection's death looks like: the pool hands out another one.
@@ -78,6 +78,8 @@ class PostgresDatabase:
             raise
         except (asyncpg.PostgresError, *_DROPPED, asyncio.TimeoutError) as exc:
             raise _translated(exc) from None
+        except ValueError:  # asyncpg's message quotes the part of the URL it could not read
+            raise DatabaseURLError(UNPARSED) from None
         discarded = False
         try:
             transaction = raw.transaction(readonly=readonly)
@@ -101,6 +103,8 @@ class PostgresDatabase:
     async def _open(self) -> asyncpg.Pool:
         async with self._opening:
             if self._pool is None:
+                if not self.url.parses:  # asyncpg would read it one way (or fail), urllib another
+                    raise DatabaseURLError(UNPARSED)
                 self._pool = await asyncpg.create_pool(
                     self.url.dsn, min_size=0, max_size=POOL_SIZE, timeout=self.connect_timeout_s,
                     command_timeout=self.command_timeout_s,
