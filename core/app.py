@@ -13,7 +13,7 @@ import pluggy
 from fastapi import FastAPI
 
 from core import __version__
-from core.access_log import silence_uvicorn_access_log
+from core.access_log import keep_query_strings_out, silence_uvicorn_access_log
 from core.direct_routes import DirectRoutes, GatewayApp
 from core.config import ConfigError
 from core.edge import Edge
@@ -42,6 +42,8 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
             raise
         if not gateway.settings.access_log:
             silence_uvicorn_access_log()
+        else:
+            keep_query_strings_out()
         if gateway.settings.gc_tuning:
             settle_after_startup()
         reload_on_sighup(gateway)

@@ -19,6 +19,11 @@ SETTINGS = {"default": {}, "asked for": {"MODELBROKER_ACCESS_LOG": "true"}}
 def answered(url: str) -> None:
     answer = httpx.post(url + "/v1/chat/completions", json=CHAT, timeout=10)
     assert answer.status_code == 200, answer.text
+    # a client that puts a key in the query string: uvicorn's line, if on, leaves it out
+    assert httpx.get(url + "/v1/models", params={"api_key": QUERY_KEY}, timeout=10).status_code == 200
+
+
+QUERY_KEY = "mb-in-the-query-Zq7pW9"
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
@@ -32,6 +37,8 @@ def test_modelbroker_serve(setting, write_config, provider, upstream, subprocess
         gateway.stop()
     assert (ACCESS_LINE in gateway.output()) == (setting == "asked for"), gateway.output()
     assert ("access log is off" in gateway.output()) == (setting == "default"), gateway.output()
+    assert QUERY_KEY not in gateway.output()
+    assert ('"GET /v1/models?(query not logged) HTTP/1.1" 200' in gateway.output()) == (setting == "asked for")
     assert '"request_id"' in (tmp_path / "app.log").read_text()  # the attempt is on record either way
 
 
@@ -55,3 +62,4 @@ def test_uvicorn_main_app(setting, write_config, provider, upstream, subprocess_
     text = output.read_text()
     assert (ACCESS_LINE in text) == (setting == "asked for"), text
     assert ("access log is off" in text) == (setting == "default"), text  # says where the lines went
+    assert QUERY_KEY not in text
