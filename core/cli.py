@@ -59,9 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
-    """Subcommands that plugins add (``register_commands``); a plugin that fails to load is
-    reported by the commands that load plugins, not here. One plugin failing in the hook
-    is named on stderr and the others' commands are still there."""
+    """Subcommands that plugins add (``register_commands``). One plugin failing in the hook
+    is named on stderr and the others' commands are still there; if the plugins cannot be
+    loaded at all (a bad setting, a plugin that does not import), stderr says why, and
+    the built-in commands still work."""
     from core.hookcall import HookCalls
     from core.plugin_manager import make_plugin_manager
 
@@ -69,7 +70,8 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
         pm = make_plugin_manager(blocked=load_settings().disabled_plugins)
         HookCalls(pm).each("register_commands", contain=True, commands=commands)
     except Exception as exc:  # noqa: BLE001 - the built-in commands must still work
-        logging.getLogger("modelbroker").debug("plugin commands unavailable: %s", exc)
+        logging.getLogger("modelbroker").warning(
+            "the plugins' own commands (such as usage and keys) are unavailable: %s", exc)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

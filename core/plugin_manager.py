@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import pluggy
 
 from core import hookspecs
+from core.config import ConfigError
 
 PROJECT = "modelbroker"
 
@@ -24,9 +25,29 @@ def make_plugin_manager(
     for name in blocked:
         pm.set_blocked(name)
     if load_entrypoints:
-        pm.load_setuptools_entrypoints(PROJECT)
+        try:
+            pm.load_setuptools_entrypoints(PROJECT)
+        except Exception as exc:  # noqa: BLE001 - an installed plugin that does not import
+            raise ConfigError(_not_loaded(pm, exc)) from None
     pm.check_pending()
     return pm
+
+
+def _not_loaded(pm: pluggy.PluginManager, error: Exception) -> str:
+    """Which entry point failed to load (pluggy stops at the first and does not say), and what to do."""
+    import importlib.metadata
+
+    for entry_point in importlib.metadata.entry_points(group=PROJECT):
+        if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+            continue
+        try:
+            entry_point.load()
+        except Exception as exc:  # noqa: BLE001
+            dist = entry_point.dist.name if entry_point.dist is not None else "an unknown distribution"
+            return (f"plugin {entry_point.name!r} ({entry_point.value}, from {dist}) cannot be loaded: "
+                    f"{type(exc).__name__}: {exc}; fix or uninstall it, or leave it out with "
+                    f"MODELBROKER_DISABLED_PLUGINS={entry_point.name}")
+    return f"a plugin cannot be loaded: {type(error).__name__}: {error}"
 
 
 def plugin_distributions(pm: pluggy.PluginManager) -> dict[str, tuple[str, str]]:
