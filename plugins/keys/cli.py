@@ -17,7 +17,7 @@ from typing import Any
 from core.report import table
 from plugins.keys.keygen import check_name, hash_key, key_prefix, new_key
 from plugins.keys.store import ClientKey, KeyNameTaken, KeysSchemaTooNew, insert_key, load_keys, migrate, revoke_key
-from plugins.ledger.database import Database, DatabaseError, DatabaseURLError, open_database
+from plugins.ledger.database import Database, DatabaseError, DatabaseURLError, UnsupportedDatabase, open_database
 from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
 from plugins.ledger.writer import describe
 
@@ -108,7 +108,7 @@ def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
 
     try:
         return asyncio.run(run())
-    except DatabaseURLError as exc:  # a setting to correct, as a ConfigError is
+    except (DatabaseURLError, UnsupportedDatabase) as exc:  # a setting to correct, as a ConfigError is
         raise SystemExit(_fail(str(exc), status=2)) from None
     except (DatabaseError, OSError, asyncio.TimeoutError) as exc:
         raise SystemExit(_fail(f"cannot use the key table at {safe_url(url)}: {describe(exc)}")) from None

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from core.report import table
-from plugins.ledger.database import DatabaseError, DatabaseURLError, open_database
+from plugins.ledger.database import DatabaseError, DatabaseURLError, UnsupportedDatabase, open_database
 from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
 from plugins.ledger.queries import UsageQueryError, Window, parse_group_by, parse_window, usage_report
 from plugins.ledger.schema import current_version
@@ -35,7 +35,10 @@ def print_usage(settings, from_: str | None, to: str | None, group_by: str | Non
 
 
 async def _read(url: str, window: Window, group_by: str | None) -> dict[str, Any]:
-    db = open_database(url)
+    try:
+        db = open_database(url)
+    except UnsupportedDatabase as exc:
+        raise LedgerUnavailable(str(exc)) from None
     try:
         if await current_version(db) == 0:
             raise LedgerUnavailable(f"the database {safe_url(url)} holds no ledger yet: start the gateway once")

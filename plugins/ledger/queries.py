@@ -48,7 +48,10 @@ def parse_window(start: str | None, end: str | None, now: datetime | None = None
     """
     now = now or datetime.now(timezone.utc)
     to = _parse_time("to", end, end_of_day=True) if end else now
-    since = _parse_time("from", start, end_of_day=False) if start else to - timedelta(days=DEFAULT_DAYS)
+    try:
+        since = _parse_time("from", start, end_of_day=False) if start else to - timedelta(days=DEFAULT_DAYS)
+    except OverflowError:  # 30 days before a 'to' in the year 1
+        raise UsageQueryError("from", "from would be before the year 1 (30 days before to); give from") from None
     if since >= to:
         raise UsageQueryError("from", f"from ({since.isoformat()}) must be before to ({to.isoformat()})")
     return Window(since, to)
@@ -80,6 +83,8 @@ def _parse_time(param: str, value: str, *, end_of_day: bool) -> datetime:
         raise UsageQueryError(
             param, f"{param} must be an ISO date (2025-01-31) or datetime (2025-01-31T12:00:00Z), not {value!r}"
         ) from None
+    except OverflowError:  # the day after 9999-12-31
+        raise UsageQueryError(param, f"{param} is past the last date there is: {value!r}") from None
     return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 

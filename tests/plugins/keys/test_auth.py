@@ -171,3 +171,11 @@ def test_the_cli_refuses_bad_input(cli):
     assert "must be above 0" in cli("create", "--name", "x", "--rpm", "0").stderr
     missing = cli("revoke", "nobody")
     assert missing.returncode == 1 and "no unrevoked key named 'nobody'" in missing.stderr
+
+
+def test_the_cli_with_an_unsupported_database_says_so_in_one_line(cli, monkeypatch):
+    monkeypatch.setenv("MODELBROKER_DATABASE_URL", "mysql://app:Zq7pW9@db/keys")
+    ran = cli("list")
+    assert ran.returncode == 2
+    assert ran.stderr.startswith("modelbroker: MODELBROKER_DATABASE_URL: unsupported database 'mysql'"), ran.stderr
+    assert "Traceback" not in ran.stderr and "Zq7pW9" not in ran.stderr

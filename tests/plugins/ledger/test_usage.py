@@ -168,6 +168,8 @@ BAD_PARAMETERS = [
     ({"from": "2025-02-01", "to": "2025-01-01"}, "from", "must be before"),
     ({"from": "2025-01-01T00:00:00Z", "to": "2025-01-01T00:00:00Z"}, "from", "must be before"),
     ({"group_by": "week"}, "group_by", "provider, model, day, client"),
+    ({"to": "9999-12-31"}, "to", "past the last date"),  # its end of day is out of range (was a 500)
+    ({"to": "0001-01-05"}, "from", "before the year 1"),  # 30 days before it, the default from, too
 ]
 
 
@@ -216,6 +218,14 @@ def test_print_usage_without_a_ledger_says_where_it_looked(tmp_path):
     with pytest.raises(LedgerUnavailable, match="no ledger at .*modelbroker.db"):
         print_usage(settings, None, None, None)
     assert not (tmp_path / "modelbroker.db").exists()
+
+
+def test_print_usage_with_an_unsupported_database_says_so_in_one_line(tmp_path):
+    settings = Settings(database_url="mysql://app:Zq7pW9@db/ledger", log_file=str(tmp_path / "app.log"))
+    with pytest.raises(LedgerUnavailable) as refused:
+        print_usage(settings, None, None, None)
+    assert str(refused.value).startswith("MODELBROKER_DATABASE_URL: unsupported database 'mysql'")
+    assert "Zq7pW9" not in str(refused.value)
 
 
 def test_print_usage_refuses_bad_parameters(sqlite_url):
