@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,19 +105,40 @@ def _reload(args: argparse.Namespace) -> int:
     import httpx
 
     settings = load_settings()
-    url = (args.url or f"http://{settings.host}:{settings.port}").rstrip("/") + "/admin/reload"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address
+    url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + "/admin/reload"
+    shown = _without_userinfo(url)
     try:
         headers = {"authorization": f"Bearer {args.key}"} if args.key else {}
         answer = httpx.post(url, headers=headers, timeout=30)
-    except httpx.HTTPError as exc:
-        print(f"modelbroker: cannot reach the gateway at {url}: {exc}", file=sys.stderr)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        print(f"modelbroker: cannot reach the gateway at {shown}: {_without_userinfo(str(exc))}", file=sys.stderr)
         return 1
-    if answer.status_code != 200:
-        print(f"modelbroker: {answer.json().get('error', {}).get('message', answer.text)}", file=sys.stderr)
-        return 1
-    body = answer.json()
-    print(f"reloaded {body['reloaded']}: {body['providers']} providers, strategy {body['strategy']!r}")
-    return 0
+    body = _json_object(answer)
+    if answer.status_code == 200 and {"reloaded", "providers", "strategy"} <= body.keys():
+        print(f"reloaded {body['reloaded']}: {body['providers']} providers, strategy {body['strategy']!r}")
+        return 0
+    error = body.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        hint = "; pass a client key with --key or MODELBROKER_CLIENT_KEY" if answer.status_code == 401 else ""
+        print(f"modelbroker: {error['message']}{hint}", file=sys.stderr)
+    else:
+        print(f"modelbroker: {shown} answered {answer.status_code}, not as a modelbroker gateway does: "
+              "is --url (or MODELBROKER_HOST and MODELBROKER_PORT) the gateway's address?", file=sys.stderr)
+    return 1
+
+
+def _json_object(answer) -> dict:
+    try:
+        body = answer.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _without_userinfo(text: str) -> str:
+    """``text`` with any ``user:password@`` after a ``//`` left out."""
+    return re.sub(r"//[^/@\s]*@", "//", text)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -140,6 +140,29 @@ def test_modelbroker_reload_without_a_gateway(closed_port_url):
     assert "cannot reach the gateway" in done.stderr
 
 
+def test_modelbroker_reload_against_something_else_says_so(closed_port_url):
+    """Not a gateway (a server answering 501 in HTML), an address with a password in it, a
+    port that is not one: one line each, no traceback, no password."""
+    import http.server
+    import threading
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # 501 to a POST
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        done = cli_reload(f"http://127.0.0.1:{other.server_port}")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"http://127.0.0.1:{other.server_port}/admin/reload answered 501, not as a modelbroker gateway does" \
+        in done.stderr
+    for url in (closed_port_url.split("/v1")[0].replace("//", "//admin:Zq7pW9secret@"), "http://127.0.0.1:port"):
+        done = cli_reload(url)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith("modelbroker: cannot reach the gateway at "), done.stderr
+        assert "Zq7pW9" not in done.stderr
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
 def test_sighup_reloads_the_serving_process(tmp_path, provider, upstream, gateway_process, subprocess_env):
     path = tmp_path / "providers.yaml"

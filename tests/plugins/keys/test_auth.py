@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 
 import openai
 import pytest
@@ -179,3 +181,12 @@ def test_the_cli_with_an_unsupported_database_says_so_in_one_line(cli, monkeypat
     assert ran.returncode == 2
     assert ran.stderr.startswith("modelbroker: MODELBROKER_DATABASE_URL: unsupported database 'mysql'"), ran.stderr
     assert "Traceback" not in ran.stderr and "Zq7pW9" not in ran.stderr
+
+
+def test_modelbroker_reload_without_a_key_says_how_to_give_one(gateway, provider, upstream, db_url):
+    add_key(db_url, unique("ops"))
+    gw = gateway(keys_config(provider("a")), database_url=db_url)
+    done = subprocess.run([sys.executable, "-m", "core.cli", "reload", "--url", gw.url], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("; pass a client key with --key or MODELBROKER_CLIENT_KEY"), done.stderr
