@@ -22,10 +22,10 @@ class Settings(BaseSettings):
     config: Path = Path("providers.yaml")
     log_file: str = "app.log"
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(default=8000, ge=0, le=65535)
     disabled_plugins: Annotated[list[str], NoDecode] = []
-    max_body_bytes: int = 1024 * 1024
-    graceful_shutdown_s: float = 30.0
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    graceful_shutdown_s: float = Field(default=30.0, ge=0)
     #: The URLs may carry a password: kept out of repr() (a plugin that logs its settings).
     redis_url: str = Field(default="", repr=False)
     #: The usage ledger (plugins/ledger). Empty: an SQLite file, modelbroker.db, beside app.log.

@@ -132,3 +132,18 @@ def test_no_command_prints_help(run):
     assert done.returncode == 2
     for command in ("serve", "demo", "check", "plugins"):
         assert command in done.stdout
+
+
+@pytest.mark.parametrize(("setting", "value", "expected"), [
+    ("MODELBROKER_PORT", "99999", "MODELBROKER_PORT: must be <= 65535"),
+    ("MODELBROKER_PORT", "-1", "MODELBROKER_PORT: must be >= 0"),
+    ("MODELBROKER_MAX_BODY_BYTES", "0", "MODELBROKER_MAX_BODY_BYTES: must be > 0"),
+    ("MODELBROKER_GRACEFUL_SHUTDOWN_S", "nan", "MODELBROKER_GRACEFUL_SHUTDOWN_S: must be >= 0"),
+])
+def test_a_setting_out_of_range_is_refused_in_one_line(run, write_config, setting, value, expected):
+    """Before, port 99999 was logged as the address but another was listened on, a body limit of 0
+    refused every request, and a shutdown delay of nan failed at shutdown with a traceback."""
+    done = run("check", "--config", str(write_config(CONFIG)), MB_CLI_KEY=KEY, **{setting: value})
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"modelbroker: {expected}"), done.stderr
