@@ -7,6 +7,7 @@ example ``providers.yaml: providers[1].priority: must be an integer``.
 
 from __future__ import annotations
 
+import collections.abc
 import os
 import re
 import urllib.parse
@@ -158,7 +159,7 @@ def parse_config(text: str, *, label: str = "providers.yaml", environ: Any = Non
     """Validate the YAML text of a providers.yaml; ``label`` names it in messages."""
     environ = os.environ if environ is None else environ
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label}: not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
@@ -166,6 +167,7 @@ def parse_config(text: str, *, label: str = "providers.yaml", environ: Any = Non
     if not isinstance(data, dict):
         raise ConfigError(f"{label}: the top level must be a mapping with a 'providers:' list")
     _refuse_own_fields(data, label)
+    _check_values(data, label)
     warnings: list[str] = []
     data = _interpolate_top(data, label, environ, warnings)
     try:
@@ -206,6 +208,60 @@ def _interpolate_provider(entry: Any, where: str, environ: Any, warnings: list[s
         warnings.append(f"{where} ({label}): disabled: {reason}")
         entry = {**entry, "enabled": False, "disabled_reason": reason}
     return entry
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error (plain
+    YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # ``<<: *defaults``: the keys it brings may be overridden here
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, collections.abc.Hashable):
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{key!r} is given twice in one mapping; keep one", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+#: Values a file may expand to, aliases followed: far more than any real providers.yaml.
+MAX_VALUES = 100_000
+_REFERENCE_START = re.compile(r"\$\{")
+
+
+def _check_values(data: Any, label: str) -> None:
+    """Refuse what ``${VAR}`` interpolation would walk into badly: a YAML alias that holds
+    itself, aliases that expand past MAX_VALUES values, and a ``${`` that starts no valid
+    ``${NAME}`` or ``${NAME:-default}`` (it would be sent as written, say as an API key)."""
+    count = 0
+    holding: set[int] = set()
+
+    def walk(value: Any, loc: tuple) -> None:
+        nonlocal count
+        count += 1
+        if count > MAX_VALUES:
+            raise ConfigError(f"{label}: the file expands to more than {MAX_VALUES:,} values "
+                              "(YAML aliases that repeat aliases?)")
+        if isinstance(value, str):
+            if _REFERENCE_START.search(_VAR.sub("", value)):
+                raise ConfigError(
+                    f"{label}: {location(loc) or 'the top level'}: a '${{' that starts no valid reference; write "
+                    "${NAME} or ${NAME:-default} (NAME: letters, digits and _, not starting with a digit)")
+            return
+        if not isinstance(value, (list, dict)):
+            return
+        if id(value) in holding:
+            raise ConfigError(f"{label}: {location(loc)}: a YAML alias refers to a node that holds it")
+        holding.add(id(value))
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            walk(item, (*loc, key))
+        holding.discard(id(value))
+
+    walk(data, ())
 
 
 def _interpolate(value: Any, environ: Any, missing: list[str]) -> Any:

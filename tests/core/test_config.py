@@ -526,3 +526,36 @@ def test_key_of_wrong_type_is_not_echoed():
     )
     assert message.startswith("providers.yaml: providers[0].api_key: must be a string")
     assert SECRET not in message
+
+
+# --- what YAML allows and a providers.yaml must not do --------------------------------------------
+
+
+def test_a_key_given_twice_is_refused_where_it_is():
+    message = error_of("providers:\n" + GOOD_ENTRY + "    name: other\n")
+    assert message == "providers.yaml: not valid YAML: line 6, column 5: 'name' is given twice in one mapping; keep one"
+
+
+def test_merge_keys_are_no_duplicates():
+    config = parse("providers:\n  - &base {name: a, endpoint: 'http://h/v1', model: m, cost_per_1k_tokens: 1}\n"
+                   "  - {<<: *base, name: b, model: n}\n")
+    assert [p.id for p in config.providers] == ["a/m", "b/n"]
+
+
+def test_an_alias_inside_its_own_anchor_is_refused():
+    assert error_of("providers: &x [*x]\n") == (
+        "providers.yaml: providers[0]: a YAML alias refers to a node that holds it")
+
+
+def test_aliases_that_expand_without_end_are_refused():
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    assert error_of("\n".join(lines) + "\n").startswith("providers.yaml: the file expands to more than 100,000 values")
+
+
+@pytest.mark.parametrize("written", ["${G_KEY", "${ G_KEY }", "${G_KEY:x}", "${1KEY}", "${:-x}"])
+def test_a_broken_reference_is_refused_not_sent_as_written(written):
+    message = error_of(f"providers:\n{GOOD_ENTRY}    api_key: '{written}'\n", {"G_KEY": SECRET})
+    assert message.startswith("providers.yaml: providers[0].api_key: a '${' that starts no valid reference; "
+                              "write ${NAME} or ${NAME:-default}"), message
+    assert SECRET not in message
