@@ -35,9 +35,9 @@ class ProviderConfig(BaseModel):
     endpoint: str = Field(min_length=1)
     model: str = Field(min_length=1)
     priority: int = 0
-    cost_per_1k_tokens: float | None = Field(default=None, ge=0)
-    cost_per_1k_input_tokens: float | None = Field(default=None, ge=0)
-    cost_per_1k_output_tokens: float | None = Field(default=None, ge=0)
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cost_per_1k_input_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cost_per_1k_output_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     api_key: SecretStr | None = None
     type: str = "openai"
     id: str = ""
@@ -338,7 +338,7 @@ def _check_endpoint(endpoint: str) -> None:
         parts = urllib.parse.urlsplit(endpoint)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        raise ValueError("endpoint is not a URL that parses (is its port a number?)") from None
+        raise ValueError("endpoint is not a URL that parses (is its port a number from 0 to 65535?)") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"endpoint must be an http:// or https:// URL, got {_shown_endpoint(endpoint)}")
     if not parts.hostname:

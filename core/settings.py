@@ -46,7 +46,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError('a JSON list such as ["cost", "latency"], or names joined by commas: '
+                                     "cost,latency") from None
             return [name.strip() for name in text.split(",") if name.strip()]
         return value
 

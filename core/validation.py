@@ -22,6 +22,7 @@ _FRIENDLY = {
     "missing": "is required",
     "string_too_short": "must not be empty",
     "extra_forbidden": "unknown field; check its spelling",
+    "finite_number": "must be a finite number",
 }
 
 

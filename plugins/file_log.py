@@ -57,7 +57,11 @@ class FileLogWriter:
         self._second_text = ""
 
     async def start(self) -> None:
-        self._file = await asyncio.to_thread(_open_append, self.path)
+        try:
+            self._file = await asyncio.to_thread(_open_append, self.path)
+        except OSError as exc:
+            raise OSError(f"cannot open the call log {self.path} for appending ({exc.strerror or exc}): "
+                          "set MODELBROKER_LOG_FILE to a file you can write, or to nothing to turn it off") from None
         self._task = asyncio.create_task(self._flush_forever(), name="modelbroker-file-log")
 
     @hookimpl

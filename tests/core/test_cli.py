@@ -139,6 +139,8 @@ def test_no_command_prints_help(run):
     ("MODELBROKER_PORT", "-1", "MODELBROKER_PORT: must be >= 0"),
     ("MODELBROKER_MAX_BODY_BYTES", "0", "MODELBROKER_MAX_BODY_BYTES: must be > 0"),
     ("MODELBROKER_GRACEFUL_SHUTDOWN_S", "nan", "MODELBROKER_GRACEFUL_SHUTDOWN_S: must be >= 0"),
+    ("MODELBROKER_DISABLED_PLUGINS", '["cost"', 'MODELBROKER_DISABLED_PLUGINS: a JSON list such as ["cost", "latency"], '
+     "or names joined by commas: cost,latency"),
 ])
 def test_a_setting_out_of_range_is_refused_in_one_line(run, write_config, setting, value, expected):
     """Before, port 99999 was logged as the address but another was listened on, a body limit of 0

@@ -503,7 +503,7 @@ def test_a_key_in_the_endpoint_field_is_not_echoed(endpoint):
 
 @pytest.mark.parametrize(("endpoint", "expected"), [
     ("http:///v1/chat?key=${G_KEY}", "endpoint has no host: write it as http://host[:port]/path"),
-    ("http://h:${G_KEY}/v1", "endpoint is not a URL that parses (is its port a number?)"),
+    ("http://h:${G_KEY}/v1", "endpoint is not a URL that parses (is its port a number from 0 to 65535?)"),
 ], ids=["no-host", "port"])
 def test_an_http_endpoint_without_a_host_or_with_a_bad_port_is_refused_unshown(endpoint, expected):
     message = error_of(
@@ -559,3 +559,8 @@ def test_a_broken_reference_is_refused_not_sent_as_written(written):
     assert message.startswith("providers.yaml: providers[0].api_key: a '${' that starts no valid reference; "
                               "write ${NAME} or ${NAME:-default}"), message
     assert SECRET not in message
+
+
+def test_a_price_too_large_for_a_float_is_refused():
+    message = error_of("providers:\n  - {name: a, endpoint: 'http://h/v1', model: m, cost_per_1k_tokens: 1e400}\n")
+    assert message == "providers.yaml: providers[0].cost_per_1k_tokens: must be a finite number (provider 'a')"

@@ -238,3 +238,12 @@ def test_a_success_line_is_the_same_built_either_way(tmp_path, monkeypatch, usag
     stepwise.on_result(PROVIDER, request, result, 12.3456, 2)
     assert fast._buffer == stepwise._buffer
     assert list(orjson.loads(fast._buffer[0])) == list(orjson.loads(stepwise._buffer[0]))
+
+
+async def test_a_log_file_that_cannot_be_opened_says_which_setting_to_change(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    writer = FileLogWriter(tmp_path / "a-file" / "app.log", include_prompts=False, include_responses=False)
+    with pytest.raises(OSError) as refused:
+        await writer.start()
+    assert str(refused.value).startswith(f"cannot open the call log {tmp_path / 'a-file' / 'app.log'} for appending")
+    assert str(refused.value).endswith("set MODELBROKER_LOG_FILE to a file you can write, or to nothing to turn it off")
