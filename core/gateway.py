@@ -15,7 +15,7 @@ from core.health import HealthTracker
 from core.hookcall import HookCalls, PluginError
 from core.http import UpstreamHTTP
 from core.http_client import make_http_client
-from core.plugin_manager import make_plugin_manager
+from core.plugin_manager import PROJECT, make_plugin_manager
 from core.router import NoProviderAvailable, Router
 from core.settings import Settings, load_settings
 from core.state import MemoryState, SharedState
@@ -56,6 +56,7 @@ class Gateway:
                 if HEALTH_PLUGIN in blocked:
                     raise ConfigError(f"plugins.disabled: {HEALTH_PLUGIN!r} is part of the core and cannot be disabled")
                 pm = make_plugin_manager(blocked=blocked)
+                _warn_unknown_disabled(blocked)
             return cls(settings, config, pm)
         except (PluginError, pluggy.PluginValidationError) as exc:
             raise ConfigError(f"a plugin failed to load: {exc}") from None
@@ -238,3 +239,15 @@ def check_plugins(config: GatewayConfig, hooks: HookCalls) -> tuple[list[str], l
                 f"installed adapter types: {', '.join(adapters) or 'none'}"
             )
     return strategies, adapters
+
+
+def _warn_unknown_disabled(blocked: list[str]) -> None:
+    """A name in plugins.disabled or MODELBROKER_DISABLED_PLUGINS that no installed plugin has is
+    probably misspelt, and the plugin meant to be left out is running."""
+    import importlib.metadata
+
+    installed = {entry_point.name for entry_point in importlib.metadata.entry_points(group=PROJECT)}
+    for name in dict.fromkeys(blocked):
+        if name not in installed:
+            log.warning("plugins.disabled / MODELBROKER_DISABLED_PLUGINS names %r, which no installed plugin is "
+                        "called; installed: %s", name, ", ".join(sorted(installed)))

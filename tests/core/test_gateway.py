@@ -91,3 +91,11 @@ def test_plugins_can_be_disabled_by_setting(write_config, monkeypatch):
     monkeypatch.setenv("MODELBROKER_DISABLED_PLUGINS", '["cost"]')
     gateway = Gateway.from_settings(Settings(config=write_config(f"providers:\n  - {ENTRY}}}\n"), log_file=""))
     assert "cost" not in gateway.strategies and "priority" in gateway.strategies
+
+
+def test_a_disabled_name_that_no_plugin_has_is_warned_about(write_config, monkeypatch, caplog):
+    monkeypatch.setenv("MODELBROKER_DISABLED_PLUGINS", "cost,costs")
+    Gateway.from_settings(Settings(config=write_config(f"providers:\n  - {ENTRY}}}\n"), log_file=""))
+    [warning] = [r.getMessage() for r in caplog.records if "no installed plugin" in r.getMessage()]
+    assert warning.startswith("plugins.disabled / MODELBROKER_DISABLED_PLUGINS names 'costs', which no installed "
+                              "plugin is called; installed: anthropic, balanced, cost,")
