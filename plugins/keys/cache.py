@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from plugins.keys.keygen import hash_key, same_hash
 from plugins.keys.store import ClientKey, KeysSchemaTooNew, load_keys, migrate
-from plugins.ledger.database import Database
+from plugins.ledger.database import Database, DatabaseURLError
 from plugins.ledger.writer import describe
 
 log = logging.getLogger("modelbroker")
@@ -47,7 +47,7 @@ class KeyCache:
         """Read the table once (waiting up to ``timeout_s``), then keep it fresh in the background."""
         try:
             await asyncio.wait_for(self.refresh(), timeout_s)
-        except KeysSchemaTooNew:
+        except (KeysSchemaTooNew, DatabaseURLError):  # no retry can help
             raise
         except Exception as exc:  # noqa: BLE001 - unreachable or slow: the background task retries
             self._failed(exc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from core.hookspecs import hookimpl
-from plugins.ledger.database import open_database
+from plugins.ledger.database import DatabaseURLError, open_database
 from plugins.ledger.options import LedgerOptions, sqlite_path
 from plugins.ledger.records import failure_record, rejected_record, result_record
 from plugins.ledger.schema import SchemaTooNew, migrate
@@ -35,7 +35,7 @@ class LedgerStore:
         try:
             await asyncio.wait_for(migrate(self.db), STARTUP_TIMEOUT_S)
             self.writer.migrated = True
-        except SchemaTooNew:
+        except (SchemaTooNew, DatabaseURLError):  # no retry can help: a setting or a version to change
             await self.db.close()
             raise
         except Exception as exc:  # unreachable, refused, timed out: the writer retries

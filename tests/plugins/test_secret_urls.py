@@ -216,9 +216,20 @@ def test_the_clis_show_no_password_from_the_query(command, absent_database, args
     assert_hidden(err + everything_logged(caplog), QUERY_PASSWORD)
 
 
-@pytest.mark.parametrize("url", [PG_UNPARSED_URLS[0], pytest.param("query", id="query")])
-def test_the_gateway_logs_no_database_password(gateway, absent_database, url, caplog):
-    url = pg_query_url(absent_database) if url == "query" else url
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # uvicorn exits its thread
+def test_a_database_url_that_does_not_parse_stops_the_gateway_and_says_why(gateway, caplog):
+    """No retry can make it work (unlike an unreachable database): startup stops, in one line."""
+    [url] = PG_UNPARSED_URLS[0].values
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(RuntimeError, match="did not start"):
+        gateway("providers: []\n", database_url=url)
+    told = everything_logged(caplog)
+    assert "MODELBROKER_DATABASE_URL does not parse as a database URL" in told
+    assert_hidden(told, secret_of(url))
+
+
+def test_the_gateway_logs_no_database_password(gateway, absent_database, caplog):
+    url = pg_query_url(absent_database)
     caplog.set_level(logging.DEBUG)
     gw = gateway("providers: []\n", database_url=url)
     health = gw.get("/health")
