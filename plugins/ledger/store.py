@@ -32,6 +32,9 @@ class LedgerStore:
         path = sqlite_path(self.options.database_url)
         if path is not None:
             await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        if await asyncio.to_thread(self.options.spill_file.is_dir):
+            raise OSError(f"the ledger's spill file {self.options.spill_file} is a directory: set "
+                          "MODELBROKER_LEDGER_SPILL_FILE to the path of a file")
         try:
             await asyncio.wait_for(migrate(self.db), STARTUP_TIMEOUT_S)
             self.writer.migrated = True

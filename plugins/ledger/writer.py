@@ -234,8 +234,8 @@ class LedgerWriter:
             await asyncio.to_thread(self.spill.append, batch)
         except OSError as exc:
             self.overflow[:0] = batch
-            log.error("ledger: cannot write the spill file %s (%s); %d records are held in memory",
-                      self.spill.path, exc, len(self.overflow))
+            log.error("ledger: cannot write the spill file %s (%s); %d records are held in memory "
+                      "(MODELBROKER_LEDGER_SPILL_FILE names the file)", self.spill.path, exc, len(self.overflow))
             return
         self.spilled += len(batch)
         self._load_wanted = True

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from core.settings import Settings
 from plugins.ledger.options import LedgerOptions
 
@@ -40,3 +42,13 @@ def test_the_password_never_shows():
 def test_numbers_are_kept_sane():
     clamped = options(ledger_max_queue=0, ledger_batch_size=-3, ledger_flush_interval_s=0)
     assert (clamped.max_queue, clamped.batch_size, clamped.flush_interval_s) == (1, 1, 0.01)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # uvicorn exits its thread
+def test_a_spill_file_that_is_a_directory_stops_startup_and_says_which_setting(gateway, tmp_path, caplog, capfd):
+    """Before, the gateway started and logged a traceback every half second, trying to load it."""
+    (tmp_path / "spill-here").mkdir()
+    with pytest.raises(RuntimeError, match="did not start"):
+        gateway("providers: []\n", ledger_spill_file=str(tmp_path / "spill-here"))
+    assert (f"the ledger's spill file {tmp_path / 'spill-here'} is a directory: set MODELBROKER_LEDGER_SPILL_FILE "
+            "to the path of a file") in caplog.text + capfd.readouterr().err  # uvicorn's own logger says it
