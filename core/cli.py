@@ -120,7 +120,9 @@ def _reload(args: argparse.Namespace) -> int:
         return 0
     error = body.get("error")
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        hint = "; pass a client key with --key or MODELBROKER_CLIENT_KEY" if answer.status_code == 401 else ""
+        hint = {401: "; pass a client key with --key or MODELBROKER_CLIENT_KEY",
+                404: f"; {shown} is not a gateway's reload route: give --url the gateway's address, "
+                     "with no path"}.get(answer.status_code, "")
         print(f"modelbroker: {error['message']}{hint}", file=sys.stderr)
     else:
         print(f"modelbroker: {shown} answered {answer.status_code}, not as a modelbroker gateway does: "

@@ -150,8 +150,12 @@ def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Gate
             f"{path}: file not found; set MODELBROKER_CONFIG to your providers.yaml "
             "or run from the directory that holds it"
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; set MODELBROKER_CONFIG to the path of providers.yaml") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start + 1} cannot be read); save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     return parse_config(text, label=label, environ=os.environ if environ is None else environ)
 
 

@@ -54,7 +54,8 @@ class Gateway:
             if pm is None:
                 blocked = [*config.plugins.disabled, *settings.disabled_plugins]
                 if HEALTH_PLUGIN in blocked:
-                    raise ConfigError(f"plugins.disabled: {HEALTH_PLUGIN!r} is part of the core and cannot be disabled")
+                    raise ConfigError(f"plugins.disabled / MODELBROKER_DISABLED_PLUGINS: {HEALTH_PLUGIN!r} is part of "
+                                      "the core and cannot be disabled; leave it out of both")
                 pm = make_plugin_manager(blocked=blocked)
                 _warn_unknown_disabled(blocked)
             return cls(settings, config, pm)

@@ -77,6 +77,8 @@ class RedisState:
 
     def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = PREFIX) -> None:
         self.url_shown = shown_url(url)
+        if not url.startswith(tuple(f"{scheme}://" for scheme in SCHEMES)):
+            raise ValueError("MODELBROKER_REDIS_URL must start with redis://, rediss:// or unix://")
         if self.url_shown == UNPARSED_URL:
             raise ValueError(UNPARSED)
         aioredis, self._redis_error = _redis()

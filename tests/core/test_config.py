@@ -564,3 +564,14 @@ def test_a_broken_reference_is_refused_not_sent_as_written(written):
 def test_a_price_too_large_for_a_float_is_refused():
     message = error_of("providers:\n  - {name: a, endpoint: 'http://h/v1', model: m, cost_per_1k_tokens: 1e400}\n")
     assert message == "providers.yaml: providers[0].cost_per_1k_tokens: must be a finite number (provider 'a')"
+
+
+def test_a_config_that_is_a_directory_or_not_utf8_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path)
+    assert str(caught.value) == f"{tmp_path}: is a directory; set MODELBROKER_CONFIG to the path of providers.yaml"
+    latin = tmp_path / "providers.yaml"
+    latin.write_bytes("providers: []\n# café\n".encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(latin)
+    assert str(caught.value) == f"{latin}: not UTF-8 text (byte 20 cannot be read); save it as UTF-8"

@@ -113,3 +113,9 @@ def test_the_store_is_offered_only_when_a_redis_url_is_set():
     store = state_store(Settings())
     assert isinstance(store, RedisState)
     assert "secret" not in str(store.status())
+
+
+def test_a_url_that_is_not_redis_says_which_schemes_it_takes():
+    with pytest.raises(ValueError) as refused:
+        RedisState("http://:Zq7pW9@127.0.0.1:6379/0")
+    assert str(refused.value) == "MODELBROKER_REDIS_URL must start with redis://, rediss:// or unix://"

@@ -140,6 +140,14 @@ def test_modelbroker_reload_without_a_gateway(closed_port_url):
     assert "cannot reach the gateway" in done.stderr
 
 
+def test_modelbroker_reload_with_a_path_in_the_url_says_to_drop_it(gateway, provider, upstream):
+    gw = gateway(config(provider("a")))
+    done = cli_reload(gw.url + "/v1")
+    assert done.returncode == 1
+    assert done.stderr.strip() == (f"modelbroker: Not Found; {gw.url}/v1/admin/reload is not a gateway's reload "
+                                   "route: give --url the gateway's address, with no path")
+
+
 def test_modelbroker_reload_against_something_else_says_so(closed_port_url):
     """Not a gateway (a server answering 501 in HTML), an address with a password in it, a
     port that is not one: one line each, no traceback, no password."""
