@@ -469,19 +469,24 @@ def test_config_errors_never_show_the_key(bad_field):
     assert SECRET[:12] not in message
 
 
-@pytest.mark.parametrize(
-    "endpoint",
-    ["htps://gen.example/v1/models/m:generate?key=${G_KEY}", "ftp://user:${G_KEY}@gen.example/v1", "${G_KEY}@gen.example"],
-    ids=["query", "userinfo", "no-scheme"],
-)
-def test_a_bad_endpoint_is_shown_without_the_credentials_in_it(endpoint):
-    message = error_of(
+def endpoint_error(endpoint: str) -> str:
+    """The message for a provider whose endpoint is ``endpoint``, with ``${G_KEY}`` set to SECRET."""
+    return error_of(
         f"""
         providers:
           - {{name: g, endpoint: "{endpoint}", model: m, cost_per_1k_tokens: 1}}
         """,
         {"G_KEY": SECRET},
     )
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    ["htps://gen.example/v1/models/m:generate?key=${G_KEY}", "ftp://user:${G_KEY}@gen.example/v1", "${G_KEY}@gen.example"],
+    ids=["query", "userinfo", "no-scheme"],
+)
+def test_a_bad_endpoint_is_shown_without_the_credentials_in_it(endpoint):
+    message = endpoint_error(endpoint)
     assert message.startswith("providers.yaml: providers[0]: endpoint must be an http:// or https:// URL, got ")
     assert "gen.example" in message
     assert SECRET not in message
@@ -489,13 +494,7 @@ def test_a_bad_endpoint_is_shown_without_the_credentials_in_it(endpoint):
 
 @pytest.mark.parametrize("endpoint", [SECRET, "${G_KEY}"], ids=["pasted", "interpolated"])
 def test_a_key_in_the_endpoint_field_is_not_echoed(endpoint):
-    message = error_of(
-        f"""
-        providers:
-          - {{name: g, endpoint: "{endpoint}", model: m, cost_per_1k_tokens: 1}}
-        """,
-        {"G_KEY": SECRET},
-    )
+    message = endpoint_error(endpoint)
     assert message.startswith("providers.yaml: providers[0]: endpoint must be an http:// or https:// URL, got a value "
                               "that is not shown"), message
     assert SECRET not in message and SECRET[:8] not in message
@@ -506,13 +505,7 @@ def test_a_key_in_the_endpoint_field_is_not_echoed(endpoint):
     ("http://h:${G_KEY}/v1", "endpoint is not a URL that parses (is its port a number from 0 to 65535?)"),
 ], ids=["no-host", "port"])
 def test_an_http_endpoint_without_a_host_or_with_a_bad_port_is_refused_unshown(endpoint, expected):
-    message = error_of(
-        f"""
-        providers:
-          - {{name: g, endpoint: "{endpoint}", model: m, cost_per_1k_tokens: 1}}
-        """,
-        {"G_KEY": SECRET},
-    )
+    message = endpoint_error(endpoint)
     assert message.startswith(f"providers.yaml: providers[0]: {expected}"), message
     assert SECRET not in message and SECRET[:8] not in message
 
