@@ -96,7 +96,11 @@ def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
     url = LedgerOptions.from_settings(load_settings()).database_url
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(_fail(f"cannot make the folder for {path} ({exc.strerror or exc}); "
+                                   "MODELBROKER_DATABASE_URL names the file")) from None
 
     async def run() -> Any:
         db = open_database(url)

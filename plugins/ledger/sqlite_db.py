@@ -115,7 +115,12 @@ class SQLiteDatabase:
 
     def _connect(self) -> sqlite3.Connection:
         path = ":memory:" if self.url.path is None else str(self.url.path)
-        conn = sqlite3.connect(path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        try:
+            conn = sqlite3.connect(path, timeout=self.busy_timeout_s, isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError as exc:  # SQLite's own words name neither the file nor the cause
+            raise sqlite3.OperationalError(
+                f"{exc}: {path} (can this process create and write files in its folder? "
+                "MODELBROKER_DATABASE_URL names it)") from None
         conn.row_factory = sqlite3.Row
         try:
             self._use_wal(conn)

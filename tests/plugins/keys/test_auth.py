@@ -190,3 +190,12 @@ def test_modelbroker_reload_without_a_key_says_how_to_give_one(gateway, provider
                           text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.strip().endswith("; pass a client key with --key or MODELBROKER_CLIENT_KEY"), done.stderr
+
+
+def test_the_cli_with_a_database_folder_it_cannot_make_says_so_in_one_line(cli, monkeypatch, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MODELBROKER_DATABASE_URL", f"sqlite:///{tmp_path / 'a-file' / 'keys.db'}")
+    ran = cli("list")
+    assert ran.returncode == 1 and "Traceback" not in ran.stderr
+    assert ran.stderr == (f"modelbroker: cannot make the folder for {tmp_path / 'a-file' / 'keys.db'} (File exists); "
+                          "MODELBROKER_DATABASE_URL names the file\n")

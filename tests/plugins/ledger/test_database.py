@@ -251,3 +251,18 @@ def test_sqlite_times_are_stored_as_the_text_earlier_versions_wrote():
         utc = moment.astimezone(timezone.utc) if moment.tzinfo else moment
         assert bind_time(moment) == utc.replace(tzinfo=None).isoformat(" ", "microseconds")
     assert bind_time(datetime(2025, 2, 1, 5, 29, 58, 5, tzinfo=east)) == "2025-01-31 23:59:58.000005"
+
+
+def test_an_sqlite_file_that_cannot_be_opened_is_named_with_what_to_check(tmp_path):
+    """SQLite says only 'unable to open database file'."""
+    (tmp_path / "a-file").write_text("not a folder")
+    path = tmp_path / "a-file" / "ledger.db"
+
+    async def read(db):
+        async with db.reading() as conn:
+            await conn.fetch("SELECT 1")
+
+    with pytest.raises(DatabaseError) as refused:
+        run(with_db(f"sqlite:///{path}", read))
+    assert str(refused.value) == (f"OperationalError: unable to open database file: {path} (can this process "
+                                  "create and write files in its folder? MODELBROKER_DATABASE_URL names it)")
