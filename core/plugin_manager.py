@@ -29,8 +29,20 @@ def make_plugin_manager(
             pm.load_setuptools_entrypoints(PROJECT)
         except Exception as exc:  # noqa: BLE001 - an installed plugin that does not import
             raise ConfigError(_not_loaded(pm, exc)) from None
-    pm.check_pending()
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:  # an implementation of a hook that does not exist
+        name = pm.get_name(exc.plugin)
+        if name is None or not load_entrypoints:
+            raise
+        dist = plugin_distributions(pm).get(name, ("an unknown distribution",))[0]
+        raise ConfigError(_refusal(name, getattr(exc.plugin, "__name__", name), dist, str(exc))) from None
     return pm
+
+
+def _refusal(name: str, where: str, dist: str, problem: str) -> str:
+    return (f"plugin {name!r} ({where}, from {dist}) cannot be loaded: {problem}; "
+            f"fix or uninstall it, or leave it out with MODELBROKER_DISABLED_PLUGINS={name}")
 
 
 def _not_loaded(pm: pluggy.PluginManager, error: Exception) -> str:
@@ -44,9 +56,7 @@ def _not_loaded(pm: pluggy.PluginManager, error: Exception) -> str:
             entry_point.load()
         except Exception as exc:  # noqa: BLE001
             dist = entry_point.dist.name if entry_point.dist is not None else "an unknown distribution"
-            return (f"plugin {entry_point.name!r} ({entry_point.value}, from {dist}) cannot be loaded: "
-                    f"{type(exc).__name__}: {exc}; fix or uninstall it, or leave it out with "
-                    f"MODELBROKER_DISABLED_PLUGINS={entry_point.name}")
+            return _refusal(entry_point.name, entry_point.value, dist, f"{type(exc).__name__}: {exc}")
     return f"a plugin cannot be loaded: {type(error).__name__}: {error}"
 
 

@@ -111,27 +111,36 @@ def test_a_raising_register_commands_leaves_the_other_plugins_commands(faulty_si
     assert "plugin 'faulty' failed in register_commands: RuntimeError: faulty commands blew up" in shown.stderr
 
 
-def site_with_a_plugin_that_does_not_import(folder):
-    """An installed distribution (a hand-written .dist-info) whose plugin module fails to import."""
+BROKEN_MODULES = {
+    "import": ("import no_such_module_for_modelbroker\n",
+               "ModuleNotFoundError: No module named 'no_such_module_for_modelbroker'"),
+    "unknown-hook": ("from core.hookspecs import hookimpl\n\n@hookimpl\ndef select_providers(strategy):\n"
+                     "    return None\n", "unknown hook 'select_providers' in plugin"),
+}
+
+
+def site_with_a_broken_plugin(folder, source: str):
+    """An installed distribution (a hand-written .dist-info) whose plugin module is ``source``."""
     (folder / "brokenimport-0.1.dist-info").mkdir()
     (folder / "brokenimport-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenimport\n"
                                                                     "Version: 0.1\n")
     (folder / "brokenimport-0.1.dist-info" / "entry_points.txt").write_text("[modelbroker]\nbroken = broken_mod\n")
-    (folder / "broken_mod.py").write_text("import no_such_module_for_modelbroker\n")
+    (folder / "broken_mod.py").write_text(source)
     return folder
 
 
 @pytest.mark.parametrize("command", ["check", "plugins"])
-def test_a_plugin_that_does_not_import_is_named_with_what_to_do(tmp_path, run_cli, subprocess_env, write_config,
-                                                                provider, command):
-    site = site_with_a_plugin_that_does_not_import(tmp_path)
+@pytest.mark.parametrize("broken", list(BROKEN_MODULES))
+def test_a_plugin_that_does_not_load_is_named_with_what_to_do(tmp_path, run_cli, subprocess_env, write_config,
+                                                              provider, command, broken):
+    source, problem = BROKEN_MODULES[broken]
+    site = site_with_a_broken_plugin(tmp_path, source)
     config = write_config({"providers": [provider("a")]})
     ran = run_cli(command, "--config", str(config), env=subprocess_env(PYTHONPATH=str(site)))
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert "Traceback" not in ran.stderr
-    assert ("plugin 'broken' (broken_mod, from brokenimport) cannot be loaded: ModuleNotFoundError: "
-            "No module named 'no_such_module_for_modelbroker'; fix or uninstall it, or leave it out with "
-            "MODELBROKER_DISABLED_PLUGINS=broken") in ran.stderr
+    assert f"plugin 'broken' (broken_mod, from brokenimport) cannot be loaded: {problem}" in ran.stderr, ran.stderr
+    assert "; fix or uninstall it, or leave it out with MODELBROKER_DISABLED_PLUGINS=broken" in ran.stderr
     left_out = run_cli(command, "--config", str(config),
                        env=subprocess_env(PYTHONPATH=str(site), MODELBROKER_DISABLED_PLUGINS="broken"))
     assert left_out.returncode == 0, left_out.stderr
