@@ -52,11 +52,13 @@ def _not_loaded(pm: pluggy.PluginManager, error: Exception) -> str:
     for entry_point in importlib.metadata.entry_points(group=PROJECT):
         if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
             continue
+        dist = entry_point.dist.name if entry_point.dist is not None else "an unknown distribution"
         try:
-            entry_point.load()
+            plugin = entry_point.load()
         except Exception as exc:  # noqa: BLE001
-            dist = entry_point.dist.name if entry_point.dist is not None else "an unknown distribution"
             return _refusal(entry_point.name, entry_point.value, dist, f"{type(exc).__name__}: {exc}")
+        if plugin is getattr(error, "plugin", None):  # it imports, but pluggy refused it (a wrong argument)
+            return _refusal(entry_point.name, entry_point.value, dist, " ".join(str(error).split()))
     return f"a plugin cannot be loaded: {type(error).__name__}: {error}"
 
 

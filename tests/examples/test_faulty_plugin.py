@@ -116,6 +116,8 @@ BROKEN_MODULES = {
                "ModuleNotFoundError: No module named 'no_such_module_for_modelbroker'"),
     "unknown-hook": ("from core.hookspecs import hookimpl\n\n@hookimpl\ndef select_providers(strategy):\n"
                      "    return None\n", "unknown hook 'select_providers' in plugin"),
+    "unknown-argument": ("from core.hookspecs import hookimpl\n\n@hookimpl\ndef select_provider(budget):\n"
+                         "    return None\n", "Plugin 'broken' for hook 'select_provider'"),
 }
 
 
