@@ -234,7 +234,6 @@ class _StrictLoader(yaml.SafeLoader):
 
 #: Values a file may expand to, aliases followed: far more than any real providers.yaml.
 MAX_VALUES = 100_000
-_REFERENCE_START = re.compile(r"\$\{")
 
 
 def _check_values(data: Any, label: str) -> None:
@@ -251,7 +250,7 @@ def _check_values(data: Any, label: str) -> None:
             raise ConfigError(f"{label}: the file expands to more than {MAX_VALUES:,} values "
                               "(YAML aliases that repeat aliases?)")
         if isinstance(value, str):
-            if _REFERENCE_START.search(_VAR.sub("", value)):
+            if "${" in _VAR.sub("", value):
                 raise ConfigError(
                     f"{label}: {location(loc) or 'the top level'}: a '${{' that starts no valid reference; write "
                     "${NAME} or ${NAME:-default} (NAME: letters, digits and _, not starting with a digit)")
