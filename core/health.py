@@ -109,6 +109,15 @@ class HealthTracker:
             return False
         return now >= health.paced_until and self.within_limits(provider, estimated_tokens)
 
+    def may_retry(self, provider: ProviderConfig, estimated_tokens: int = 0) -> bool:
+        """Whether a retry that has waited out its pause may go ahead: the provider's limits leave
+        room and no other request's half-open trial runs there. A cooldown begun meanwhile does
+        not stop it (docs/reliability.md, "Known limits")."""
+        health = self.of(provider)
+        if health.state == HALF_OPEN and health.trial_in_flight:
+            return False
+        return self.within_limits(provider, estimated_tokens)
+
     def within_limits(self, provider: ProviderConfig, estimated_tokens: int = 0) -> bool:
         """The provider's own ``max_concurrency``, ``rpm`` and ``tpm`` leave room for one more request."""
         health = self.of(provider)

@@ -151,7 +151,7 @@ class Router:
         # Only when every provider was resting is one that is not available now tried.
         forced = len(usable) == 1 and not self.health.available(usable[0])
         tokens = estimate_tokens(request.prompt_text()) if any(p.tpm for p in queue) else 0
-        run = _Run(request, deadline)
+        run = _Run(request, deadline, tokens)
         while queue and len(run.attempts) < self.policy.max_attempts:
             provider = queue.pop(0)
             if run.attempts and not forced and not self.health.available(provider, tokens):
@@ -179,6 +179,8 @@ class Router:
                 retries -= 1
                 await asyncio.sleep(pause)
                 run.waited_ms += pause * 1000  # a deliberate wait, not the gateway's overhead
+                if not self.health.may_retry(provider, run.tokens):
+                    return None  # it filled up (or began a trial) while this request waited
                 continue
             run.succeeded(provider, started)
             if isinstance(answer, StreamAttempt):
@@ -313,9 +315,10 @@ T = TypeVar("T")
 class _Run:
     """The bookkeeping of one request's attempts."""
 
-    def __init__(self, request: ChatRequest, deadline: float) -> None:
+    def __init__(self, request: ChatRequest, deadline: float, tokens: int = 0) -> None:
         self.request = request
         self.deadline = deadline
+        self.tokens = tokens  # the prompt's estimate, for providers with a tpm limit
         self.attempts: list[AttemptSummary] = []
         self.waited_ms = 0.0  # failed attempts and backoff pauses: time not spent working
         self.retry_afters: list[float | None] = []

@@ -3,9 +3,11 @@ and tpm: a provider at its limit is passed over; 429 ``providers_busy`` when all
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
+import httpx
 import pytest
 
 from core.upstream import duration_seconds
@@ -118,6 +120,27 @@ def test_a_fallback_respects_max_concurrency(gateway, provider, upstream):
     answers = blast(gw.url, "/generate", [{"prompt": f"n{i}"} for i in range(4)], concurrency=4)
     assert upstream.calls["b"] == 1, [a.text for a in answers]
     assert sorted(a.status_code for a in answers) == [200, 502, 502, 502]
+
+
+def test_a_retry_after_its_backoff_respects_max_concurrency(gateway, provider, upstream):
+    """A request waiting out a backoff holds no place at its provider; if the provider has filled
+    up meanwhile, the retry goes to the next provider instead of exceeding max_concurrency."""
+    upstream.set_behavior("*", SLOW_OK)
+    upstream.set_behavior("a", {"kind": "status", "status": 503, "times": 1})
+    gw = gateway(config(provider("a", priority=1, max_concurrency=1, retries=1), provider("b", priority=2),
+                        backoff_initial_s=0.5, backoff_max_s=0.5, failure_threshold=100))
+
+    async def first_then_second() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+            first = asyncio.ensure_future(client.post("/generate", json={"prompt": "first"}))
+            await asyncio.sleep(0.1)  # the first has had its 503 and waits 0.25-0.5 s to retry
+            second = await client.post("/generate", json={"prompt": "second"})
+            return [await first, second]
+
+    first, second = asyncio.run(first_then_second())
+    assert (first.status_code, second.status_code) == (200, 200), (first.text, second.text)
+    assert (first.json()["provider"], second.json()["provider"]) == ("b/b", "a/a")
+    assert upstream.calls["a"] == 2  # the 503, then the second request; never two at once
 
 
 # --- rpm and tpm ----------------------------------------------------------------------------------
