@@ -43,6 +43,7 @@ class ProviderHealth:
     cooldowns: int = 0
     cooling_until: float = 0.0
     trial_in_flight: bool = False
+    trial: object = None  # which attempt is the half-open trial (see HealthTracker.begin)
     in_flight: int = 0
     paced_until: float = 0.0
     latency_ewma_ms: float | None = None
@@ -83,12 +84,12 @@ class HealthTracker:
                     provider.id, remaining, was)
 
     @hookimpl(tryfirst=True)
-    def on_result(self, provider, result, elapsed_ms):
-        self.succeeded(provider, elapsed_ms, result.usage, result.rate_limit)
+    def on_result(self, provider, request, result, elapsed_ms, attempt):
+        self.succeeded(provider, elapsed_ms, result.usage, result.rate_limit, (id(request), attempt))
 
     @hookimpl(tryfirst=True)
-    def on_failure(self, provider, error, elapsed_ms):
-        self.failed(provider, error, elapsed_ms)
+    def on_failure(self, provider, request, error, elapsed_ms, attempt):
+        self.failed(provider, error, elapsed_ms, (id(request), attempt))
 
     def of(self, provider: ProviderConfig) -> ProviderHealth:
         health = self._health.get(provider.id)
@@ -141,41 +142,55 @@ class HealthTracker:
 
     # --- one attempt ---------------------------------------------------------------
 
-    def begin(self, provider: ProviderConfig) -> None:
+    def begin(self, provider: ProviderConfig, attempt: object = None) -> None:
+        """An attempt starts; ``attempt`` names it (the router gives ``(id(request), number)``),
+        so that, while half-open, only the trial's own end decides the provider's state."""
         health = self.of(provider)
         health.in_flight += 1
-        if health.state == HALF_OPEN:
-            health.trial_in_flight = True
+        if health.state == HALF_OPEN and not health.trial_in_flight:
+            health.trial_in_flight, health.trial = True, attempt
         if provider.rpm is not None:
             health.requests.append(self.clock())
 
+    def _beside_the_trial(self, health: ProviderHealth, attempt: object) -> bool:
+        """An attempt that began before the trial (or beside it) and ends while it runs: its
+        outcome is counted, but the trial alone says whether the provider is back."""
+        return health.trial_in_flight and attempt != health.trial
+
     def succeeded(self, provider: ProviderConfig, latency_ms: float, usage: Usage | None,
-                  rate_limit: RateLimit | None) -> None:
+                  rate_limit: RateLimit | None, attempt: object = None) -> None:
         health = self.of(provider)
         health.in_flight = max(0, health.in_flight - 1)
         self._record(health, True, latency_ms)
         alpha = 0.2
         ewma = health.latency_ewma_ms
         health.latency_ewma_ms = latency_ms if ewma is None else ewma + alpha * (latency_ms - ewma)
+        if provider.tpm is not None and usage is not None:
+            health.tokens.append((self.clock(), usage.total_tokens))
+        self._pace(provider, health, rate_limit)
+        if self._beside_the_trial(health, attempt):
+            return
         health.consecutive_failures = 0
         if health.state != HEALTHY:
             log.warning("provider %s: healthy again (state was %s)", provider.id, health.state)
         health.state, health.cooldowns, health.trial_in_flight = HEALTHY, 0, False
-        if provider.tpm is not None and usage is not None:
-            health.tokens.append((self.clock(), usage.total_tokens))
-        self._pace(provider, health, rate_limit)
 
-    def failed(self, provider: ProviderConfig, error: ProviderError, latency_ms: float) -> None:
+    def failed(self, provider: ProviderConfig, error: ProviderError, latency_ms: float,
+               attempt: object = None) -> None:
         health = self.of(provider)
         health.in_flight = max(0, health.in_flight - 1)
+        beside_the_trial = self._beside_the_trial(health, attempt)
         request_fault = error.status in CLIENT_FAULT or error.context_too_long
         if error.kind == ErrorKind.CANCELLED or (request_fault and not error.quota_exhausted):
-            health.trial_in_flight = False  # not the provider's fault: no verdict on it
+            if not beside_the_trial:
+                health.trial_in_flight = False  # not the provider's fault: no verdict on it
             return
         self._record(health, False, latency_ms)
+        self._pace(provider, health, error.rate_limit)
+        if beside_the_trial:
+            return
         health.consecutive_failures += 1
         health.last_error = str(error)[:200]
-        self._pace(provider, health, error.rate_limit)
         at_once = error.status in COOL_AT_ONCE or error.quota_exhausted or (
             error.status == 429 and error.retry_after is not None
         )

@@ -220,8 +220,8 @@ class Router:
         remaining = run.remaining()
         if remaining <= 0:
             raise AllProvidersFailed(run.attempts, deadline=True)
-        self.health.begin(provider)
         number = len(run.attempts) + 1
+        self.health.begin(provider, (id(run.request), number))
         try:
             return await within(remaining, self._attempt(provider, run.request, number, started, run.waited_ms))
         except asyncio.TimeoutError:

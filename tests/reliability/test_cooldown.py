@@ -174,6 +174,28 @@ def test_a_failed_trial_doubles_the_cooldown_up_to_the_cap(clock):
     assert seen == pytest.approx([30.0, 60.0, 120.0, 240.0, 300.0, 300.0, 300.0])
 
 
+@pytest.mark.parametrize("straggler", ["succeeds", "fails", "is cancelled"])
+def test_while_half_open_only_the_trial_decides(clock, straggler):
+    """An attempt that began before the cooldown and ends while the trial runs is counted, but
+    neither closes the breaker, nor opens it again, nor frees the trial's place."""
+    health, p = tracker(clock), make_provider("p")
+    health.begin(p, "straggler")  # a slow request, started while the provider was healthy
+    health.begin(p, "broken")
+    health.failed(p, status_failure(401), 10.0, "broken")  # cools down at once
+    clock.now += 31
+    assert health.available(p) and health.state(p) == HALF_OPEN
+    health.begin(p, "trial")
+    if straggler == "succeeds":
+        health.succeeded(p, 10.0, usage(10), None, "straggler")
+    elif straggler == "fails":
+        health.failed(p, status_failure(500), 10.0, "straggler")
+    else:
+        health.failed(p, failure(ErrorKind.CANCELLED), 10.0, "straggler")
+    assert health.state(p) == HALF_OPEN and not health.available(p)  # the trial still runs, alone
+    health.failed(p, status_failure(500), 10.0, "trial")
+    assert health.state(p) == COOLING
+
+
 def test_a_cancelled_trial_frees_the_trial_slot(clock):
     health, p = tracker(clock), make_provider("p")
     fail(health, p, times=3)
