@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,15 +103,22 @@ def _serve(args: argparse.Namespace) -> int:
 def _reload(args: argparse.Namespace) -> int:
     import httpx
 
+    from core.http import without_url_credentials
+
     settings = load_settings()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address
     url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + "/admin/reload"
-    shown = _without_userinfo(url)
+    shown = without_url_credentials(url, url)
     try:
         headers = {"authorization": f"Bearer {args.key}"} if args.key else {}
         answer = httpx.post(url, headers=headers, timeout=30)
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        print(f"modelbroker: cannot reach the gateway at {shown}: {_without_userinfo(str(exc))}", file=sys.stderr)
+    except httpx.InvalidURL:  # httpx's message may quote a piece of a password it misread as the port
+        print(f"modelbroker: cannot reach the gateway at {shown}: the URL does not parse (a port that is not "
+              "a number? percent-encode / # ? @ in a password)", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"modelbroker: cannot reach the gateway at {shown}: {without_url_credentials(str(exc), url)}",
+              file=sys.stderr)
         return 1
     body = _json_object(answer)
     if answer.status_code == 200 and {"reloaded", "providers", "strategy"} <= body.keys():
@@ -136,11 +142,6 @@ def _json_object(answer) -> dict:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
-
-
-def _without_userinfo(text: str) -> str:
-    """``text`` with any ``user:password@`` after a ``//`` left out."""
-    return re.sub(r"//[^/@\s]*@", "//", text)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -229,15 +229,15 @@ def transport_error(exc: TransportError, secret: str | None = None, proxy: str |
     kind = {"timeout": ErrorKind.TIMEOUT, "connect": ErrorKind.CONNECT}.get(exc.kind, ErrorKind.CONNECTION)
     text = redact(str(exc), secret)
     if proxy is not None:
-        text = without_proxy_credentials(text, proxy)
+        text = without_url_credentials(text, proxy)
     return ProviderError(kind, text[:MAX_MESSAGE])
 
 
-def without_proxy_credentials(text: str, proxy: str) -> str:
-    """``text`` with the user and password of ``proxy`` (a URL) masked. The credentials are
-    everything between ``//`` and the last ``@`` of the URL's authority: a password with an
-    unencoded ``/`` or ``#`` in it does not hide from that."""
-    rest = proxy.split("//", 1)[-1]
+def without_url_credentials(text: str, url: str) -> str:
+    """``text`` with the user and password of ``url`` (a proxy's, a gateway's) masked. The
+    credentials are everything between ``//`` and the last ``@`` of the URL: a password with
+    an unencoded ``/`` or ``#`` in it does not hide from that."""
+    rest = url.split("//", 1)[-1]
     userinfo = rest.rpartition("@")[0]
     if not userinfo:
         return text

@@ -164,7 +164,9 @@ def test_modelbroker_reload_against_something_else_says_so(closed_port_url):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"http://127.0.0.1:{other.server_port}/admin/reload answered 501, not as a modelbroker gateway does" \
         in done.stderr
-    for url in (closed_port_url.split("/v1")[0].replace("//", "//admin:Zq7pW9secret@"), "http://127.0.0.1:port"):
+    closed = closed_port_url.split("/v1")[0]
+    for url in (closed.replace("//", "//admin:Zq7pW9secret@"), closed.replace("//", "//admin:Zq7pW9/x#secret@"),
+                "http://127.0.0.1:port"):
         done = cli_reload(url)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.startswith("modelbroker: cannot reach the gateway at "), done.stderr
