@@ -6,8 +6,8 @@ stops the process with one clear message rather than a traceback.
 
 import sys
 
-from core.app import create_app
-from core.config import ConfigError
+from modelbroker._config.messages import ConfigError
+from modelbroker._server.app import create_app
 
 try:
     app = create_app()

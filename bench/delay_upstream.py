@@ -2,7 +2,7 @@
 
 A minimal HTTP/1.1 server on a raw asyncio Protocol with uvloop, so it keeps up
 with 256 connections at 50 ms (ideal 5,120 requests/s) on one core with room to
-spare. ``core.fake_upstream.FakeUpstream`` with ``Behavior(delay_s=0.05)`` reached
+spare. ``modelbroker.fake_upstream.FakeUpstream`` with ``Behavior(delay_s=0.05)`` reached
 only 91-94 % of that here, which would have hidden the gateway's own share.
 The delay is a timer per request (``loop.call_later``, what ``asyncio.sleep``
 does underneath, without a task per request). A body with ``"stream": true``

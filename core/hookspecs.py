@@ -22,15 +22,14 @@ if TYPE_CHECKING:
 
     import httpx
     from fastapi import APIRouter
-
-    from core.config import GatewayConfig, ProviderConfig
-    from core.http import UpstreamHTTP
-    from core.health import HealthTracker
-    from core.settings import Settings
-    from core.state import SharedState
     from starlette.datastructures import Headers
 
-    from core.types import ChatRequest, Completion, Principal, ProviderError, StreamChunk
+    from modelbroker._config.providers import GatewayConfig, ProviderConfig
+    from modelbroker._config.settings import Settings
+    from modelbroker._routing.health import HealthTracker
+    from modelbroker._routing.state import SharedState
+    from modelbroker._routing.types import ChatRequest, Completion, Principal, ProviderError, StreamChunk
+    from modelbroker._upstream.client import UpstreamHTTP
 
 hookspec = pluggy.HookspecMarker("modelbroker")
 hookimpl = pluggy.HookimplMarker("modelbroker")
@@ -63,7 +62,7 @@ def register_commands(commands: argparse._SubParsersAction) -> None:
 
     :param commands: the argparse subparsers: ``commands.add_parser(name, help=...)``,
         then ``parser.set_defaults(run=function)``; ``function(args)`` returns the
-        exit status. Read settings with ``core.settings.load_settings()``.
+        exit status. Read settings with ``modelbroker._config.settings.load_settings()``.
 
     Called on every plugin when the CLI starts; all run.
     """
@@ -86,8 +85,8 @@ def state_store(settings: Settings) -> SharedState | None:
     Called once at startup. Return None unless the settings ask for your
     backend (the built-in ``redis_state`` answers when ``MODELBROKER_REDIS_URL``
     is set). The first non-None answer wins; with none, the state stays in
-    the process (``core.state.MemoryState``). The store must not raise for an
-    outage: see ``core.state.SharedState``.
+    the process (``modelbroker._routing.state.MemoryState``). The store must not raise for an
+    outage: see ``modelbroker._routing.state.SharedState``.
     """
 
 
@@ -138,7 +137,7 @@ def authenticate(headers: Headers, path: str) -> Awaitable[Principal] | None:
 
     Return None if you have no say (say, no client key exists: the gateway is
     open). Else an awaitable giving the ``Principal``, or raising
-    ``core.responses.APIError`` (401 for a missing or wrong key) to refuse the
+    ``modelbroker.APIError`` (401 for a missing or wrong key) to refuse the
     request. The first non-None answer wins. Runs on every request: keep it
     to a dictionary lookup, no database round trip.
     """
@@ -151,7 +150,7 @@ def admit(request: ChatRequest, principal: Principal | None) -> Awaitable[None] 
     :param request: the parsed request (``request.client`` already names the principal).
     :param principal: who is calling, from ``authenticate``, or None.
 
-    Refuse by raising ``core.responses.APIError`` (403 for a model the key may not
+    Refuse by raising ``modelbroker.APIError`` (403 for a model the key may not
     use, 429 with a ``retry-after`` header for a rate limit or an exhausted
     budget); the refusal is answered and reported through ``on_rejected``. All
     implementations run; each may return an awaitable.
@@ -194,8 +193,8 @@ def call_provider(
     :param provider: the provider to call; its ``type`` says which adapter handles it.
     :param request: the client's request; ``request.stream`` asks for a stream.
     :param client: a shared, pooled httpx client, for adapters written against httpx.
-    :param http: the gateway's own pooled client (``core.http.UpstreamHTTP``, keep-alive
-        HTTP/1.1 in ``core/http1.py``): several times cheaper per call than httpx or
+    :param http: the gateway's own pooled client (``modelbroker._upstream.client.UpstreamHTTP``, keep-alive
+        HTTP/1.1 in ``core/_upstream/http1.py``): several times cheaper per call than httpx or
         aiohttp; the built-in adapters use it. It raises ``ProviderError`` itself for
         transport failures.
 

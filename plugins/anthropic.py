@@ -18,12 +18,13 @@ from datetime import datetime, timezone
 
 import orjson
 
-from core.hookspecs import hookimpl
-from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
-from core.streaming import single_chunk_stream
-from core.types import ChatRequest, Completion, ErrorKind, ProviderError, RateLimit, StreamChunk
-from core.upstream import int_header, parse_event, snippet, sse_data, status_error
-from plugins.anthropic_convert import StreamState, parse_message, request_body
+from modelbroker._routing.streaming import single_chunk_stream
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, RateLimit, StreamChunk
+from modelbroker._upstream.client import UpstreamHTTP, UpstreamStream, open_event_stream
+from modelbroker._upstream.errors import int_header, snippet, status_error
+from modelbroker._upstream.sse import parse_event, sse_data
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.anthropic_convert import StreamState, parse_message, request_body
 
 TYPE = "anthropic"
 DEFAULT_VERSION = "2023-06-01"

@@ -13,8 +13,8 @@ from typing import Any
 
 import orjson
 
-from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from core.upstream import MAX_MESSAGE, redact
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
+from modelbroker._upstream.errors import MAX_MESSAGE, redact
 
 DEFAULT_MAX_TOKENS = 1024
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",

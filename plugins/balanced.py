@@ -9,7 +9,7 @@ replacement, so the fallback within a level is spread too.
 import random
 from itertools import groupby
 
-from core.hookspecs import hookimpl
+from modelbroker.hookspecs import hookimpl
 
 NAME = "balanced"
 

@@ -4,8 +4,8 @@ The price is the request's estimated cost at each provider's prices (prompt
 length and ``max_tokens``), so split input and output prices rank correctly.
 """
 
-from core.hookspecs import hookimpl
-from core.pricing import estimated_cost
+from modelbroker._routing.pricing import estimated_cost
+from modelbroker.hookspecs import hookimpl
 
 NAME = "cost"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from core.hookspecs import hookimpl
+from modelbroker.hookspecs import hookimpl
 
 NAME = "file_log"
 FLUSH_INTERVAL_S = 0.2

@@ -19,11 +19,12 @@ from typing import Any
 
 import orjson
 
-from core.hookspecs import hookimpl
-from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
-from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
-from core.upstream import duration_seconds, parse_event, snippet, sse_data, status_error
-from plugins.gemini_convert import StreamState, parse_response, request_body
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
+from modelbroker._upstream.client import UpstreamHTTP, UpstreamStream, open_event_stream
+from modelbroker._upstream.errors import duration_seconds, snippet, status_error
+from modelbroker._upstream.sse import parse_event, sse_data
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.gemini_convert import StreamState, parse_response, request_body
 
 TYPE = "gemini"
 

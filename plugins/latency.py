@@ -5,7 +5,7 @@ among them, the configured priority decides. Providers that were tried but never
 answered (every attempt failed) come last.
 """
 
-from core.hookspecs import hookimpl
+from modelbroker.hookspecs import hookimpl
 
 NAME = "latency"
 

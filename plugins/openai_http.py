@@ -13,12 +13,13 @@ from typing import Any
 
 import orjson
 
-from core.hookspecs import hookimpl
-from core.http import UpstreamHTTP, UpstreamStream, open_event_stream
-from core.pricing import estimated_usage
-from core.streaming import single_chunk_stream
-from core.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from core.upstream import rate_limit_of, redact, snippet, sse_data, status_error
+from modelbroker._routing.pricing import estimated_usage
+from modelbroker._routing.streaming import single_chunk_stream
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
+from modelbroker._upstream.client import UpstreamHTTP, UpstreamStream, open_event_stream
+from modelbroker._upstream.errors import rate_limit_of, redact, snippet, status_error
+from modelbroker._upstream.sse import sse_data
+from modelbroker.hookspecs import hookimpl
 
 TYPE = "openai"
 

@@ -1,6 +1,6 @@
 """Strategy ``priority`` (the default): lower ``priority`` first, ties in file order."""
 
-from core.hookspecs import hookimpl
+from modelbroker.hookspecs import hookimpl
 
 NAME = "priority"
 

@@ -22,8 +22,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from core.hookspecs import hookimpl
-from core.state import MemoryState
+from modelbroker._routing.state import MemoryState
+from modelbroker.hookspecs import hookimpl
 
 log = logging.getLogger("modelbroker")
 T = TypeVar("T")

@@ -13,8 +13,8 @@ the rest follow, best first (lowest error rate, then lowest p95), so a request
 still has somewhere to go when no provider meets the objective.
 """
 
-from core.hookspecs import hookimpl
-from core.pricing import estimated_cost
+from modelbroker._routing.pricing import estimated_cost
+from modelbroker.hookspecs import hookimpl
 
 NAME = "slo"
 DEFAULTS = {"max_p95_ms": 2000.0, "max_error_rate": 0.05, "min_samples": 5}

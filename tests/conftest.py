@@ -5,8 +5,8 @@
         r = gw.generate({"prompt": "hi"})
         lines = gw.log_lines()   # stops the gateway first, so every line is flushed
 
-Nothing here mocks a part of modelbroker: the gateway is ``core.testing.GatewayServer``
-(uvicorn on a free 127.0.0.1 port) and the upstream is ``core.fake_upstream.FakeUpstream``.
+Nothing here mocks a part of modelbroker: the gateway is ``modelbroker.testing.GatewayServer``
+(uvicorn on a free 127.0.0.1 port) and the upstream is ``modelbroker.fake_upstream.FakeUpstream``.
 """
 
 from __future__ import annotations
@@ -14,29 +14,21 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# pytest puts tests/ first on sys.path (for this conftest), where the folders tests/core
-# and tests/plugins would be taken for namespace packages named ``core`` and ``plugins``
-# ahead of the editable install's finder. With the repository root on sys.path the real
-# packages (regular packages, with __init__.py) are always found first.
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
+import pytest
+import yaml
+from openai import AsyncOpenAI, OpenAI
 
-import httpx  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-from openai import AsyncOpenAI, OpenAI  # noqa: E402
-
-from core.fake_upstream import FakeUpstream  # noqa: E402
-from core.hookcall import HookCalls  # noqa: E402
-from core.plugin_manager import make_plugin_manager  # noqa: E402
-from core.testing import GatewayProcess, GatewayServer  # noqa: E402
+from modelbroker._plugins.hookcall import HookCalls
+from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker.fake_upstream import FakeUpstream
+from modelbroker.testing import GatewayProcess, GatewayServer
 
 #: Every HTTP call a test makes is bounded by this (seconds).
 HTTP_TIMEOUT = 10.0

@@ -16,10 +16,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from core import hookspecs
-from core.config import ConfigError, GatewayConfig, ProviderConfig, parse_config
-from core.settings import Settings
-from core.types import ErrorKind
+from modelbroker import hookspecs
+from modelbroker._config.loading import parse_config
+from modelbroker._config.messages import ConfigError
+from modelbroker._config.providers import GatewayConfig, ProviderConfig
+from modelbroker._config.settings import Settings
+from modelbroker._routing.types import ErrorKind
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -43,7 +45,7 @@ def text(path: Path) -> str:
 
 
 def hook_specs() -> dict[str, object]:
-    """Every function in core.hookspecs that carries the pluggy spec marker."""
+    """Every function in modelbroker.hookspecs that carries the pluggy spec marker."""
     marker = f"{hookspecs.hookspec.project_name}_spec"
     return {
         name: function

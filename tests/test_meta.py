@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core import hookspecs
+from modelbroker import hookspecs
 
 TESTS = Path(__file__).resolve().parent
 

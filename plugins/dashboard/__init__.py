@@ -9,13 +9,13 @@ docs/observability.md describes it.
 
 from __future__ import annotations
 
-from core.hookspecs import hookimpl
+from modelbroker.hookspecs import hookimpl
 
 __all__ = ["api_routes"]
 
 
 @hookimpl
 def api_routes():
-    from plugins.dashboard.routes import router
+    from modelbroker.plugins.dashboard.routes import router
 
     return [router]

@@ -23,7 +23,7 @@ async def dashboard() -> HTMLResponse:
 def page() -> tuple[str, str]:
     """The page and its policy: only its own inline style and script run, and it talks only to this
     origin (so nothing is fetched from elsewhere even by mistake)."""
-    static = resources.files("plugins.dashboard") / "static"
+    static = resources.files("modelbroker.plugins.dashboard") / "static"
     style = (static / "dashboard.css").read_text(encoding="utf-8")
     script = (static / "dashboard.js").read_text(encoding="utf-8")
     html = (static / "dashboard.html").read_text(encoding="utf-8")

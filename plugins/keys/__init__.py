@@ -17,12 +17,12 @@ providers.yaml::
 
 from __future__ import annotations
 
-from core.hookspecs import hookimpl
-from plugins.keys.cache import DEFAULT_REFRESH_S
-from plugins.keys.guard import GUARD_NAME, KeyGuard
-from plugins.keys.limits import Limits
-from plugins.ledger.database import open_database
-from plugins.ledger.options import LedgerOptions, sqlite_path
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.keys.cache import DEFAULT_REFRESH_S
+from modelbroker.plugins.keys.guard import GUARD_NAME, KeyGuard
+from modelbroker.plugins.keys.limits import Limits
+from modelbroker.plugins.ledger.database import open_database
+from modelbroker.plugins.ledger.options import LedgerOptions, sqlite_path
 
 __all__ = ["GUARD_NAME", "KeyGuard", "on_startup", "register_commands"]
 
@@ -41,7 +41,7 @@ def on_startup(pm, settings, config, state):
 
 @hookimpl
 def register_commands(commands):
-    from plugins.keys.cli import add_commands
+    from modelbroker.plugins.keys.cli import add_commands
 
     add_commands(commands)
 

@@ -16,10 +16,10 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from plugins.keys.keygen import hash_key, same_hash
-from plugins.keys.store import ClientKey, KeysSchemaTooNew, load_keys, migrate
-from plugins.ledger.database import Database, DatabaseURLError
-from plugins.ledger.writer import describe
+from modelbroker.plugins.keys.keygen import hash_key, same_hash
+from modelbroker.plugins.keys.store import ClientKey, KeysSchemaTooNew, load_keys, migrate
+from modelbroker.plugins.ledger.database import Database, DatabaseURLError
+from modelbroker.plugins.ledger.writer import describe
 
 log = logging.getLogger("modelbroker")
 

@@ -14,12 +14,26 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from core.report import table
-from plugins.keys.keygen import check_name, hash_key, key_prefix, new_key
-from plugins.keys.store import ClientKey, KeyNameTaken, KeysSchemaTooNew, insert_key, load_keys, migrate, revoke_key
-from plugins.ledger.database import Database, DatabaseError, DatabaseURLError, UnsupportedDatabase, open_database
-from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
-from plugins.ledger.writer import describe
+from modelbroker._cli.report import table
+from modelbroker.plugins.keys.keygen import check_name, hash_key, key_prefix, new_key
+from modelbroker.plugins.keys.store import (
+    ClientKey,
+    KeyNameTaken,
+    KeysSchemaTooNew,
+    insert_key,
+    load_keys,
+    migrate,
+    revoke_key,
+)
+from modelbroker.plugins.ledger.database import (
+    Database,
+    DatabaseError,
+    DatabaseURLError,
+    UnsupportedDatabase,
+    open_database,
+)
+from modelbroker.plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
+from modelbroker.plugins.ledger.writer import describe
 
 LIST_HEADER = ["name", "prefix", "daily", "monthly", "rpm", "tpm", "models", "created", "revoked"]
 
@@ -91,7 +105,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
     """Migrate the key table in the configured database, then do ``work`` on it."""
-    from core.settings import load_settings
+    from modelbroker._config.settings import load_settings
 
     url = LedgerOptions.from_settings(load_settings()).database_url
     path = sqlite_path(url)

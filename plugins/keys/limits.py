@@ -20,9 +20,9 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from core.responses import APIError
-from core.state import SharedState
-from plugins.keys.store import ClientKey
+from modelbroker._routing.errors import APIError
+from modelbroker._routing.state import SharedState
+from modelbroker.plugins.keys.store import ClientKey
 
 log = logging.getLogger("modelbroker")
 

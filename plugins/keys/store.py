@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from plugins.ledger.database import Connection, Database, UniqueViolation, placeholders
-from plugins.ledger.migrations import TIMESTAMP, Migration, apply
+from modelbroker.plugins.ledger.database import Connection, Database, UniqueViolation, placeholders
+from modelbroker.plugins.ledger.migrations import TIMESTAMP, Migration, apply
 
 #: Not the ledger's lock key: the two version tables migrate independently.
 MIGRATION_LOCK_KEY = 0x6D62_6B79  # "mbky"

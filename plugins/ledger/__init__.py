@@ -9,9 +9,9 @@ has the schema, SQL examples and the outage behaviour.
 
 from __future__ import annotations
 
-from core.hookspecs import hookimpl
-from plugins.ledger.options import LedgerOptions
-from plugins.ledger.store import STORE_NAME, LedgerStore
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.ledger.options import LedgerOptions
+from modelbroker.plugins.ledger.store import STORE_NAME, LedgerStore
 
 __all__ = ["STORE_NAME", "LedgerStore", "api_routes", "on_startup", "register_commands"]
 
@@ -26,7 +26,7 @@ def on_startup(pm, settings):
 
 @hookimpl
 def api_routes():
-    from plugins.ledger.routes import router
+    from modelbroker.plugins.ledger.routes import router
 
     return [router]
 
@@ -45,8 +45,8 @@ def register_commands(commands):
 def _usage(args) -> int:
     import sys
 
-    from core.settings import load_settings
-    from plugins.ledger.cli import UsageError, print_usage
+    from modelbroker._config.settings import load_settings
+    from modelbroker.plugins.ledger.cli import UsageError, print_usage
 
     try:
         print(print_usage(load_settings(), args.from_, args.to, args.group_by))

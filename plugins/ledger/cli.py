@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from core.report import table
-from plugins.ledger.database import DatabaseError, DatabaseURLError, UnsupportedDatabase, open_database
-from plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
-from plugins.ledger.queries import UsageQueryError, Window, parse_group_by, parse_window, usage_report
-from plugins.ledger.schema import current_version
-from plugins.ledger.writer import describe
+from modelbroker._cli.report import table
+from modelbroker.plugins.ledger.database import DatabaseError, DatabaseURLError, UnsupportedDatabase, open_database
+from modelbroker.plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
+from modelbroker.plugins.ledger.queries import UsageQueryError, Window, parse_group_by, parse_window, usage_report
+from modelbroker.plugins.ledger.schema import current_version
+from modelbroker.plugins.ledger.writer import describe
 
 HEADER = ["requests", "attempts", "failures", "rejected", "tokens in", "tokens out", "cost", "p50 ms", "p95 ms"]
 

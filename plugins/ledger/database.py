@@ -27,7 +27,7 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from plugins.ledger.urls import DatabaseURL, UnsupportedDatabase
+from modelbroker.plugins.ledger.urls import DatabaseURL, UnsupportedDatabase
 
 __all__ = ["Connection", "Database", "DatabaseError", "UniqueViolation", "UnsupportedDatabase", "open_database"]
 
@@ -104,10 +104,10 @@ def open_database(url: str) -> Database:
     """The database ``url`` names; raises UnsupportedDatabase for another kind of URL."""
     parsed = DatabaseURL.parse(url)
     if parsed.backend == "sqlite":
-        from plugins.ledger.sqlite_db import SQLiteDatabase
+        from modelbroker.plugins.ledger.sqlite_db import SQLiteDatabase
 
         return SQLiteDatabase(parsed, busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
-    from plugins.ledger.postgres_db import PostgresDatabase
+    from modelbroker.plugins.ledger.postgres_db import PostgresDatabase
 
     return PostgresDatabase(parsed, connect_timeout_s=PG_CONNECT_TIMEOUT_S, command_timeout_s=PG_COMMAND_TIMEOUT_S)
 

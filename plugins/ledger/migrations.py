@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 
-from plugins.ledger.database import Connection
+from modelbroker.plugins.ledger.database import Connection
 
 #: A description and a coroutine function that changes the tables through the connection.
 Migration = tuple[str, Callable[[Connection], Awaitable[None]]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.ledger.urls import DatabaseURL, UnsupportedDatabase, safe_url
+from modelbroker.plugins.ledger.urls import DatabaseURL, UnsupportedDatabase, safe_url
 
 DATABASE_FILE = "modelbroker.db"
 SPILL_FILE = "ledger-spill.jsonl"

@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from plugins.ledger.database import DatabaseError, DatabaseURLError, UniqueViolation, error_from
-from plugins.ledger.urls import UNPARSED, DatabaseURL
+from modelbroker.plugins.ledger.database import DatabaseError, DatabaseURLError, UniqueViolation, error_from
+from modelbroker.plugins.ledger.urls import UNPARSED, DatabaseURL
 
 POOL_SIZE = 4
 #: What a connection's death looks like: the pool hands out another one.

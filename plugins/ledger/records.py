@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from core.types import ErrorKind, unique_id
+from modelbroker._routing.types import ErrorKind, unique_id
 
 #: How an attempt ended, in the ``outcome`` column.
 OK, FAILED, PARTIAL, CANCELLED, REJECTED = "ok", "failed", "partial", "cancelled", "rejected"

@@ -7,11 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from core.responses import APIError, JSONResponse, error_responses
-from plugins.ledger.database import DatabaseError
-from plugins.ledger.queries import UsageQueryError, parse_group_by, parse_window, usage_report
-from plugins.ledger.store import STORE_NAME
-from plugins.ledger.writer import describe
+from modelbroker._routing.errors import APIError
+from modelbroker._server.responses import JSONResponse, error_responses
+from modelbroker.plugins.ledger.database import DatabaseError
+from modelbroker.plugins.ledger.queries import UsageQueryError, parse_group_by, parse_window, usage_report
+from modelbroker.plugins.ledger.store import STORE_NAME
+from modelbroker.plugins.ledger.writer import describe
 
 router = APIRouter()
 

@@ -11,8 +11,8 @@ database to the new shape, and add its columns to ``RECORD_COLUMNS``.
 
 from __future__ import annotations
 
-from plugins.ledger.database import Connection, Database
-from plugins.ledger.migrations import TIMESTAMP, Migration, apply, recorded_version
+from modelbroker.plugins.ledger.database import Connection, Database
+from modelbroker.plugins.ledger.migrations import TIMESTAMP, Migration, apply, recorded_version
 
 #: Any constant works; it only has to be the same in every process sharing the database.
 MIGRATION_LOCK_KEY = 0x6D62_6C65  # "mble"

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from plugins.ledger.records import Record, from_line, to_line
+from modelbroker.plugins.ledger.records import Record, from_line, to_line
 
 try:
     import fcntl

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from core.hookspecs import hookimpl
-from plugins.ledger.database import DatabaseURLError, open_database
-from plugins.ledger.options import LedgerOptions, sqlite_path
-from plugins.ledger.records import failure_record, rejected_record, result_record
-from plugins.ledger.schema import SchemaTooNew, migrate
-from plugins.ledger.spill import SpillFile
-from plugins.ledger.writer import LedgerWriter
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.ledger.database import DatabaseURLError, open_database
+from modelbroker.plugins.ledger.options import LedgerOptions, sqlite_path
+from modelbroker.plugins.ledger.records import failure_record, rejected_record, result_record
+from modelbroker.plugins.ledger.schema import SchemaTooNew, migrate
+from modelbroker.plugins.ledger.spill import SpillFile
+from modelbroker.plugins.ledger.writer import LedgerWriter
 
 #: The name the per-gateway ``LedgerStore`` is registered under in the plugin manager.
 STORE_NAME = "ledger.store"

@@ -23,12 +23,12 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from plugins.ledger.bulk import BulkInsert
-from plugins.ledger.database import Database, DatabaseError, error_from
-from plugins.ledger.options import LedgerOptions
-from plugins.ledger.records import Record
-from plugins.ledger.schema import migrate
-from plugins.ledger.spill import SpillFile
+from modelbroker.plugins.ledger.bulk import BulkInsert
+from modelbroker.plugins.ledger.database import Database, DatabaseError, error_from
+from modelbroker.plugins.ledger.options import LedgerOptions
+from modelbroker.plugins.ledger.records import Record
+from modelbroker.plugins.ledger.schema import migrate
+from modelbroker.plugins.ledger.spill import SpillFile
 
 log = logging.getLogger("modelbroker")
 

@@ -13,11 +13,11 @@ import os
 
 from prometheus_client import values
 
-from core.config import ConfigError
-from core.gateway import HEALTH_PLUGIN
-from core.hookspecs import hookimpl
-from plugins.metrics.recorder import MetricsRecorder
-from plugins.metrics.routes import RECORDER_NAME
+from modelbroker._config.messages import ConfigError
+from modelbroker._routing.gateway import HEALTH_PLUGIN
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.metrics.recorder import MetricsRecorder
+from modelbroker.plugins.metrics.routes import RECORDER_NAME
 
 __all__ = ["RECORDER_NAME", "MetricsRecorder", "api_routes", "on_startup"]
 
@@ -34,7 +34,7 @@ def on_startup(pm, config):
 
 @hookimpl
 def api_routes():
-    from plugins.metrics.routes import router
+    from modelbroker.plugins.metrics.routes import router
 
     return [router]
 

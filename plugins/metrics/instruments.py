@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from core.health import COOLING, HALF_OPEN, HEALTHY
+from modelbroker._routing.health import COOLING, HALF_OPEN, HEALTHY
 
 #: Seconds. LLM calls take from a tenth of a second (a cached or tiny answer) to minutes
 #: (long generations, slow reasoning models); the default request timeout is 120 s.

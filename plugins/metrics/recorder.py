@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from core.config import GatewayConfig, ProviderConfig
-from core.health import COOLING, HealthTracker
-from core.hookspecs import hookimpl
-from core.types import ErrorKind
-from plugins.metrics.instruments import DISABLED, STATES, Instruments
-from plugins.metrics.outcomes import FAILED, RequestOutcomes
+from modelbroker._config.providers import GatewayConfig, ProviderConfig
+from modelbroker._routing.health import COOLING, HealthTracker
+from modelbroker._routing.types import ErrorKind
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.metrics.instruments import DISABLED, STATES, Instruments
+from modelbroker.plugins.metrics.outcomes import FAILED, RequestOutcomes
 
 log = logging.getLogger("modelbroker")
 

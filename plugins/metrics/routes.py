@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
 
-from core.responses import APIError
+from modelbroker._routing.errors import APIError
 
 router = APIRouter()
 

@@ -9,7 +9,7 @@ import sys
 import httpx
 import pytest
 
-from core.testing import GatewayProcess, free_port, wait_healthy
+from modelbroker.testing import GatewayProcess, free_port, wait_healthy
 
 ACCESS_LINE = '"POST /v1/chat/completions HTTP/1.1" 200'
 CHAT = {"model": "a", "messages": [{"role": "user", "content": "hi"}]}

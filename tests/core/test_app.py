@@ -1,4 +1,4 @@
-"""core/app.py and main.py: ``uvicorn main:app`` starts the gateway, or stops with one clear line."""
+"""core/_server/app.py and main.py: ``uvicorn main:app`` starts the gateway, or stops with one clear line."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 import httpx
 import pytest
 
-from core.app import create_app
-from core.settings import Settings
-from core.testing import GatewayServer, free_port
+from modelbroker._config.settings import Settings
+from modelbroker._server.app import create_app
+from modelbroker.testing import GatewayServer, free_port
 
 BAD = {
     "bad-field": ('providers:\n  - {name: a, endpoint: "http://h/v1", model: m, cost_per_1k_tokens: 1, priority: top}\n',
@@ -82,7 +82,7 @@ def test_create_app_builds_without_starting(write_config, provider, upstream):
 
 
 def test_the_generation_routes_skip_fastapis_layers_and_the_rest_go_through_them(write_config, provider):
-    """POST /generate and /v1/chat/completions are served by GatewayApp directly (core/direct_routes.py):
+    """POST /generate and /v1/chat/completions are served by GatewayApp directly (core/_server/direct.py):
     a middleware added to the FastAPI app sees every other request, and not these two."""
     seen: list[tuple[str, str]] = []
 
@@ -112,12 +112,12 @@ def test_the_generation_routes_skip_fastapis_layers_and_the_rest_go_through_them
 
 @pytest.mark.parametrize("tuning", [True, False])
 def test_startup_freezes_the_collector_unless_told_not_to(tuning, write_config, provider, subprocess_env, repo_root):
-    """core/heap.py runs in the app's lifespan (in a child process: freezing is process-wide)."""
+    """core/_server/heap.py runs in the app's lifespan (in a child process: freezing is process-wide)."""
     config = write_config({"providers": [provider("a")]})
     script = (
         "import asyncio, gc\n"
-        "from core.app import create_app\n"
-        "from core.settings import Settings\n"
+        "from modelbroker._server.app import create_app\n"
+        "from modelbroker._config.settings import Settings\n"
         f"app = create_app(Settings(config={str(config)!r}, log_file='', gc_tuning={tuning}))\n"
         "async def main():\n"
         "    async with app.router.lifespan_context(app):\n"

@@ -1,4 +1,4 @@
-"""core/cli.py: the ``modelbroker`` command, run as the installed console script."""
+"""core/_cli/main.py: the ``modelbroker`` command, run as the installed console script."""
 
 from __future__ import annotations
 
@@ -109,8 +109,8 @@ def test_plugins_lists_the_builtins(run, write_config):
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["plugin", "distribution", "module", "hooks", "enabled"]
     rows = {line.split()[0]: line for line in lines[2:]}
-    expected = {"priority": "plugins.priority", "cost": "plugins.cost", "openai": "plugins.openai_http",
-                "file_log": "plugins.file_log"}
+    expected = {"priority": "modelbroker.plugins.priority", "cost": "modelbroker.plugins.cost",
+                "openai": "modelbroker.plugins.openai_http", "file_log": "modelbroker.plugins.file_log"}
     for name, module in expected.items():
         assert rows[name].split()[1:4] == ["modelbroker", "0.1.0", module]
         assert rows[name].rstrip().endswith("yes")

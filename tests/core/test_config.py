@@ -1,4 +1,4 @@
-"""core/config.py: providers.yaml parsing, ${VAR} interpolation, messages that say where."""
+"""core/_config/: providers.yaml parsing, ${VAR} interpolation, messages that say where."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import textwrap
 
 import pytest
 
-from core.config import ConfigError, load_config, parse_config
+from modelbroker._config.loading import load_config, parse_config
+from modelbroker._config.messages import ConfigError
 
 SECRET = "sk-config-test-7f3a9c2e1b5d4a60"
 

@@ -1,4 +1,4 @@
-"""The client-left watcher (core/disconnect.py): started only for work that lasts."""
+"""The client-left watcher (core/_server/disconnect.py): started only for work that lasts."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from core import disconnect
-from core.disconnect import ClientGone, unless_disconnected
+from modelbroker._server import disconnect
+from modelbroker._server.disconnect import ClientGone, unless_disconnected
 
 
 class Client:

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from core.fake_upstream import Behavior, FakeUpstream
+from modelbroker.fake_upstream import Behavior, FakeUpstream
 
 MSGS = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello big world"}]
 STREAM = {"model": "m1", "messages": MSGS, "stream": True}

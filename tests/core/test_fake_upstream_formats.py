@@ -1,4 +1,4 @@
-"""core.fake_upstream speaking Anthropic's and Gemini's wire formats (core/fake_formats/).
+"""modelbroker.fake_upstream speaking Anthropic's and Gemini's wire formats (core/fake_upstream/formats/).
 
 The same behaviour kinds as for OpenAI, over a real socket, checked with a plain
 httpx client against the shapes the real APIs send.
@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from core.fake_upstream import FakeUpstream
+from modelbroker.fake_upstream import FakeUpstream
 
 KEY = "sk-fake-formats-key-0123456789"
 ANTHROPIC_HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}

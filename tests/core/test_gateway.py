@@ -1,4 +1,4 @@
-"""core/gateway.py and core/app.py: startup checks against the installed plugins."""
+"""core/_routing/gateway.py and core/_server/app.py: startup checks against the installed plugins."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from core.app import create_app
-from core.config import ConfigError
-from core.gateway import Gateway
-from core.settings import Settings
+from modelbroker._config.messages import ConfigError
+from modelbroker._config.settings import Settings
+from modelbroker._routing.gateway import Gateway
+from modelbroker._server.app import create_app
 
 ENTRY = "{name: a, endpoint: 'http://127.0.0.1:9/v1/chat/completions', model: m, cost_per_1k_tokens: 1"
 

@@ -15,23 +15,20 @@ import httpx
 import pytest
 from fastapi import APIRouter, Request
 
-import plugins.cost
-import plugins.file_log
-import plugins.openai_http
-import plugins.priority
-from core.config import ConfigError
-from core.gateway import Gateway
-from core.hookcall import PluginError
-from core.hookspecs import hookimpl
-from core.plugin_manager import make_plugin_manager
-from core.settings import Settings
-from core.types import Completion, Usage
+from modelbroker._config.messages import ConfigError
+from modelbroker._config.settings import Settings
+from modelbroker._plugins.hookcall import PluginError
+from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker._routing.gateway import Gateway
+from modelbroker._routing.types import Completion, Usage
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins import cost, file_log, openai_http, priority
 
 BUILTINS = {
-    "priority": plugins.priority,
-    "cost": plugins.cost,
-    "openai": plugins.openai_http,
-    "file_log": plugins.file_log,
+    "priority": priority,
+    "cost": cost,
+    "openai": openai_http,
+    "file_log": file_log,
 }
 NO_RETRY = {"retries": 0}
 
@@ -427,10 +424,10 @@ def test_hook_register_commands(tmp_path):
     import subprocess
     import sys
 
-    help_text = subprocess.run([sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True,
+    help_text = subprocess.run([sys.executable, "-m", "modelbroker", "--help"], capture_output=True, text=True,
                                timeout=60, cwd=tmp_path).stdout
     assert "usage     requests, tokens, cost and latency" in help_text
-    ran = subprocess.run([sys.executable, "-m", "core.cli", "usage"], capture_output=True, text=True,
+    ran = subprocess.run([sys.executable, "-m", "modelbroker", "usage"], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
     assert ran.returncode == 2
     assert "no ledger at" in ran.stderr and "Traceback" not in ran.stderr
@@ -438,12 +435,12 @@ def test_hook_register_commands(tmp_path):
 
 async def test_hook_state_store(tmp_path):
     """The first store a plugin offers is the gateway's; with none, state stays in the process."""
-    from core.gateway import Gateway
-    from core.hookspecs import hookimpl
-    from core.plugin_manager import make_plugin_manager
-    from core.settings import Settings
-    from core.state import MemoryState
-    from plugins import openai_http, priority
+    from modelbroker._config.settings import Settings
+    from modelbroker._plugins.manager import make_plugin_manager
+    from modelbroker._routing.gateway import Gateway
+    from modelbroker._routing.state import MemoryState
+    from modelbroker.hookspecs import hookimpl
+    from modelbroker.plugins import openai_http, priority
 
     config = tmp_path / "providers.yaml"
     config.write_text("providers: []\n")
@@ -469,7 +466,7 @@ async def test_hook_state_store(tmp_path):
 
 
 def _config(path):
-    from core.config import load_config
+    from modelbroker._config.loading import load_config
 
     return load_config(path)
 
@@ -478,9 +475,9 @@ class _KeyCheck:
     """authenticate and admit as a plugin: one key, and model "premium" only with it."""
 
     def __init__(self):
-        from core.hookspecs import hookimpl
-        from core.responses import APIError
-        from core.types import Principal
+        from modelbroker._routing.errors import APIError
+        from modelbroker._routing.types import Principal
+        from modelbroker.hookspecs import hookimpl
 
         async def check(value):
             if value != "Bearer right":
@@ -502,7 +499,7 @@ class _KeyCheck:
 
 
 def _gateway_with(gateway, provider, plugin):
-    from core.plugin_manager import make_plugin_manager
+    from modelbroker._plugins.manager import make_plugin_manager
 
     pm = make_plugin_manager()
     pm.register(plugin, name="key-check")
@@ -524,7 +521,7 @@ def test_hook_authenticate(gateway, provider):
 
 def test_an_authenticate_plugin_that_fails_refuses_the_request(gateway, provider):
     """Raising at once or when awaited, a broken check is a 500, never a request let through."""
-    from core.hookspecs import hookimpl
+    from modelbroker.hookspecs import hookimpl
 
     async def broken_later():
         raise RuntimeError("the key server is down")

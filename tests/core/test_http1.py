@@ -1,10 +1,10 @@
-"""core/http1.py, the gateway's HTTP/1.1 client, against scripted servers on loopback.
+"""core/_upstream/http1.py, the gateway's HTTP/1.1 client, against scripted servers on loopback.
 
 Every server here is an ``asyncio.start_server`` on 127.0.0.1 written in this module
 that speaks raw HTTP/1.1 bytes, so each test decides exactly what goes on the wire:
 an answer framed by content-length, chunked, or ended by the close; a stall; a close
 at the worst moment; garbage. Nothing of the client is mocked. The last part drives
-``core.http.UpstreamHTTP`` (errors as ProviderError, secrets masked) and its proxied
+``modelbroker._upstream.client.UpstreamHTTP`` (errors as ProviderError, secrets masked) and its proxied
 path through a small forward proxy written here.
 
 Every wait is bounded: by the client's own timeouts, or ``asyncio.wait_for`` with
@@ -25,11 +25,12 @@ from dataclasses import dataclass
 import pytest
 import trustme
 
-from core import __version__
-from core import http1, upstream
-from core.http import UpstreamHTTP
-from core.http1 import Http1Client, Response, TransportError, parse_target
-from core.types import ErrorKind, ProviderError
+from modelbroker import __version__
+from modelbroker._routing.types import ErrorKind, ProviderError
+from modelbroker._upstream import http1
+from modelbroker._upstream import sse as upstream
+from modelbroker._upstream.client import UpstreamHTTP
+from modelbroker._upstream.http1 import Http1Client, Response, TransportError, parse_target
 
 #: Bound on every wait of a test for something that should happen (s).
 TIMEOUT = 2.0
@@ -883,7 +884,7 @@ async def test_https_with_an_untrusted_certificate_fails_to_connect(server_tls: 
     assert not server.requests
 
 
-# --- through core.http.UpstreamHTTP --------------------------------------------------
+# --- through modelbroker._upstream.client.UpstreamHTTP --------------------------------------------------
 
 
 async def upstream_post(http: UpstreamHTTP, url: str, headers: dict[str, str] | None = None, **options: float):

@@ -1,10 +1,10 @@
-"""Request ids and uids: unique, and in the order they were made (see core.types.unique_id)."""
+"""Request ids and uids: unique, and in the order they were made (see modelbroker._routing.types.unique_id)."""
 
 import re
 import time
 
-from core.request_ids import request_id
-from core.types import unique_id
+from modelbroker._routing.types import unique_id
+from modelbroker._server.request_ids import request_id
 
 
 def test_unique_id_is_32_hex_digits_and_never_repeats():

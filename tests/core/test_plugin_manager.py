@@ -1,4 +1,4 @@
-"""core/plugin_manager.py: plugins come from the ``modelbroker`` entry-point group.
+"""core/_plugins/manager.py: plugins come from the ``modelbroker`` entry-point group.
 
 The sample plugin in tests/fixtures/sample_plugin is installed with pip into a
 folder of its own, and gateways run in subprocesses with that folder on PYTHONPATH:
@@ -14,8 +14,8 @@ import sys
 import httpx
 import pytest
 
-from core.plugin_manager import make_plugin_manager, plugin_distributions
-from core.testing import free_port
+from modelbroker._plugins.manager import make_plugin_manager, plugin_distributions
+from modelbroker.testing import free_port
 
 BUILTIN = {"priority", "cost", "openai", "file_log"}
 
@@ -36,7 +36,7 @@ def sample_plugin(tmp_path_factory, repo_root):
 
 
 def run_cli(args, env, cwd, timeout=60):
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "modelbroker", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -1,4 +1,4 @@
-"""A provider's key never reaches a message whole or in pieces: ``core.upstream.redact`` and
+"""A provider's key never reaches a message whole or in pieces: ``modelbroker._upstream.errors.redact`` and
 the messages built from what an upstream answered (status errors, snippets of bodies); and
 the settings' URLs, which may hold a password, stay out of their repr."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.settings import Settings
-from core.upstream import redact, snippet, status_error
+from modelbroker._config.settings import Settings
+from modelbroker._upstream.errors import redact, snippet, status_error
 
 KEY = "sk-proj-Zq7pW9aB3cD4eF5gH6iJ7kL8mN9oP0qR1sT2uV3wX4"
 

@@ -1,4 +1,4 @@
-"""core/router.py through a real gateway: the order providers are tried in, fallback, 502 and 503.
+"""core/_routing/router.py through a real gateway: the order providers are tried in, fallback, 502 and 503.
 
 Every test runs the gateway on loopback in front of the session's FakeUpstream.
 """

@@ -1,7 +1,7 @@
 """Streaming through the gateway: /v1/chat/completions (``stream: true``) and /generate.
 
 Everything is real: the gateway is uvicorn on loopback (tests/conftest.py), the upstream
-is the fake upstream (core/fake_upstream.py) or, where the fake has no such failure, a
+is the fake upstream (core/fake_upstream/) or, where the fake has no such failure, a
 tiny scripted socket server defined here (a malformed chunk mid-stream, a stream with no
 usage chunk, a server that notices when the gateway hangs up). Clients are the official
 ``openai`` SDK (no retries) and raw ``httpx`` streaming.
@@ -22,7 +22,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from core.tokens import count_tokens, preload
+from modelbroker._routing.tokens import count_tokens, preload
 
 SECRET = "sk-modelbroker-stream-test-SECRET-9c8d7e6f5a4b"
 PRICE = 0.001

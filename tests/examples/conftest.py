@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from core.testing import GatewayProcess
+from modelbroker.testing import GatewayProcess
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
@@ -35,7 +35,7 @@ SUBPROCESS_TIMEOUT = 120
 
 _SCRIPT = Path(sys.executable).with_name("modelbroker")
 #: The ``modelbroker`` command, as a user runs it (the module if the script is missing).
-MODELBROKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "core.cli"]
+MODELBROKER = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "modelbroker"]
 
 
 def copy_source(source: Path, into: Path) -> Path:

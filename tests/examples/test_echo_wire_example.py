@@ -12,7 +12,7 @@ import json
 import httpx
 import pytest
 
-from core.testing import free_port
+from modelbroker.testing import free_port
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 WRONG_KEY = "ew-wrong-key-fedcba9876543210"

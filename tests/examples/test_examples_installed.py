@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from core.config import parse_config
+from modelbroker._config.loading import parse_config
 
 EXAMPLES = ["modelbroker-prompt-size", "modelbroker-echo-wire"]
 

@@ -114,9 +114,9 @@ def test_a_raising_register_commands_leaves_the_other_plugins_commands(faulty_si
 BROKEN_MODULES = {
     "import": ("import no_such_module_for_modelbroker\n",
                "ModuleNotFoundError: No module named 'no_such_module_for_modelbroker'"),
-    "unknown-hook": ("from core.hookspecs import hookimpl\n\n@hookimpl\ndef select_providers(strategy):\n"
+    "unknown-hook": ("from modelbroker.hookspecs import hookimpl\n\n@hookimpl\ndef select_providers(strategy):\n"
                      "    return None\n", "unknown hook 'select_providers' in plugin"),
-    "unknown-argument": ("from core.hookspecs import hookimpl\n\n@hookimpl\ndef select_provider(budget):\n"
+    "unknown-argument": ("from modelbroker.hookspecs import hookimpl\n\n@hookimpl\ndef select_provider(budget):\n"
                          "    return None\n", "Plugin 'broken' for hook 'select_provider'"),
 }
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 
-from core.testing import free_port
+from modelbroker.testing import free_port
 
 #: About four characters a token: 500 tokens, the threshold, and one token less.
 LONG = "abcd" * 500

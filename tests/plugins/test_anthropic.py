@@ -1,7 +1,7 @@
 """plugins/anthropic.py (and anthropic_convert.py): OpenAI requests to Anthropic's Messages API and back.
 
 The converters are tested with plain dicts, the adapter against the fake upstream's
-``/v1/messages`` with the gateway's own client (``core.http.UpstreamHTTP``), and the whole path through a real
+``/v1/messages`` with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``), and the whole path through a real
 gateway with the official ``openai`` client. The tests this adapter shares with Gemini's, case for case, are in
 test_native_adapters.py.
 """
@@ -14,11 +14,11 @@ import time
 import openai
 import pytest
 
-from core.config import ProviderConfig
-from core.http import UpstreamHTTP
-from core.types import ChatRequest, ErrorKind, ProviderError, Usage
-from plugins import anthropic
-from plugins.anthropic_convert import (
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError, Usage
+from modelbroker._upstream.client import UpstreamHTTP
+from modelbroker.plugins import anthropic
+from modelbroker.plugins.anthropic_convert import (
     StreamState,
     convert_messages,
     convert_tool_choice,

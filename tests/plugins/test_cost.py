@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.config import ProviderConfig
-from core.types import ChatRequest
-from plugins import cost
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest
+from modelbroker.plugins import cost
 
 
 def make(name: str, *, price=None, prices=None, prio: int = 0) -> ProviderConfig:

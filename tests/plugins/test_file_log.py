@@ -11,9 +11,9 @@ from datetime import datetime
 import orjson
 import pytest
 
-from core.config import ProviderConfig
-from core.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
-from plugins.file_log import FLUSH_INTERVAL_S, FileLogWriter
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
+from modelbroker.plugins.file_log import FLUSH_INTERVAL_S, FileLogWriter
 
 PROMPT = "tell me about the 1000 islands"
 NO_RETRY = {"retries": 0}  # one failed attempt, one line
@@ -206,7 +206,7 @@ def test_line_times_are_what_isoformat_gives_to_the_millisecond(tmp_path):
     import random
     from datetime import datetime, timezone
 
-    from plugins.file_log import FileLogWriter
+    from modelbroker.plugins.file_log import FileLogWriter
 
     writer = FileLogWriter(tmp_path / "app.log", include_prompts=False, include_responses=False)
     rng = random.Random(4)

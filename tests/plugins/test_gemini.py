@@ -1,7 +1,7 @@
 """plugins/gemini.py (and gemini_convert.py): OpenAI requests to Gemini's generateContent and back.
 
 The converters are tested with plain dicts, the adapter against the fake upstream's
-``/v1beta/models/{model}:generateContent`` with the gateway's own client (``core.http.UpstreamHTTP``), and the
+``/v1beta/models/{model}:generateContent`` with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``), and the
 whole path through a real gateway with the official ``openai`` client. The tests this adapter
 shares with Anthropic's, case for case, are in test_native_adapters.py.
 """
@@ -13,11 +13,11 @@ import json
 import openai
 import pytest
 
-from core.config import ProviderConfig
-from core.http import UpstreamHTTP
-from core.types import ChatRequest, ErrorKind, ProviderError, Usage
-from plugins import gemini
-from plugins.gemini_convert import (
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError, Usage
+from modelbroker._upstream.client import UpstreamHTTP
+from modelbroker.plugins import gemini
+from modelbroker.plugins.gemini_convert import (
     StreamState,
     convert_messages,
     convert_tool_choice,

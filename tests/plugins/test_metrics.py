@@ -17,13 +17,14 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from core.config import ConfigError, GatewayConfig
-from core.plugin_manager import make_plugin_manager
-from core.testing import free_port
-from core.types import ErrorKind, ProviderError
-from plugins import metrics, openai_http, priority
-from plugins.metrics.outcomes import RequestOutcomes
-from plugins.metrics.recorder import MetricsRecorder
+from modelbroker._config.messages import ConfigError
+from modelbroker._config.providers import GatewayConfig
+from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker._routing.types import ErrorKind, ProviderError
+from modelbroker.plugins import metrics, openai_http, priority
+from modelbroker.plugins.metrics.outcomes import RequestOutcomes
+from modelbroker.plugins.metrics.recorder import MetricsRecorder
+from modelbroker.testing import free_port
 
 NO_RETRY = {"retries": 0, "failure_threshold": 1000}
 BAD_JSON = b"{not json"
@@ -195,8 +196,8 @@ def test_cancelled_ends_a_request_at_once_and_counts_its_tokens():
 
 
 def test_attempts_are_held_until_a_scrape_and_then_all_counted(monkeypatch):
-    from core.types import Usage
-    from plugins.metrics import recorder as recorder_module
+    from modelbroker._routing.types import Usage
+    from modelbroker.plugins.metrics import recorder as recorder_module
 
     recorder = MetricsRecorder(GatewayConfig())
     B = SimpleNamespace(id="b/m", name="b", model="m", enabled=True)

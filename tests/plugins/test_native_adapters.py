@@ -1,7 +1,7 @@
 """plugins/anthropic.py and plugins/gemini.py: what both native adapters must do alike.
 
 Each test runs once per adapter (ids ``anthropic`` / ``gemini``), against the fake upstream's own endpoint for
-that API with the gateway's own client (``core.http.UpstreamHTTP``), or through a real gateway with the official
+that API with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``), or through a real gateway with the official
 ``openai`` client. What differs between the two (URLs, status and error codes, request shapes) is in ``Native``;
 the tests of one adapter's conversions and request shapes stay in test_anthropic.py and test_gemini.py.
 """
@@ -15,10 +15,10 @@ from typing import Any
 import openai
 import pytest
 
-from core.config import ProviderConfig
-from core.http import UpstreamHTTP
-from core.types import ChatRequest, ErrorKind, ProviderError
-from plugins import anthropic, gemini
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError
+from modelbroker._upstream.client import UpstreamHTTP
+from modelbroker.plugins import anthropic, gemini
 
 PROMPT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello big world"}]
 

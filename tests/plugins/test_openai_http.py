@@ -3,7 +3,7 @@
 Pure functions (parse_chunk, parse_usage, stream_body, request_body, parse_completion)
 are tested with plain dicts and strings, because the fake upstream never reports
 cached or reasoning tokens. ``open_stream`` and ``complete`` are then run against the
-real fake upstream on loopback with the gateway's own client (``core.http.UpstreamHTTP``).
+real fake upstream on loopback with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import json
 import orjson
 import pytest
 
-from core.config import ProviderConfig
-from core.http import UpstreamHTTP
-from core.types import ChatRequest, ErrorKind, ProviderError, Usage
-from plugins.openai_http import (
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError, Usage
+from modelbroker._upstream.client import UpstreamHTTP
+from modelbroker.plugins.openai_http import (
     complete,
     open_stream,
     parse_chunk,

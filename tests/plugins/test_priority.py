@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.config import ProviderConfig
-from core.types import ChatRequest
-from plugins import priority
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest
+from modelbroker.plugins import priority
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}])
 

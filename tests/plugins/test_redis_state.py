@@ -12,8 +12,8 @@ import uuid
 
 import pytest
 
-from core.testing import free_port
-from plugins.redis_state import RedisState, state_store
+from modelbroker.plugins.redis_state import RedisState, state_store
+from modelbroker.testing import free_port
 
 REDIS_URL = os.environ.get("MODELBROKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

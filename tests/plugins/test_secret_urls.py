@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.app import create_app
-from core.hookcall import PluginError
-from core.settings import Settings
-from core.testing import free_port
-from plugins.ledger.database import UnsupportedDatabase, open_database
-from plugins.ledger.urls import safe_url
-from plugins.redis_state import RedisState
+from modelbroker._config.settings import Settings
+from modelbroker._plugins.hookcall import PluginError
+from modelbroker._server.app import create_app
+from modelbroker.plugins.ledger.database import UnsupportedDatabase, open_database
+from modelbroker.plugins.ledger.urls import safe_url
+from modelbroker.plugins.redis_state import RedisState
+from modelbroker.testing import free_port
 
 #: Unencoded ``/`` and ``#``: the URL parses as another one, if at all.
 PASSWORD = "Zq7/x#pW9"
@@ -183,7 +183,7 @@ def test_a_url_without_scheme_is_not_quoted_as_its_scheme():
 @pytest.fixture
 def command(monkeypatch, capsys):
     """``command(url, *args) -> (status, stdout, stderr)``: ``modelbroker ARGS`` in this process."""
-    from core.cli import main
+    from modelbroker._cli.main import main
 
     def run(url: str, *args: str) -> tuple[int, str, str]:
         monkeypatch.setenv("MODELBROKER_DATABASE_URL", url)

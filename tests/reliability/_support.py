@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from core.config import ProviderConfig, ReliabilityConfig
-from core.types import ErrorKind, ProviderError, RateLimit, Usage
+from modelbroker._config.providers import ProviderConfig, ReliabilityConfig
+from modelbroker._routing.types import ErrorKind, ProviderError, RateLimit, Usage
 
 #: Reliability numbers small enough for tests: every wait is a fraction of a second.
 FAST = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "cooldown_s": 0.5, "max_cooldown_s": 2.0}
@@ -107,8 +107,8 @@ def make_router(hooks: Any, gateway_config: Any) -> Any:
     HealthTracker; any further constructor argument (say, ``http``) is given as None."""
     import inspect
 
-    from core.health import HealthTracker
-    from core.router import Router
+    from modelbroker._routing.health import HealthTracker
+    from modelbroker._routing.router import Router
 
     extra = {name: None for name in list(inspect.signature(Router).parameters)[4:]}
     return Router(hooks, None, gateway_config, HealthTracker(gateway_config.reliability), **extra)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from core.testing import GatewayServer
+from modelbroker.testing import GatewayServer
 
 from ._support import config, health_row
 
@@ -324,7 +324,7 @@ def test_the_published_chat_schema_says_what_the_check_enforces(gw):
 def test_every_error_answered_is_documented_with_its_shape(own_gw, upstream):
     """An error status a route answers is listed for that route in /openapi.json, with the
     error shape, and the body answered matches that shape."""
-    from core.responses import ErrorBody
+    from modelbroker._server.responses import ErrorBody
 
     documented = {(path, method.upper()): operation["responses"]
                   for path, operations in own_gw.get("/openapi.json").json()["paths"].items()

@@ -1,4 +1,4 @@
-"""The circuit breaker (core/health.py): when a provider cools down, for how long, the
+"""The circuit breaker (core/_routing/health.py): when a provider cools down, for how long, the
 half-open trial, and what /health and the log say about it.
 
 The HealthTracker tests use a settable clock; the gateway tests run the real gateway
@@ -12,11 +12,20 @@ import time
 
 import pytest
 
-from core.health import COOLING, HALF_OPEN, HEALTHY, HealthTracker
-from core.types import ErrorKind, ProviderError, RateLimit
+from modelbroker._routing.health import COOLING, HALF_OPEN, HEALTHY, HealthTracker
+from modelbroker._routing.types import ErrorKind, ProviderError, RateLimit
 
 from ._support import (
-    Clock, blast, config, failure, health_row, make_provider, policy, status_failure, usage, wait_until,
+    Clock,
+    blast,
+    config,
+    failure,
+    health_row,
+    make_provider,
+    policy,
+    status_failure,
+    usage,
+    wait_until,
 )
 
 # --- HealthTracker, with a clock ------------------------------------------------------------

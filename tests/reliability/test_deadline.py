@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from core import router as router_module
-from core.config import GatewayConfig
-from core.router import AllProvidersFailed
-from core.types import ChatRequest
+from modelbroker._config.providers import GatewayConfig
+from modelbroker._routing import router as router_module
+from modelbroker._routing.errors import AllProvidersFailed
+from modelbroker._routing.types import ChatRequest
 
 from ._support import blast, config, make_provider, make_router
 

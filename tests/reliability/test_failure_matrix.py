@@ -28,9 +28,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.fake_formats import split
-from core.tokens import count_tokens, preload
-from plugins import file_log
+from modelbroker._routing.tokens import count_tokens, preload
+from modelbroker.fake_upstream.formats import split
+from modelbroker.plugins import file_log
 
 from ._support import config, wait_until
 
@@ -91,7 +91,7 @@ def status(code: int) -> Failure:
 
 
 RATE_LIMITED = Failure({"kind": "status", "status": 429}, "status", 429, alone=429, code="rate_limited")
-#: A dropped request on a kept-alive connection is sent once more on a new one (core/http1.py).
+#: A dropped request on a kept-alive connection is sent once more on a new one (core/_upstream/http1.py).
 DROP = Failure({"kind": "drop"}, "connection", upstream_calls=(1, 2))
 SLOW = Failure({"kind": "slow_first_byte", "delay_s": SLOW_S}, "timeout")
 DEADLINE = Failure({"kind": "slow_first_byte", "delay_s": SLOW_S}, "timeout", alone=504, code="deadline_exceeded",

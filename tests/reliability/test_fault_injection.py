@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from core.fake_upstream import FakeUpstream
+from modelbroker.fake_upstream import FakeUpstream
 
 from ._support import blast, config, health_row, wait_until
 

@@ -1,5 +1,5 @@
 """A client that leaves cancels its upstream call (recorded as ``cancelled``); a shutdown
-lets requests in flight finish and flushes app.log (core/disconnect.py, core/streaming.py)."""
+lets requests in flight finish and flushes app.log (core/_server/disconnect.py, core/_routing/streaming.py)."""
 
 from __future__ import annotations
 

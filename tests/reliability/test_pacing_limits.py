@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from core.upstream import duration_seconds
+from modelbroker._upstream.errors import duration_seconds
 
 from ._support import blast, config, health_row, wait_until
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 import yaml
 
-from core.config import ConfigError, load_config
+from modelbroker._config.loading import load_config
+from modelbroker._config.messages import ConfigError
 
 from ._support import config, wait_until
 
@@ -115,7 +116,7 @@ def test_health_is_kept_for_providers_that_stay(gateway, provider, upstream):
 
 
 def cli_reload(url: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "core.cli", "reload", "--url", url], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "modelbroker", "reload", "--url", url], capture_output=True,
                           text=True, timeout=30, env={k: v for k, v in os.environ.items()
                                                        if not k.startswith("MODELBROKER_")})
 

@@ -1,5 +1,5 @@
 """Retries on the same provider, backoff, Retry-After, quota, context length, and what the
-client is told when every option is exhausted (core/router.py, core/app.py)."""
+client is told when every option is exhausted (core/_routing/router.py, core/_server/app.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from core.config import GatewayConfig
-from core.router import _Run, is_transient
-from core.types import ChatRequest, ErrorKind, ProviderError
-from core.upstream import retry_after_seconds
+from modelbroker._config.providers import GatewayConfig
+from modelbroker._routing.router import _Run, is_transient
+from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError
+from modelbroker._upstream.errors import retry_after_seconds
 
 from ._support import config, failure, health_row, make_provider, make_router, status_failure
 
@@ -58,7 +58,7 @@ def test_exhausted_quota_is_not_transient():
 
 def pauses(monkeypatch, jitter: float, retries: int = 4, **reliability) -> list[float | None]:
     """The pauses the router would take between attempts at one provider, jitter fixed."""
-    monkeypatch.setattr("core.router.random.uniform", lambda low, high: low + (high - low) * jitter)
+    monkeypatch.setattr("modelbroker._routing.router.random.uniform", lambda low, high: low + (high - low) * jitter)
     gateway_config = GatewayConfig(reliability=reliability)
     router = make_router(None, gateway_config)
     provider = make_provider("p", retries=retries)
@@ -79,7 +79,7 @@ def test_backoff_jitter_takes_up_to_half_off(monkeypatch):
 
 
 def test_no_pause_that_would_end_past_the_deadline(monkeypatch):
-    monkeypatch.setattr("core.router.random.uniform", lambda low, high: high)
+    monkeypatch.setattr("modelbroker._routing.router.random.uniform", lambda low, high: high)
     gateway_config = GatewayConfig()
     router = make_router(None, gateway_config)
     run = _Run(ChatRequest(messages=[]), time.monotonic() + 0.4)

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from core.types import ChatRequest
-from plugins import balanced, latency, slo
+from modelbroker._routing.types import ChatRequest
+from modelbroker.plugins import balanced, latency, slo
 
 from ._support import config, make_provider
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
-from core.config import ProviderConfig
-from core.hookspecs import hookimpl
-from core.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
-from core.upstream import rate_limit_of, redact, status_error, transport_error
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
+from modelbroker._upstream.errors import rate_limit_of, redact, status_error, transport_error
+from modelbroker.hookspecs import hookimpl
 
 TYPE = "echowire"
 KEY_HEADER = "x-echowire-key"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from core.fake_upstream import FakeUpstream
-from core.plugin_manager import make_plugin_manager
 from fake_echowire import TEST_KEY as KEY
 from fake_echowire import FakeEchoWire
+
+from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker.fake_upstream import FakeUpstream
 
 
 def pytest_sessionstart(session):

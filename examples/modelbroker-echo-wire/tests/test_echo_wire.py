@@ -6,13 +6,13 @@ import asyncio
 import json
 
 import httpx
+import modelbroker_echo_wire as echo_wire
 import pytest
 from fake_echowire import TEST_KEY as KEY
 
-import modelbroker_echo_wire as echo_wire
-from core.config import ProviderConfig
-from core.testing import GatewayServer, free_port
-from core.types import ChatRequest, ErrorKind, ProviderError
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError
+from modelbroker.testing import GatewayServer, free_port
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 

@@ -9,7 +9,7 @@ A prompt is *long* when its estimated size reaches ``threshold_tokens`` (default
         threshold_tokens: 500
 
 The prompt's size is the gateway's own estimate, about four characters a token
-(``core.pricing.estimate_tokens``), taken over the text of all messages.
+(``modelbroker._routing.pricing.estimate_tokens``), taken over the text of all messages.
 
 A provider's *size* is its ``context_window`` (a provider without one counts as
 0); between equal context windows, the one with the higher price (input plus
@@ -24,10 +24,10 @@ from __future__ import annotations
 import functools
 import logging
 
-from core.config import GatewayConfig, ProviderConfig
-from core.hookspecs import hookimpl
-from core.pricing import estimate_tokens
-from core.types import ChatRequest
+from modelbroker._config.providers import GatewayConfig, ProviderConfig
+from modelbroker._routing.pricing import estimate_tokens
+from modelbroker._routing.types import ChatRequest
+from modelbroker.hookspecs import hookimpl
 
 NAME = "prompt_size"
 DEFAULT_THRESHOLD = 500

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from core.fake_upstream import FakeUpstream
-from core.plugin_manager import make_plugin_manager
+from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker.fake_upstream import FakeUpstream
 
 #: A small, cheap model and a large, dear one, both on the fake upstream (URL is filled in).
 CONFIG = """

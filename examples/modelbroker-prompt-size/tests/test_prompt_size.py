@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import httpx
+import modelbroker_prompt_size as prompt_size
 import pytest
 
-import modelbroker_prompt_size as prompt_size
-from core.config import ProviderConfig, parse_config
-from core.testing import GatewayServer
-from core.types import ChatRequest
+from modelbroker._config.loading import parse_config
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.types import ChatRequest
+from modelbroker.testing import GatewayServer
 
 SMALL = ProviderConfig(name="small", endpoint="http://x", model="s", context_window=8192, cost_per_1k_tokens=0.0001)
 LARGE = ProviderConfig(name="large", endpoint="http://x", model="l", context_window=128000, cost_per_1k_tokens=0.01)

@@ -1,4 +1,4 @@
-"""core/routes/generate.py: POST /generate, its answer, and how it refuses a bad request."""
+"""core/_server/routes/generate.py: POST /generate, its answer, and how it refuses a bad request."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""core/routes/health.py: GET /health says what the gateway has, never a secret."""
+"""core/_server/routes/health.py: GET /health says what the gateway has, never a secret."""
 
 from __future__ import annotations
 

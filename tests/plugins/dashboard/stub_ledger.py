@@ -15,8 +15,8 @@ from typing import Any
 
 from fastapi import APIRouter, Query
 
-from core.hookspecs import hookimpl
-from core.responses import APIError
+from modelbroker._routing.errors import APIError
+from modelbroker.hookspecs import hookimpl
 
 Row = dict[str, Any]
 

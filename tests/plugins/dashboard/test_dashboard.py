@@ -12,10 +12,10 @@ import re
 
 import pytest
 
-from core.hookspecs import hookimpl
-from core.plugin_manager import make_plugin_manager
-from core.responses import APIError
-from plugins import dashboard, openai_http, priority
+from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker._routing.errors import APIError
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins import dashboard, openai_http, priority
 
 from .stub_ledger import StubLedger, history
 
@@ -158,7 +158,7 @@ def test_the_page_is_self_contained(gateway, providers, upstream):
 
 
 def test_with_the_real_ledger(gateway, providers, upstream, browse, tmp_path):
-    ledger = pytest.importorskip("plugins.ledger", reason="the ledger's dependencies are not installed")
+    ledger = pytest.importorskip("modelbroker.plugins.ledger", reason="the ledger's dependencies are not installed")
     gw = gateway(providers, pm=make_pm(ledger=ledger), log=tmp_path / "app.log")
     send_traffic(gw)
     page = browse(gw.url + "/dashboard")

@@ -22,11 +22,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from plugins.keys import GUARD_NAME
-from plugins.keys.keygen import hash_key, key_prefix, new_key
-from plugins.keys.store import ClientKey, insert_key, migrate
-from plugins.ledger.database import Database, open_database, placeholders
-from plugins.ledger.urls import DatabaseURL
+from modelbroker.plugins.keys import GUARD_NAME
+from modelbroker.plugins.keys.keygen import hash_key, key_prefix, new_key
+from modelbroker.plugins.keys.store import ClientKey, insert_key, migrate
+from modelbroker.plugins.ledger.database import Database, open_database, placeholders
+from modelbroker.plugins.ledger.urls import DatabaseURL
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
@@ -112,7 +112,7 @@ class Ran:
 @pytest.fixture
 def cli(db_url, monkeypatch, capsys):
     """``cli(*args) -> Ran``: ``modelbroker keys ...`` run in this process, on ``db_url``."""
-    from core.cli import main
+    from modelbroker._cli.main import main
 
     monkeypatch.setenv("MODELBROKER_DATABASE_URL", db_url)
 
@@ -134,7 +134,7 @@ def cli_process(subprocess_env, db_url):
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "core.cli", "keys", *args], cwd=REPO_ROOT, capture_output=True, text=True,
+            [sys.executable, "-m", "modelbroker", "keys", *args], cwd=REPO_ROOT, capture_output=True, text=True,
             env=subprocess_env(MODELBROKER_DATABASE_URL=db_url), timeout=CLI_TIMEOUT_S,
         )
 

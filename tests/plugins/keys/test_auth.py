@@ -9,10 +9,10 @@ import sys
 import openai
 import pytest
 
-from core.hookspecs import hookimpl
-from core.plugin_manager import make_plugin_manager
-from core.types import Principal
-from plugins.ledger.database import open_database
+from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker._routing.types import Principal
+from modelbroker.hookspecs import hookimpl
+from modelbroker.plugins.ledger.database import open_database
 
 from .conftest import add_key, keys_config, unique, wait_for
 
@@ -186,7 +186,7 @@ def test_the_cli_with_an_unsupported_database_says_so_in_one_line(cli, monkeypat
 def test_modelbroker_reload_without_a_key_says_how_to_give_one(gateway, provider, upstream, db_url):
     add_key(db_url, unique("ops"))
     gw = gateway(keys_config(provider("a")), database_url=db_url)
-    done = subprocess.run([sys.executable, "-m", "core.cli", "reload", "--url", gw.url], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "modelbroker", "reload", "--url", gw.url], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 1
     assert done.stderr.strip().endswith("; pass a client key with --key or MODELBROKER_CLIENT_KEY"), done.stderr

@@ -12,10 +12,10 @@ import openai
 import pytest
 import redis
 
-from core.state import MemoryState
-from plugins.keys.limits import DAY, MONTH, period_end, period_start, spend_key, tpm_key
-from plugins.ledger import schema as ledger_schema
-from plugins.ledger.database import open_database
+from modelbroker._routing.state import MemoryState
+from modelbroker.plugins.keys.limits import DAY, MONTH, period_end, period_start, spend_key, tpm_key
+from modelbroker.plugins.ledger import schema as ledger_schema
+from modelbroker.plugins.ledger.database import open_database
 
 from .conftest import add_key, clear_of_minute_end, guard_of, insert_attempts, keys_config, unique, wait_for
 

@@ -7,7 +7,14 @@ import logging
 import time
 
 from .conftest import (
-    DEFAULT_PG_URL, PG_URL_FROM_ENV, REFRESH_S, _pg, add_key, database_of, keys_config, wait_for,
+    DEFAULT_PG_URL,
+    PG_URL_FROM_ENV,
+    REFRESH_S,
+    _pg,
+    add_key,
+    database_of,
+    keys_config,
+    wait_for,
 )
 
 

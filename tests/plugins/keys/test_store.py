@@ -10,15 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from core.state import MemoryState
-from plugins.keys import refresh_interval
-from plugins.keys.keygen import bearer_token, check_name, hash_key, key_prefix, new_key, same_hash
-from plugins.keys.limits import DAY, MONTH, Limits, over_budget, period_end, period_start, spend_key
-from plugins.keys.store import (
-    ClientKey, KeyNameTaken, insert_key, ledger_spend, load_keys, migrate, revoke_key,
+from modelbroker._routing.state import MemoryState
+from modelbroker.plugins.keys import refresh_interval
+from modelbroker.plugins.keys.keygen import bearer_token, check_name, hash_key, key_prefix, new_key, same_hash
+from modelbroker.plugins.keys.limits import DAY, MONTH, Limits, over_budget, period_end, period_start, spend_key
+from modelbroker.plugins.keys.store import (
+    ClientKey,
+    KeyNameTaken,
+    insert_key,
+    ledger_spend,
+    load_keys,
+    migrate,
+    revoke_key,
 )
-from plugins.ledger import schema as ledger_schema
-from plugins.ledger.database import open_database
+from modelbroker.plugins.ledger import schema as ledger_schema
+from modelbroker.plugins.ledger.database import open_database
 
 from .conftest import add_key, insert_attempts, keys_config
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-from urllib.parse import urlsplit, urlunsplit
 
-from plugins.ledger.urls import DatabaseURL, safe_url
+from modelbroker.plugins.ledger.urls import DatabaseURL, safe_url
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.

@@ -6,10 +6,10 @@ import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
-from plugins.ledger.bulk import BulkInsert
-from plugins.ledger.database import open_database
-from plugins.ledger.records import _blank
-from plugins.ledger.schema import migrate
+from modelbroker.plugins.ledger.bulk import BulkInsert
+from modelbroker.plugins.ledger.database import open_database
+from modelbroker.plugins.ledger.records import _blank
+from modelbroker.plugins.ledger.schema import migrate
 
 BOOLEAN_COLUMNS = ("success", "tokens_estimated")
 

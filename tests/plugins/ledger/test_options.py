@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import Settings
-from plugins.ledger.options import LedgerOptions
+from modelbroker._config.settings import Settings
+from modelbroker.plugins.ledger.options import LedgerOptions
 
 
 def options(**settings) -> LedgerOptions:

@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 
 import orjson
 
-from plugins.ledger import STORE_NAME
-from plugins.ledger.records import _blank, from_line, to_line
-from plugins.ledger.spill import SpillFile
+from modelbroker.plugins.ledger import STORE_NAME
+from modelbroker.plugins.ledger.records import _blank, from_line, to_line
+from modelbroker.plugins.ledger.spill import SpillFile
 
 from .helpers import read_rows, record
 

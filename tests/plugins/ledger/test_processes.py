@@ -1,4 +1,4 @@
-"""Two gateway processes (``python -m core.cli serve``) writing one ledger under load lose no record."""
+"""Two gateway processes (``python -m modelbroker serve``) writing one ledger under load lose no record."""
 
 from __future__ import annotations
 

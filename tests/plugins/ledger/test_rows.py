@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from plugins.ledger import STORE_NAME
-from plugins.ledger.database import open_database
+from modelbroker.plugins.ledger import STORE_NAME
+from modelbroker.plugins.ledger.database import open_database
 
 from .helpers import read_rows
 
@@ -172,9 +172,9 @@ def test_a_result_record_is_what_the_blank_and_update_way_builds():
     """result_record is one literal for speed; it must hold what the general builders would."""
     from types import SimpleNamespace as NS
 
-    from core.types import ChatRequest, Usage
-    from plugins.ledger.records import _add_usage, _attempt, result_record
-    from plugins.ledger.schema import RECORD_COLUMNS
+    from modelbroker._routing.types import ChatRequest, Usage
+    from modelbroker.plugins.ledger.records import _add_usage, _attempt, result_record
+    from modelbroker.plugins.ledger.schema import RECORD_COLUMNS
 
     provider = NS(name="p", id="p/m", model="m")
     request = ChatRequest(messages=[], request_id="r-1", route="/generate", client="team-a")
@@ -207,8 +207,8 @@ def test_a_batch_of_any_size_is_written_once_and_again_ignored(database_url, cou
 def test_a_sqlite_batch_is_one_hand_over_and_a_few_statements(sqlite_url, monkeypatch):
     """Under load each hand-over to SQLite's thread, and each statement, waits up to 5 ms for
     the GIL (bulk.py): a batch of 500 is one hand-over and ten statements, not ~40."""
-    from plugins.ledger.bulk import BulkInsert
-    from plugins.ledger.sqlite_db import SQLiteDatabase, _Lane
+    from modelbroker.plugins.ledger.bulk import BulkInsert
+    from modelbroker.plugins.ledger.sqlite_db import SQLiteDatabase, _Lane
 
     from .helpers import insert, record, run, with_db
 
@@ -249,10 +249,10 @@ def _writer_run(tmp_path, monkeypatch, first: int, arriving: int = 0):
     """``first`` records, then 1, through a LedgerWriter (batches of 500) into a fresh SQLite
     file; ``arriving`` more come in while the first background batch is being written. Returns
     the (batch length, background, records written) of every write, and the rows in the end."""
-    from plugins.ledger.bulk import BulkInsert
-    from plugins.ledger.options import LedgerOptions
-    from plugins.ledger.spill import SpillFile
-    from plugins.ledger.writer import LedgerWriter
+    from modelbroker.plugins.ledger.bulk import BulkInsert
+    from modelbroker.plugins.ledger.options import LedgerOptions
+    from modelbroker.plugins.ledger.spill import SpillFile
+    from modelbroker.plugins.ledger.writer import LedgerWriter
 
     from .helpers import insert, record, run, with_db
 
@@ -313,10 +313,10 @@ def test_shutdown_with_a_database_that_hangs_takes_the_timeout_in_all(tmp_path, 
     import asyncio
     import time
 
-    from plugins.ledger.bulk import BulkInsert
-    from plugins.ledger.options import LedgerOptions
-    from plugins.ledger.spill import SpillFile
-    from plugins.ledger.writer import LedgerWriter
+    from modelbroker.plugins.ledger.bulk import BulkInsert
+    from modelbroker.plugins.ledger.options import LedgerOptions
+    from modelbroker.plugins.ledger.spill import SpillFile
+    from modelbroker.plugins.ledger.writer import LedgerWriter
 
     from .helpers import insert, record, run, with_db
 

@@ -6,15 +6,15 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
-from plugins.ledger.database import UnsupportedDatabase, open_database
-from plugins.ledger.schema import MIGRATIONS, RECORD_COLUMNS, SCHEMA_VERSION, SchemaTooNew, migrate
-from plugins.ledger.queries import parse_window, usage_report
-from plugins.ledger.urls import DatabaseURL
+from modelbroker.plugins.ledger.database import UnsupportedDatabase, open_database
+from modelbroker.plugins.ledger.queries import parse_window, usage_report
+from modelbroker.plugins.ledger.schema import MIGRATIONS, RECORD_COLUMNS, SCHEMA_VERSION, SchemaTooNew, migrate
+from modelbroker.plugins.ledger.urls import DatabaseURL
 
 from .helpers import at, insert, read_rows, record, run, with_db
 
@@ -87,8 +87,8 @@ def test_the_migrated_table_has_every_column_unique_key_and_index(database_url):
 
 MIGRATE_WITH_A_SLOW_STEP = textwrap.dedent("""
     import asyncio, os, sys
-    from plugins.ledger.database import open_database
-    from plugins.ledger.schema import MIGRATIONS, migrate
+    from modelbroker.plugins.ledger.database import open_database
+    from modelbroker.plugins.ledger.schema import MIGRATIONS, migrate
 
     async def slow_step(conn):
         await conn.execute("CREATE TABLE IF NOT EXISTS migration_runs (pid INTEGER)")

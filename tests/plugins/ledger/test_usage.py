@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from core.settings import Settings
-from plugins.ledger.cli import LedgerUnavailable, print_usage
-from plugins.ledger.queries import UsageQueryError, parse_window, usage_report
+from modelbroker._config.settings import Settings
+from modelbroker.plugins.ledger.cli import LedgerUnavailable, print_usage
+from modelbroker.plugins.ledger.queries import UsageQueryError, parse_window, usage_report
 
 from .helpers import at, insert, read_rows, record, run, with_db
 

@@ -1,0 +1,157 @@
+"""The shape of providers.yaml: one model per section, validated by pydantic.
+
+``load_config`` (``_config/loading.py``) reads the file into a ``GatewayConfig``.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+
+class ProviderConfig(BaseModel):
+    """One entry of ``providers:``. Two entries may share a name; ``id`` tells them apart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    endpoint: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    priority: int = 0
+    cost_per_1k_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cost_per_1k_input_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cost_per_1k_output_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    api_key: SecretStr | None = None
+    type: str = "openai"
+    id: str = ""
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    enabled: bool = True
+    retries: int | None = Field(default=None, ge=0, le=4)
+    context_window: int | None = Field(default=None, gt=0)
+    weight: float = Field(default=1.0, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    disabled_reason: str | None = Field(default=None, exclude=True)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> ProviderConfig:
+        # A provider disabled for an unset ${VAR} keeps the ``${VAR}`` text where the
+        # value would be, so its endpoint need not be a URL yet.
+        if self.disabled_reason is None:
+            _check_endpoint(self.endpoint)
+        split = (self.cost_per_1k_input_tokens, self.cost_per_1k_output_tokens)
+        if (split[0] is None) != (split[1] is None):
+            raise ValueError(
+                "give both cost_per_1k_input_tokens and cost_per_1k_output_tokens, or neither"
+            )
+        if self.cost_per_1k_tokens is None and split[0] is None:
+            raise ValueError(
+                "no price: set cost_per_1k_tokens (or cost_per_1k_input_tokens and "
+                "cost_per_1k_output_tokens); use 0 for a free local model"
+            )
+        if not self.id:
+            object.__setattr__(self, "id", f"{self.name}/{self.model}")
+        return self
+
+    def secret(self) -> str | None:
+        """The API key as text (for the request and for redacting errors), or None."""
+        return self.api_key.get_secret_value() if self.api_key else None
+
+    @property
+    def input_price(self) -> float:
+        """Price of 1,000 prompt tokens."""
+        if self.cost_per_1k_input_tokens is not None:
+            return self.cost_per_1k_input_tokens
+        return self.cost_per_1k_tokens or 0.0
+
+    @property
+    def output_price(self) -> float:
+        """Price of 1,000 completion tokens."""
+        if self.cost_per_1k_output_tokens is not None:
+            return self.cost_per_1k_output_tokens
+        return self.cost_per_1k_tokens or 0.0
+
+
+class ReliabilityConfig(BaseModel):
+    """``reliability:``: retries, deadlines and cooldowns. docs/reliability.md explains each default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    retries: int = Field(default=1, ge=0, le=4)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    backoff_initial_s: float = Field(default=0.5, ge=0)
+    backoff_max_s: float = Field(default=8.0, ge=0)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+    max_retry_after_wait_s: float = Field(default=10.0, ge=0)
+    failure_threshold: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=30.0, ge=0)
+    max_cooldown_s: float = Field(default=300.0, ge=0)
+    window: int = Field(default=50, ge=5, le=10000)
+
+
+class PluginsConfig(BaseModel):
+    """``plugins:``: ``disabled`` names plugins not to load; any other key holds one plugin's settings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    disabled: list[str] = Field(default_factory=list)
+
+    def settings_for(self, plugin: str) -> dict[str, Any]:
+        """The settings block for ``plugin``, or an empty dict."""
+        value = (self.model_extra or {}).get(plugin)
+        return value if isinstance(value, dict) else {}
+
+
+class GatewayConfig(BaseModel):
+    """The whole of providers.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    strategy: str = "priority"
+    reliability: ReliabilityConfig = Field(default_factory=ReliabilityConfig)
+    plugins: PluginsConfig = Field(default_factory=PluginsConfig)
+    source: str = Field(default="providers.yaml", exclude=True)
+    warnings: list[str] = Field(default_factory=list, exclude=True)
+
+    @property
+    def enabled_providers(self) -> list[ProviderConfig]:
+        return [p for p in self.providers if p.enabled]
+
+
+
+def _check_endpoint(endpoint: str) -> None:
+    """Raise ValueError unless ``endpoint`` is an http(s) URL with a host (and a numeric port)."""
+    try:
+        parts = urllib.parse.urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ValueError("endpoint is not a URL that parses (is its port a number from 0 to 65535?)") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"endpoint must be an http:// or https:// URL, got {_shown_endpoint(endpoint)}")
+    if not parts.hostname:
+        raise ValueError(f"endpoint has no host: write it as {parts.scheme}://host[:port]/path")
+
+
+#: What an endpoint written without (or with a wrong) scheme looks like: a host name or
+#: address, a port, a path. Anything else is not echoed: it may be a key in the wrong field.
+_HOSTLIKE = re.compile(
+    r"(?:[A-Za-z][A-Za-z0-9+.-]*://)?(?:localhost|\d{1,3}(?:\.\d{1,3}){3}|(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})"
+    r"(?::\d{1,5})?(?:/\S*)?"
+)
+
+
+def _shown_endpoint(endpoint: str) -> str:
+    """The endpoint for a message: less its query, fragment and ``user:password@`` (where a
+    URL may carry a key), and only if the rest looks like a host and a path."""
+    shown = re.split(r"[?#]", endpoint, maxsplit=1)[0]
+    shown = re.sub(r"^([^/]*//)?[^/@]*@", r"\1", shown)
+    if _HOSTLIKE.fullmatch(shown):
+        return repr(shown)
+    return "a value that is not shown (it does not look like a URL, and may be a key)"

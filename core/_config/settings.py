@@ -1,0 +1,71 @@
+"""Process settings, read from ``MODELBROKER_*`` environment variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything that is not in providers.yaml.
+
+    ``MODELBROKER_CONFIG`` is the path of providers.yaml; ``MODELBROKER_LOG_FILE``
+    the JSON-lines log of every attempt (empty to turn it off).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="MODELBROKER_", extra="ignore")
+
+    config: Path = Path("providers.yaml")
+    log_file: str = "app.log"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    disabled_plugins: Annotated[list[str], NoDecode] = []
+    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    graceful_shutdown_s: float = Field(default=30.0, ge=0)
+    #: The URLs may carry a password: kept out of repr() (a plugin that logs its settings).
+    redis_url: str = Field(default="", repr=False)
+    #: The usage ledger (plugins/ledger). Empty: an SQLite file, modelbroker.db, beside app.log.
+    database_url: str = Field(default="", repr=False)
+    ledger_spill_file: str = ""
+    ledger_max_queue: int = 100_000
+    ledger_batch_size: int = 500
+    ledger_flush_interval_s: float = 0.5
+    #: Freeze what startup made and collect young objects less often (core/_server/heap.py).
+    gc_tuning: bool = True
+    #: uvicorn's line per HTTP request on stderr (core/_server/access_log.py); app.log has every attempt.
+    access_log: bool = False
+
+    @field_validator("disabled_plugins", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        """``cost,latency`` or ``["cost", "latency"]``."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError('a JSON list such as ["cost", "latency"], or names joined by commas: '
+                                     "cost,latency") from None
+            return [name.strip() for name in text.split(",") if name.strip()]
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; a bad value raises ConfigError naming the variable."""
+    from pydantic import ValidationError
+
+    from modelbroker._config.messages import ConfigError, message
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [
+            f"MODELBROKER_{str(error['loc'][0]).upper()}: {message(error)}"
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ConfigError("; ".join(lines)) from None

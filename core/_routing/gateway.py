@@ -1,0 +1,248 @@
+"""The gateway: settings, providers.yaml, plugins and the HTTP client, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+import pluggy
+
+from modelbroker._config.loading import load_config
+from modelbroker._config.messages import ConfigError
+from modelbroker._config.providers import GatewayConfig, ProviderConfig
+from modelbroker._config.settings import Settings, load_settings
+from modelbroker._plugins.hookcall import HookCalls, PluginError
+from modelbroker._plugins.manager import PROJECT, make_plugin_manager
+from modelbroker._routing.errors import NoProviderAvailable, UnknownModel
+from modelbroker._routing.health import HealthTracker
+from modelbroker._routing.router import Router
+from modelbroker._routing.state import MemoryState, SharedState
+from modelbroker._routing.types import ChatRequest
+from modelbroker._upstream.client import UpstreamHTTP
+from modelbroker._upstream.httpx_client import make_http_client
+
+log = logging.getLogger("modelbroker")
+
+#: The name the health tracker is registered under, as a plugin hearing every attempt.
+HEALTH_PLUGIN = "health"
+#: How often a replica reads the cooldowns other replicas published (shared state only).
+COOLDOWN_SYNC_S = 1.0
+
+
+class Gateway:
+    """Holds what lives as long as the process: config, plugins, client, router."""
+
+    def __init__(self, settings: Settings, config: GatewayConfig, pm: pluggy.PluginManager) -> None:
+        self.settings = settings
+        self.config = config
+        self.pm = pm
+        self.strategies, self.adapter_types = check_plugins(config, HookCalls(pm))
+        self._by_target = target_index(config.providers)
+        self.health = HealthTracker(config.reliability)
+        self.client: httpx.AsyncClient | None = None
+        self.router: Router | None = None
+        self.state: SharedState | None = None
+        for warning in config.warnings:
+            log.warning("%s", warning)
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None, pm: pluggy.PluginManager | None = None) -> Gateway:
+        """Load providers.yaml and the plugins; raises ConfigError with a clear message."""
+        settings = settings or load_settings()
+        config = load_config(settings.config)
+        try:
+            if pm is None:
+                blocked = [*config.plugins.disabled, *settings.disabled_plugins]
+                if HEALTH_PLUGIN in blocked:
+                    raise ConfigError(f"plugins.disabled / MODELBROKER_DISABLED_PLUGINS: {HEALTH_PLUGIN!r} is part of "
+                                      "the core and cannot be disabled; leave it out of both")
+                pm = make_plugin_manager(blocked=blocked)
+                _warn_unknown_disabled(blocked)
+            return cls(settings, config, pm)
+        except (PluginError, pluggy.PluginValidationError) as exc:
+            raise ConfigError(f"a plugin failed to load: {exc}") from None
+
+    async def start(self) -> None:
+        """Open the HTTP client, run the plugins' on_startup, then freeze the hook lists."""
+        _, store = HookCalls(self.pm).first("state_store", settings=self.settings)
+        self.state = store or MemoryState()
+        self.client = make_http_client()
+        self.http = UpstreamHTTP()
+        await self.http.start()
+        try:
+            await HookCalls(self.pm).each_awaited(
+                "on_startup", pm=self.pm, settings=self.settings, config=self.config, client=self.client,
+                state=self.state,
+            )
+        except PluginError:
+            await self.client.aclose()
+            await self.http.close()
+            raise
+        self.pm.register(self.health, name=HEALTH_PLUGIN)
+        self.pm.check_pending()
+        self.hooks = HookCalls(self.pm)
+        self._share_cooldowns()
+        self.router = Router(self.hooks, self.client, self.config, self.health, self.http)
+
+    def _share_cooldowns(self) -> None:
+        """With a shared store, publish the cooldowns this replica starts and adopt, every
+        second, those the other replicas started (in-process state has nobody to share with)."""
+        if isinstance(self.state, MemoryState):
+            return
+        loop = asyncio.get_running_loop()
+        self._publishing: set[asyncio.Task] = set()
+
+        def publish(provider_id: str, until: float) -> None:
+            task = loop.create_task(self.state.publish_cooldown(provider_id, until))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
+
+        self.health.on_cooldown = publish
+        self._cooldown_sync = loop.create_task(self._adopt_cooldowns(), name="modelbroker-cooldowns")
+
+    async def _adopt_cooldowns(self) -> None:
+        while True:
+            await asyncio.sleep(COOLDOWN_SYNC_S)
+            try:
+                remote = await self.state.cooldowns()
+            except Exception:  # noqa: BLE001 - a store must not raise; if one does, try again later
+                log.exception("reading shared cooldowns failed")
+                continue
+            by_id = {p.id: p for p in self.config.providers}
+            for provider_id, until in remote.items():
+                if provider_id in by_id:
+                    self.health.adopt_cooldown(by_id[provider_id], until)
+
+    async def reload(self) -> GatewayConfig:
+        """Re-read providers.yaml; a valid file replaces the old one at once, an invalid one
+        raises ConfigError and changes nothing. Requests in flight finish on the old one.
+
+        Plugins are not reloaded: a change to ``plugins.disabled`` needs a restart.
+        """
+        config = await asyncio.to_thread(load_config, self.settings.config)
+        check_plugins(config, self.hooks)
+        for warning in config.warnings:
+            log.warning("%s", warning)
+        if config.plugins.disabled != self.config.plugins.disabled:
+            log.warning("reload: plugins.disabled changed; restart the gateway for that to apply")
+        # No await from here on: every request sees either the old set or the new one.
+        self.health.policy = config.reliability
+        self.config = config
+        self._by_target = target_index(config.providers)
+        self.router = Router(self.hooks, self.client, config, self.health, self.http)
+        log.warning("reloaded %s: %d providers, strategy %r", config.source, len(config.providers), config.strategy)
+        return config
+
+    async def stop(self) -> None:
+        """Run every plugin's on_shutdown (each even if another fails), then close the client."""
+        sync = getattr(self, "_cooldown_sync", None)
+        if sync is not None:
+            sync.cancel()
+        await HookCalls(self.pm).each_awaited("on_shutdown", contain=True)
+        if self.client is not None:
+            await self.client.aclose()
+            await self.http.close()
+        if self.state is not None:
+            await self.state.close()
+
+    def candidates(self, request: ChatRequest) -> list[ProviderConfig]:
+        """The enabled providers that may serve ``request``, from what it asks for in ``model``.
+
+        ``None`` or ``auto``: all. A provider id, a model name or a provider name:
+        the providers that match (in that order of precedence). A strategy name:
+        all, routed by that strategy (set on ``request.strategy``). Raises
+        UnknownModel, or NoProviderAvailable with the reason.
+        """
+        target = request.model
+        if target is None or target == "auto":
+            matches = self.config.providers
+        elif target in self._by_target:
+            matches = self._by_target[target]
+        elif target in self.strategies:
+            request.strategy = request.strategy or target
+            matches = self.config.providers
+        else:
+            raise UnknownModel(target, self.model_names())
+        enabled = [p for p in matches if p.enabled]
+        if enabled:
+            return enabled
+        raise NoProviderAvailable(self.why_no_provider(matches))
+
+    async def admit(self, request: ChatRequest) -> None:
+        """Let every ``admit`` plugin refuse ``request`` (an APIError) before it is routed."""
+        await self.hooks.each_awaited("admit", request=request, principal=request.principal)
+
+    def deadline(self, asked_s: str | None) -> float:
+        """When a request must be answered: the configured request timeout, or less if the
+        client asked for less (``x-modelbroker-timeout`` header, in seconds)."""
+        timeout = self.config.reliability.request_timeout_s
+        if asked_s:
+            try:
+                timeout = min(timeout, max(0.001, float(asked_s)))
+            except ValueError:
+                pass
+        return time.monotonic() + timeout
+
+    def model_names(self) -> list[str]:
+        """Everything a client may put in ``model``: ids, model names, ``auto`` and strategies."""
+        return [*self._by_target, "auto", *self.strategies]
+
+    def why_no_provider(self, providers: list[ProviderConfig]) -> str:
+        if not providers:
+            return f"no provider is configured in {self.config.source}; add one under 'providers:'"
+        reasons = [f"{p.id} ({p.disabled_reason or 'enabled: false'})" for p in providers]
+        return "every provider that could serve it is disabled: " + "; ".join(reasons)
+
+    def describe_plugins(self) -> list[dict[str, Any]]:
+        """Every registered plugin with the hooks it implements."""
+        rows = []
+        for name, plugin in self.pm.list_name_plugin():
+            hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
+            rows.append({"name": name, "hooks": hooks})
+        return rows
+
+
+def target_index(providers: list[ProviderConfig]) -> dict[str, list[ProviderConfig]]:
+    """``model`` value -> providers: ids first, then model names, then provider names."""
+    index: dict[str, list[ProviderConfig]] = {}
+    for key in ("id", "model", "name"):
+        found: dict[str, list[ProviderConfig]] = {}
+        for provider in providers:
+            found.setdefault(getattr(provider, key), []).append(provider)
+        for value, matches in found.items():
+            index.setdefault(value, matches)
+    return index
+
+
+def check_plugins(config: GatewayConfig, hooks: HookCalls) -> tuple[list[str], list[str]]:
+    """Check the configured strategy and adapter types exist; return what is installed."""
+    strategies = sorted({n for _, names in hooks.each("strategy_names") for n in names})
+    adapters = sorted({n for _, names in hooks.each("adapter_types") for n in names})
+    if config.strategy not in strategies:
+        raise ConfigError(
+            f"{config.source}: strategy: unknown strategy {config.strategy!r}; "
+            f"installed strategies: {', '.join(strategies) or 'none'}"
+        )
+    for index, provider in enumerate(config.providers):
+        if provider.enabled and provider.type not in adapters:
+            raise ConfigError(
+                f"{config.source}: providers[{index}].type: no installed adapter handles "
+                f"type {provider.type!r} (provider {provider.name!r}); "
+                f"installed adapter types: {', '.join(adapters) or 'none'}"
+            )
+    return strategies, adapters
+
+
+def _warn_unknown_disabled(blocked: list[str]) -> None:
+    """A name in plugins.disabled or MODELBROKER_DISABLED_PLUGINS that no installed plugin has is
+    probably misspelt, and the plugin meant to be left out is running."""
+    import importlib.metadata
+
+    installed = {entry_point.name for entry_point in importlib.metadata.entry_points(group=PROJECT)}
+    for name in dict.fromkeys(blocked):
+        if name not in installed:
+            log.warning("plugins.disabled / MODELBROKER_DISABLED_PLUGINS names %r, which no installed plugin is "
+                        "called; installed: %s", name, ", ".join(sorted(installed)))

@@ -1,0 +1,363 @@
+"""The router: order the providers, try them one by one, report every attempt.
+
+    order = select_provider(...)
+    for provider in order:
+        call_provider(...) -> on_result and answer | on_failure and next
+
+The router knows no provider and no strategy by name: the hooks decide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+
+from modelbroker._config.providers import GatewayConfig, ProviderConfig
+from modelbroker._plugins.hookcall import HookCalls, PluginError
+from modelbroker._routing.errors import (
+    AllProvidersBusy,
+    AllProvidersFailed,
+    AttemptSummary,
+    NoProviderAvailable,
+    UnknownStrategy,
+)
+from modelbroker._routing.health import HealthTracker
+from modelbroker._routing.pricing import cost_of, estimate_tokens
+from modelbroker._routing.streaming import StreamAttempt, single_chunk_stream
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError
+from modelbroker._upstream.client import UpstreamHTTP
+
+
+@dataclass(slots=True)
+class Routed:
+    """The answer to a request: who answered, what, and the attempts it took.
+
+    ``completion`` for a whole answer; ``stream`` for a streamed one, whose
+    first content is held ready to send.
+    """
+
+    provider: ProviderConfig
+    completion: Completion | None
+    attempts: list[AttemptSummary]
+    stream: StreamAttempt | None = None
+
+
+#: Failures worth trying again on the same provider.
+TRANSIENT_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.CONNECTION})
+TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def is_transient(error: ProviderError) -> bool:
+    if error.kind in TRANSIENT_KINDS:
+        return True
+    return error.kind == ErrorKind.STATUS and error.status in TRANSIENT_STATUSES and not error.quota_exhausted
+
+
+class Router:
+    """Routes requests over the providers: order, attempts, retries, fallback, deadline.
+
+    docs/reliability.md describes the policy; ``ReliabilityConfig`` holds its numbers.
+    """
+
+    def __init__(self, hooks: HookCalls, client: httpx.AsyncClient, config: GatewayConfig,
+                 health: HealthTracker, http: UpstreamHTTP) -> None:
+        self.hooks = hooks
+        self.client = client
+        self.http = http
+        self.config = config
+        self.default_strategy = config.strategy
+        self.policy = config.reliability
+        self.health = health
+
+    def order(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
+        """The providers to try for ``request``, best first, as the strategy plugin says."""
+        strategy = request.strategy or self.default_strategy
+        _, order = self.hooks.first(
+            "select_provider", request=request, providers=providers, strategy=strategy,
+            health=self.health, config=self.config,
+        )
+        if order is None:
+            raise UnknownStrategy(strategy)
+        return list(order)
+
+    def usable(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
+        """The providers that may take a request now; if all are cooling down, the one that
+        recovers first. Raises AllProvidersBusy when all are at their own limits."""
+        tokens = estimate_tokens(request.prompt_text()) if any(p.tpm for p in providers) else 0
+        ready = [p for p in providers if self.health.available(p, tokens)]
+        if ready:
+            return ready
+        resting = [p for p in providers if self.health.within_limits(p, tokens)]
+        if not resting:
+            raise AllProvidersBusy("every provider is at its max_concurrency, rpm or tpm limit")
+        return [min(resting, key=self.health.cooling_ends)]
+
+    async def route(self, request: ChatRequest, providers: list[ProviderConfig]) -> Routed:
+        """Try the ordered providers until one answers, within the request's deadline.
+
+        For ``request.stream`` a provider has answered once its stream has content
+        (``Routed.stream``); until then a failure still falls back.
+        """
+        deadline = request.deadline or (time.monotonic() + self.policy.request_timeout_s)
+        usable = self.usable(request, providers)
+        queue = self.order(request, usable)
+        if not queue:
+            raise NoProviderAvailable("the strategy left no provider to try")
+        # Only when every provider was resting is one that is not available now tried.
+        forced = len(usable) == 1 and not self.health.available(usable[0])
+        tokens = estimate_tokens(request.prompt_text()) if any(p.tpm for p in queue) else 0
+        run = _Run(request, deadline, tokens)
+        while queue and len(run.attempts) < self.policy.max_attempts:
+            provider = queue.pop(0)
+            if run.attempts and not forced and not self.health.available(provider, tokens):
+                # The order was fixed when the request arrived; since then this provider may
+                # have reached a limit, started cooling down, or begun its half-open trial.
+                continue
+            answer = await self._try_provider(run, provider, queue)
+            if answer is not None:
+                return answer
+        raise AllProvidersFailed(run.attempts, deadline=run.remaining() <= 0, retry_after=run.rate_limited_for())
+
+    async def _try_provider(self, run: _Run, provider: ProviderConfig,
+                            queue: list[ProviderConfig]) -> Routed | None:
+        """Attempts at one provider, retrying transient failures; None to go on to the next."""
+        retries = provider.retries if provider.retries is not None else self.policy.retries
+        while len(run.attempts) < self.policy.max_attempts:
+            started = time.perf_counter()
+            try:
+                answer = await self._attempt_in_time(run, provider, started)
+            except ProviderError as error:
+                run.failed(provider, error, started)
+                pause = self._retry_pause(run, provider, error, retries, queue)
+                if pause is None:
+                    return None
+                retries -= 1
+                await asyncio.sleep(pause)
+                run.waited_ms += pause * 1000  # a deliberate wait, not the gateway's overhead
+                if not self.health.may_retry(provider, run.tokens):
+                    return None  # it filled up (or began a trial) while this request waited
+                continue
+            run.succeeded(provider, started)
+            if isinstance(answer, StreamAttempt):
+                return Routed(provider, None, run.attempts, stream=answer)
+            return Routed(provider, answer, run.attempts)
+        return None
+
+    def _retry_pause(self, run: _Run, provider: ProviderConfig, error: ProviderError,
+                     retries: int, queue: list[ProviderConfig]) -> float | None:
+        """Seconds to wait before trying ``provider`` again, or None to move on.
+
+        Narrows ``queue`` to larger context windows after a context-length error.
+        """
+        if error.context_too_long:
+            queue[:] = [p for p in queue if _larger_context(p, provider)]
+            return None
+        if not is_transient(error) or retries <= 0:
+            return None
+        if error.status == 429:
+            if any(self.health.available(p) for p in queue):
+                return None  # another provider takes it at once
+            wait = error.retry_after
+            if wait is not None:
+                if wait > self.policy.max_retry_after_wait_s:
+                    return None  # never sit on a long Retry-After
+                return wait if wait < run.remaining() else None
+            # no Retry-After: an ordinary transient failure, retried after a backoff
+        if not self.health.available(provider):
+            return None  # it has just started cooling down
+        attempt = self.policy.retries - retries + 1 if provider.retries is None else provider.retries - retries + 1
+        pause = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** (attempt - 1))
+        pause *= random.uniform(0.5, 1.0)
+        return pause if pause < run.remaining() else None
+
+    async def _attempt_in_time(self, run: _Run, provider: ProviderConfig, started: float):
+        """One attempt, cut off at the request's deadline (which counts as a timeout)."""
+        remaining = run.remaining()
+        if remaining <= 0:
+            raise AllProvidersFailed(run.attempts, deadline=True)
+        number = len(run.attempts) + 1
+        self.health.begin(provider, (id(run.request), number))
+        try:
+            return await within(remaining, self._attempt(provider, run.request, number, started, run.waited_ms))
+        except asyncio.TimeoutError:
+            run.expired = True
+            error = ProviderError(ErrorKind.TIMEOUT, "the request deadline passed during this attempt")
+            self._report_failure(provider, run.request, error, number, started)
+            raise error from None
+        except asyncio.CancelledError:
+            error = ProviderError(ErrorKind.CANCELLED, "the client went away")
+            self._report_failure(provider, run.request, error, number, started)
+            raise
+
+    async def _attempt(
+        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float,
+        waited_ms: float,
+    ) -> Completion | StreamAttempt:
+        """One call; every plugin hears how it went, exactly once (for a stream, when it ends)."""
+        called = time.perf_counter()
+        answer = await self._call_reporting(provider, request, number, started)
+        if request.stream:
+            if isinstance(answer, Completion):  # an adapter that cannot stream answers whole
+                answer = single_chunk_stream(answer)
+            stream = StreamAttempt(self.hooks, provider, request, number, started, answer)
+            # Until the adapter gives its iterator, it was connecting and waiting for the
+            # upstream's head: the upstream's time, not the gateway's.
+            stream.upstream_ms = (time.perf_counter() - called) * 1000
+            await stream.open()
+            stream.overhead_ms = overhead_ms(request, waited_ms + stream.upstream_ms)
+            return stream
+        answer.cost = cost_of(provider, answer.usage)
+        answer.overhead_ms = overhead_ms(request, waited_ms + answer.upstream_ms)
+        self.hooks.notify(
+            "on_result", provider=provider, request=request, result=answer,
+            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
+        )
+        return answer
+
+    async def _call_reporting(
+        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float
+    ) -> Any:
+        """``_call``, reporting a failure to every plugin before re-raising it.
+
+        Cancellation (the client left, or the deadline passed) is reported by the caller.
+        """
+        try:
+            return await self._call(provider, request)
+        except ProviderError as error:
+            self._report_failure(provider, request, error, number, started)
+            raise
+
+    async def _call(self, provider: ProviderConfig, request: ChatRequest) -> Any:
+        """The adapter's answer: a Completion, or for a stream an async iterator of chunks."""
+        try:
+            plugin, pending = self.hooks.first(
+                "call_provider", provider=provider, request=request, client=self.client, http=self.http
+            )
+        except PluginError as exc:
+            raise ProviderError(ErrorKind.PLUGIN, str(exc)) from exc
+        if pending is None:
+            raise ProviderError(ErrorKind.PLUGIN, f"no installed adapter handles type {provider.type!r}")
+        try:
+            answer = await pending
+        except (ProviderError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            message = f"plugin {plugin!r} failed in call_provider: {type(exc).__name__}: {exc}"
+            raise ProviderError(ErrorKind.PLUGIN, message) from exc
+        if isinstance(answer, Completion) or (request.stream and hasattr(answer, "__anext__")):
+            return answer
+        if hasattr(answer, "aclose"):  # a stream nobody asked for: let its connection go
+            await answer.aclose()
+        expected = "a Completion or an async iterator of StreamChunk" if request.stream else "a Completion"
+        raise ProviderError(
+            ErrorKind.PLUGIN, f"plugin {plugin!r} answered call_provider with a {type(answer).__name__}; "
+            f"expected {expected}",
+        )
+
+    def _report_failure(
+        self, provider: ProviderConfig, request: ChatRequest, error: ProviderError,
+        number: int, started: float,
+    ) -> None:
+        self.hooks.notify(
+            "on_failure", provider=provider, request=request, error=error,
+            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
+        )
+
+
+T = TypeVar("T")
+
+
+class _Run:
+    """The bookkeeping of one request's attempts."""
+
+    def __init__(self, request: ChatRequest, deadline: float, tokens: int = 0) -> None:
+        self.request = request
+        self.deadline = deadline
+        self.tokens = tokens  # the prompt's estimate, for providers with a tpm limit
+        self.attempts: list[AttemptSummary] = []
+        self.waited_ms = 0.0  # failed attempts and backoff pauses: time not spent working
+        self.retry_afters: list[float | None] = []
+        # Set when the deadline cut an attempt off. The event loop's timer may fire a
+        # little before time.monotonic() reaches the deadline (uvloop keeps milliseconds).
+        self.expired = False
+
+    def remaining(self) -> float:
+        if self.expired:
+            return 0.0
+        return self.deadline - time.monotonic()
+
+    def failed(self, provider: ProviderConfig, error: ProviderError, started: float) -> None:
+        self.attempts.append(_failed(provider, error, started))
+        self.waited_ms += self.attempts[-1].elapsed_ms
+        # An exhausted quota is no rate limit: waiting will not help, so it sets no Retry-After.
+        limited = error.status == 429 and not error.quota_exhausted
+        self.retry_afters.append(error.retry_after if limited else -1.0)
+
+    def succeeded(self, provider: ProviderConfig, started: float) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.attempts.append(AttemptSummary(provider.id, provider.model, True, elapsed_ms))
+
+    def rate_limited_for(self) -> float | None:
+        """If every attempt was a 429, the shortest Retry-After (1 s if none was given)."""
+        if not self.retry_afters or any(r is not None and r < 0 for r in self.retry_afters):
+            return None
+        return min(r if r is not None else 1.0 for r in self.retry_afters)
+
+
+def _larger_context(candidate: ProviderConfig, failed: ProviderConfig) -> bool:
+    if candidate.context_window is None:
+        return failed.context_window is None
+    return failed.context_window is None or candidate.context_window > failed.context_window
+
+
+#: Python 3.11+ counts a task's pending cancellations (Task.cancelling/uncancel).
+COUNTS_CANCELS = sys.version_info >= (3, 11)
+
+
+async def within(seconds: float, work: Awaitable[T]) -> T:
+    """``await work``, cut off after ``seconds`` (TimeoutError); no task is made for it.
+
+    What ``asyncio.timeout`` does, with one timer and no context object: it runs once
+    per attempt, and asyncio's version cost ~9 µs of it. A cancellation from elsewhere
+    (the client left) that arrives as well stays a cancellation.
+    """
+    loop = asyncio.get_running_loop()  # once: on Python 3.11 each lookup is a getpid() system call
+    task = asyncio.current_task(loop)
+    cancelling = task.cancelling() if COUNTS_CANCELS else 0
+    expired = False
+
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        task.cancel()
+
+    timer = loop.call_later(seconds, expire)
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if expired and (not COUNTS_CANCELS or task.uncancel() <= cancelling):
+            raise asyncio.TimeoutError() from None
+        raise
+    finally:
+        timer.cancel()
+
+
+def overhead_ms(request: ChatRequest, upstream_ms: float) -> float:
+    """The gateway's own time on ``request`` so far: wall time since it arrived, less upstream waits."""
+    if not request.received_at:
+        return 0.0
+    return max(0.0, (time.perf_counter() - request.received_at) * 1000 - upstream_ms)
+
+
+def _failed(provider: ProviderConfig, error: ProviderError, started: float) -> AttemptSummary:
+    return AttemptSummary(
+        provider.id, provider.model, False, (time.perf_counter() - started) * 1000,
+        kind=error.kind.value, status=error.status, message=error.message,
+    )

@@ -1,0 +1,192 @@
+"""A streamed attempt: hold back chunks until content, relay the rest, report exactly once.
+
+Fallback is possible until the first chunk with content has gone to the
+client; ``StreamAttempt.open`` reads up to that chunk, so an upstream that
+fails early still falls back. After that, ``StreamAttempt.relay`` passes each
+chunk on as it arrives; an upstream failure then ends the stream with an
+explicit error (``StreamEnd.error``), and the attempt is recorded as
+``partial``. A client that goes away closes the upstream call, recorded as
+``cancelled``. Whatever happens, ``on_result`` or ``on_failure`` runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from modelbroker._config.providers import ProviderConfig
+from modelbroker._plugins.hookcall import HookCalls
+from modelbroker._routing.pricing import cost_of
+from modelbroker._routing.tokens import count_tokens
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
+
+
+@dataclass(slots=True)
+class StreamEnd:
+    """The last item of a relay: the completion on success, or the error that cut it."""
+
+    completion: Completion | None = None
+    error: ProviderError | None = None
+
+
+class StreamAttempt:
+    """One streamed attempt at one provider, from the upstream's first chunk to its end."""
+
+    def __init__(
+        self, hooks: HookCalls, provider: ProviderConfig, request: ChatRequest,
+        number: int, started: float, chunks: AsyncIterator[StreamChunk],
+    ) -> None:
+        self.hooks = hooks
+        self.provider = provider
+        self.request = request
+        self.number = number
+        self.started = started
+        self.chunks = chunks
+        self.held: list[StreamChunk] = []
+        self.text: list[str] = []
+        self.usage: Usage | None = None
+        self.model = provider.model
+        self.upstream_ms = 0.0
+        #: The gateway's own time until the first content was ready (set by the router).
+        self.overhead_ms = 0.0
+        self.reported = False
+
+    async def open(self) -> None:
+        """Read and hold chunks until one carries content or the stream ends.
+
+        Raises ProviderError (the attempt already reported and closed) if the
+        upstream fails before any content.
+        """
+        try:
+            while (chunk := await self._next()) is not None:
+                self.held.append(chunk)
+                if chunk.has_content:
+                    return
+        except ProviderError as error:
+            self.fail(error)
+            await self.close()
+            raise
+        except asyncio.CancelledError:  # reported by the router, as cancelled or deadline
+            self.reported = True
+            await self.close()
+            raise
+
+    async def relay(self) -> AsyncIterator[StreamChunk | StreamEnd]:
+        """Yield the held chunks, then the rest as they arrive, then one StreamEnd."""
+        try:
+            for chunk in self.held:
+                yield chunk
+            self.held = []
+            try:
+                while (chunk := await self._next()) is not None:
+                    yield chunk
+            except ProviderError as error:
+                partial = ProviderError(
+                    ErrorKind.PARTIAL, f"the stream broke after content was sent: {error}",
+                    status=error.status, usage=self._usage(),
+                )
+                self.fail(partial)
+                yield StreamEnd(error=partial)
+                return
+            yield StreamEnd(completion=self.succeed())
+        finally:
+            if not self.reported:
+                self.fail(ProviderError(ErrorKind.CANCELLED, "the client went away", usage=self._usage()))
+            await self.close()
+
+    async def close(self) -> None:
+        aclose = getattr(self.chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def succeed(self) -> Completion:
+        completion = Completion(
+            text="".join(self.text), model=self.model, usage=self._usage(),
+            upstream_ms=self.upstream_ms, overhead_ms=self.overhead_ms,
+        )
+        completion.cost = cost_of(self.provider, completion.usage)
+        self.reported = True
+        self.hooks.notify(
+            "on_result", provider=self.provider, request=self.request, result=completion,
+            elapsed_ms=self._elapsed_ms(), attempt=self.number,
+        )
+        return completion
+
+    def fail(self, error: ProviderError) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        if error.usage is not None:
+            error.cost = cost_of(self.provider, error.usage)
+        self.hooks.notify(
+            "on_failure", provider=self.provider, request=self.request, error=error,
+            elapsed_ms=self._elapsed_ms(), attempt=self.number,
+        )
+
+    async def _next(self) -> StreamChunk | None:
+        """The upstream's next chunk (None at its end), with text, usage and model noted."""
+        waited = time.perf_counter()
+        try:
+            chunk = await anext(self.chunks)
+        except StopAsyncIteration:
+            return None
+        except (ProviderError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            raise ProviderError(
+                ErrorKind.PLUGIN, f"the adapter for type {self.provider.type!r} failed while streaming: "
+                f"{type(exc).__name__}: {exc}",
+            ) from exc
+        finally:
+            self.upstream_ms += (time.perf_counter() - waited) * 1000
+        if chunk.text:
+            self.text.append(chunk.text)
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.model:
+            self.model = chunk.model
+        return chunk
+
+    def _usage(self) -> Usage:
+        """The upstream's reported usage, else a tiktoken count marked as estimated."""
+        if self.usage is not None:
+            return self.usage
+        prompt = count_tokens(self.request.prompt_text())
+        completion = count_tokens("".join(self.text))
+        return Usage(prompt, completion, prompt + completion, estimated=True)
+
+    def _elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+async def single_chunk_stream(completion: Completion) -> AsyncIterator[StreamChunk]:
+    """A whole completion as a one-chunk stream, for adapters (or upstreams) that cannot stream.
+
+    The finish reason and any tool calls come from the completion's ``raw`` answer.
+    """
+    choice = ((completion.raw or {}).get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    delta = {"role": "assistant", "content": completion.text}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+    finish = choice.get("finish_reason") or "stop"
+    head = {
+        "id": (completion.raw or {}).get("id", "chatcmpl-modelbroker"),
+        "object": "chat.completion.chunk",
+        "created": (completion.raw or {}).get("created", 0),
+        "model": completion.model,
+    }
+    yield StreamChunk(
+        raw={**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]},
+        text=completion.text, has_content=True, model=completion.model, finish_reason=finish,
+    )
+    usage = completion.usage
+    yield StreamChunk(
+        raw={**head, "choices": [], "usage": {
+            "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+            "total_tokens": usage.total_tokens,
+        }},
+        usage=usage,
+    )

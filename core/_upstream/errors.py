@@ -1,0 +1,152 @@
+"""Helpers for adapters: turn an upstream's failure into a ``ProviderError`` without secrets."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from collections.abc import Mapping
+
+import httpx
+import orjson
+
+from modelbroker._routing.types import ErrorKind, ProviderError, RateLimit
+
+MAX_MESSAGE = 300
+
+
+#: A run of characters that may hold a key, or a piece of one.
+_KEYLIKE = re.compile(r"[A-Za-z0-9_\-+/=]{8,}")
+#: A run sharing this many characters in a row with the secret is masked whole.
+_SHARED = 8
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` masked: whole, and any run of key characters that shares
+    8 characters in a row with it (a prefix, a suffix, a piece an upstream echoed back).
+
+    Redact before cutting a text short: a cut can leave a piece of the key behind.
+    """
+    if not secret or len(secret) < 4:
+        return text
+    text = text.replace(secret, "***")
+    if len(secret) < _SHARED:
+        return text
+    pieces = {secret[i:i + _SHARED] for i in range(len(secret) - _SHARED + 1)}
+
+    def masked(found: re.Match) -> str:
+        run = found.group()
+        shares = any(run[i:i + _SHARED] in pieces for i in range(len(run) - _SHARED + 1))
+        return "***" if shares else run
+
+    return _KEYLIKE.sub(masked, text)
+
+
+def snippet(body: bytes, secret: str | None, limit: int = 80) -> str:
+    """The start of ``body`` as text for a message: the secret masked first, then cut."""
+    return redact(body[:4096].decode("utf-8", "replace"), secret)[:limit]
+
+
+def transport_error(exc: httpx.HTTPError, secret: str | None = None) -> ProviderError:
+    """A ProviderError for an httpx failure that produced no HTTP answer."""
+    if isinstance(exc, httpx.TimeoutException):
+        kind, what = ErrorKind.TIMEOUT, f"{type(exc).__name__}: the upstream did not answer in time"
+    elif isinstance(exc, httpx.ConnectError):
+        kind, what = ErrorKind.CONNECT, f"cannot connect: {exc}"
+    else:
+        kind, what = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
+    return ProviderError(kind, redact(what, secret)[:MAX_MESSAGE])
+
+
+def status_error(
+    status: int, headers: Mapping[str, str], body: bytes, secret: str | None = None
+) -> ProviderError:
+    """A ProviderError for a non-2xx answer, with the upstream's own message when it gave one."""
+    detail, code = _upstream_message(body, secret)
+    message = f"upstream answered {status}" + (f": {detail}" if detail else "")
+    return ProviderError(
+        ErrorKind.STATUS,
+        redact(message, secret)[:MAX_MESSAGE],
+        status=status,
+        retry_after=retry_after_seconds(headers),
+        code=code,
+        rate_limit=rate_limit_of(headers),
+    )
+
+
+def _upstream_message(body: bytes, secret: str | None) -> tuple[str, str | None]:
+    """The upstream's error message and code, from OpenAI's (or Anthropic's) error shape."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return snippet(body, secret, 120).strip(), None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type")
+        return str(error.get("message") or code or ""), str(code) if code else None
+    if isinstance(error, str):
+        return error, None
+    return "", None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_SECONDS_PER = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def rate_limit_of(headers: Mapping[str, str]) -> RateLimit | None:
+    """The ``x-ratelimit-remaining-*`` and ``-reset-*`` headers (OpenAI, Groq and others), if any."""
+    requests = int_header(headers.get("x-ratelimit-remaining-requests"))
+    tokens = int_header(headers.get("x-ratelimit-remaining-tokens"))
+    if requests is None and tokens is None:
+        return None
+    return RateLimit(
+        remaining_requests=requests,
+        remaining_tokens=tokens,
+        reset_requests_s=duration_seconds(headers.get("x-ratelimit-reset-requests")),
+        reset_tokens_s=duration_seconds(headers.get("x-ratelimit-reset-tokens")),
+    )
+
+
+def duration_seconds(value: str | None) -> float | None:
+    """``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1h2m3.5s"`` or a plain number of seconds."""
+    if not value:
+        return None
+    if value[-1] not in "hms":  # no float() text ends so; OpenAI's resets ("6ms") skip the exception
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            pass
+    parts = _DURATION.findall(value)
+    if not parts:
+        return None
+    return sum(float(number) * _SECONDS_PER[unit] for number, unit in parts)
+
+
+def int_header(value: str | None) -> int | None:
+    """An integer header's value, or None if absent or not an integer."""
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    value = headers.get("retry-after-ms")
+    if value:
+        try:
+            return max(0.0, float(value) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,443 @@
+"""A small HTTP/1.1 client for upstream calls: pooled keep-alive connections, httptools' parser.
+
+Why not aiohttp's client: under the benchmark (``python -m bench.profile --py-spy``)
+aiohttp spent about a quarter of the gateway's CPU, ~200 µs per call; this client,
+an ``asyncio.Protocol`` around the same llhttp parser uvicorn uses, needs a
+fraction of that because it does only what an upstream call needs:
+
+* a request with a body of bytes; the status and headers once they are in; the body
+  whole (``read``) or in pieces as they arrive (``chunks``), with back-pressure;
+* keep-alive connections kept per origin, and one retry on a new connection when a
+  reused one turns out to be closed before any byte of the answer came back (most
+  likely the server closed it while idle, as the request went out; an upstream that
+  read the request and then closed without answering gets it twice);
+* TLS with the system's certificate store (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` work);
+* a connect timeout, and a read timeout that bounds each wait for data;
+* at most ``max_connections`` connections in use; callers beyond that wait for one.
+
+Not here: proxies (``core/_upstream/client.py`` sends proxied calls through aiohttp), decompression
+(the request asks for ``identity`` unless the caller sets ``accept-encoding`` itself),
+redirects, cookies, HTTP/2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import httptools
+
+from modelbroker import __version__
+
+#: Body bytes held unread before the socket stops being read (the upstream then waits).
+HIGH_WATER = 256 * 1024
+USER_AGENT = f"modelbroker/{__version__}"
+#: Sent unless the caller gives its own (in any case); compression is not supported.
+DEFAULT_HEADERS = {"user-agent": USER_AGENT, "accept-encoding": "identity"}
+#: Always the client's own, worked out from the URL and the body.
+OWN_HEADERS = frozenset({"host", "content-length"})
+#: Request heads kept (by method, URL and headers): one per provider in practice; a plugin sending
+#: per-request headers would make one each, so the table is emptied when it reaches this size.
+MAX_HEADS = 256
+
+
+class TransportError(Exception):
+    """No complete answer. ``kind`` is ``connect``, ``timeout`` or ``connection``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class ResponseHeaders(Mapping[str, str]):
+    """An answer's headers; lookups accept any case. Repeated headers are joined with ", ".
+
+    Kept as the parser gives them, bytes, names in lower case: a value is decoded when it
+    is read. Upstreams send ~25 headers (OpenAI's rate limits, Cloudflare's) and an
+    adapter reads a few; decoding every name and value as it arrived cost ~1 µs a header
+    (2026-11-28, the slow AMD machine), ~25 µs an answer.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self) -> None:
+        self.raw: dict[bytes, bytes] = {}
+
+    def get(self, key: str, default=None):
+        value = self.raw.get(key.lower().encode("latin-1"))
+        return default if value is None else value.decode("latin-1")
+
+    def __getitem__(self, key: str) -> str:
+        return self.raw[key.lower().encode("latin-1")].decode("latin-1")
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower().encode("latin-1") in self.raw
+
+    def __iter__(self) -> Iterator[str]:
+        return (name.decode("latin-1") for name in self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __repr__(self) -> str:
+        return f"ResponseHeaders({dict(self.items())!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a URL resolves to, worked out once per URL."""
+
+    origin: tuple[str, str, int]  # scheme, host, port: the pool key
+    host_header: str
+    path: str  # path and query, as sent on the request line
+    tls: bool
+
+
+def parse_target(url: str) -> Target:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("the URL is not http(s) or has no host")  # not shown: it may hold a key
+    tls = parts.scheme == "https"
+    try:
+        port = parts.port or (443 if tls else 80)
+    except ValueError:
+        raise ValueError("the URL's port is not a number") from None
+    host = parts.hostname
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == (443 if tls else 80) else f"{shown}:{port}"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target((parts.scheme, host, port), host_header, path, tls)
+
+
+class Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection, carrying one request at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self.paused = False
+        self.waiter: asyncio.Future | None = None
+        self.begin()
+
+    def begin(self) -> None:
+        """Forget the last answer; the next bytes start a new one."""
+        self.hold = True  # pause reading past HIGH_WATER unread bytes (``chunks``); ``read`` wants it all
+        if self.paused:
+            self.resume()
+        self.status = 0
+        self.headers = ResponseHeaders()
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.framed = False  # the body's end is known (content-length or chunked), not the connection's close
+        self.got_bytes = False
+        self.body: deque[bytes] = deque()
+        self.buffered = 0
+        self.error: TransportError | None = None
+
+    # ---------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.fail(TransportError("connection", f"the upstream's answer is not valid HTTP/1.1: {exc}"))
+            self.abort()
+
+    def eof_received(self) -> bool:
+        return False  # close the transport; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.headers_done and not self.framed and not self.complete and self.error is None:
+            self.complete = True  # a body that ends when the connection does
+        elif not self.complete:
+            reason = f": {exc}" if exc else ""
+            self.fail(TransportError("connection", f"the upstream closed the connection{reason}"))
+        self.wake()
+
+    def pause_writing(self) -> None:  # requests are small: nothing to hold back
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # ---------------------------------------------------------------- httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        raw = self.headers.raw
+        name = name.lower()
+        raw[name] = value if name not in raw else raw[name] + b", " + value
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.headers_done = True
+        raw = self.headers.raw
+        if b"content-length" in raw or b"transfer-encoding" in raw or self.status in (204, 304):
+            self.framed = True
+        self.wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+        self.buffered += len(body)
+        if self.hold and self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        self.wake()
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.framed = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self.wake()
+
+    # ---------------------------------------------------------------- for the client and the response
+
+    def fail(self, error: TransportError) -> None:
+        if self.error is None and not self.complete:
+            self.error = error
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until something happens (data, end, failure); TransportError('timeout') after ``timeout`` s."""
+        waiter = self.waiter = self.loop.create_future()
+        timer = self.loop.call_later(timeout, self._timed_out, waiter, timeout)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self.waiter = None
+        if waiter.result() is not None:
+            raise waiter.result()
+
+    def _timed_out(self, waiter: asyncio.Future, timeout: float) -> None:
+        if not waiter.done():
+            waiter.set_result(TransportError("timeout", f"no data from the upstream for {timeout:g} s"))
+
+    def take_chunk(self) -> bytes:
+        chunk = self.body.popleft()
+        self.buffered -= len(chunk)
+        if self.paused and self.buffered <= HIGH_WATER // 4:
+            self.resume()
+        return chunk
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    @property
+    def reusable(self) -> bool:
+        return self.complete and self.keep_alive and self.error is None and not self.closed
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Response:
+    """An answer whose headers are in; read the body, then ``release()`` (or ``async with``)."""
+
+    def __init__(self, client: Http1Client, connection: Connection, target: Target, read_timeout: float) -> None:
+        self._client = client
+        self._connection = connection
+        self._target = target
+        self._read_timeout = read_timeout
+        self._released = False
+        self.status = connection.status
+        self.headers = connection.headers
+
+    async def read(self) -> bytes:
+        """The rest of the body, at once."""
+        connection = self._connection
+        connection.hold = False
+        if connection.paused:
+            connection.resume()
+        try:
+            while not connection.complete:
+                if connection.error is not None:
+                    raise connection.error
+                await connection.wait(self._read_timeout)
+        except BaseException:
+            self.release()
+            raise
+        body = b"".join(connection.body)
+        connection.body.clear()
+        connection.buffered = 0
+        self.release()
+        return body
+
+    async def chunks(self):
+        """The body in pieces as they arrive; raises TransportError after the pieces that came before a failure."""
+        connection = self._connection
+        try:
+            while True:
+                if connection.body:
+                    yield connection.take_chunk()
+                elif connection.error is not None:
+                    raise connection.error
+                elif connection.complete:
+                    return
+                else:
+                    await connection.wait(self._read_timeout)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Give the connection back (kept if the answer was read to its end), else close it."""
+        if not self._released:
+            self._released = True
+            self._client._put_back(self._target, self._connection)
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Http1Client:
+    """Pooled connections to any number of origins; one per gateway."""
+
+    def __init__(self, *, max_connections: int = 1000, keepalive_s: float = 30.0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.keepalive_s = keepalive_s
+        self._ssl = ssl_context
+        self._targets: dict[str, Target] = {}
+        self._heads: dict[tuple, tuple[bytes, bytes]] = {}  # (method, url, *headers) -> _head()
+        self._idle: dict[tuple[str, str, int], list[Connection]] = {}
+        self._slots = asyncio.Semaphore(max_connections)
+        self._closed = False
+
+    async def request(self, method: str, url: str, body: bytes, headers: dict[str, str], *,
+                      read_timeout: float, connect_timeout: float) -> Response:
+        """Send the request; return once the answer's status and headers are in.
+
+        Raises TransportError; ValueError for a URL or header that cannot be sent.
+        """
+        target = self._targets.get(url)
+        if target is None:
+            target = self._targets[url] = parse_target(url)
+        key = (method, url, *headers.items())
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= MAX_HEADS:
+                self._heads.clear()
+            head = self._heads[key] = self._head(method, target, headers)
+        message = b"%b%d\r\n%b%b" % (head[0], len(body), head[1], body)
+        await self._slots.acquire()
+        try:
+            return await self._exchange(target, message, read_timeout, connect_timeout)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _exchange(self, target: Target, message: bytes, read_timeout: float,
+                        connect_timeout: float) -> Response:
+        while True:
+            connection = self._take_idle(target.origin)
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect(target, connect_timeout)
+            connection.begin()
+            connection.transport.write(message)
+            try:
+                while not connection.headers_done:
+                    if connection.error is not None:
+                        raise connection.error
+                    await connection.wait(read_timeout)
+            except TransportError as error:
+                connection.abort()
+                if reused and not connection.got_bytes and error.kind == "connection":
+                    continue  # most likely closed while idle, as the request went out (see above)
+                raise
+            except BaseException:
+                connection.abort()
+                raise
+            return Response(self, connection, target, read_timeout)
+
+    @staticmethod
+    def _head(method: str, target: Target, headers: dict[str, str]) -> tuple[bytes, bytes]:
+        """The request's head, in two pieces around the content-length's digits. ``host`` and
+        ``content-length`` are always the client's own (from the URL and the body); ``user-agent``
+        and ``accept-encoding`` unless the caller gave them."""
+        lines = [f"{method} {target.path} HTTP/1.1\r\nhost: {target.host_header}\r\ncontent-length: "]
+        defaults = dict(DEFAULT_HEADERS)
+        for name, value in headers.items():
+            lower = name.lower()
+            if lower in OWN_HEADERS:
+                continue
+            defaults.pop(lower, None)
+            lines.append(f"{name}: {value}\r\n")
+        lines += [f"{name}: {value}\r\n" for name, value in defaults.items()]
+        lines.append("\r\n")
+        first, rest = lines[0], "".join(lines[1:])
+        # A line break inside a name or value would start a header of its own.
+        ends = len(lines) - 1  # of header lines in ``rest``, the blank line included
+        if first.count("\n") != 2 or first.count("\r") != 2 or not rest.count("\n") == rest.count("\r") == ends:
+            raise ValueError("a request header name or value contains a line break")
+        return first.encode("latin-1"), rest.encode("latin-1")
+
+    def _take_idle(self, origin: tuple[str, str, int]) -> Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        oldest_kept = time.monotonic() - self.keepalive_s
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and connection.idle_since >= oldest_kept:
+                return connection
+            connection.abort()
+        return None
+
+    async def _connect(self, target: Target, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
+        scheme, host, port = target.origin
+        tls = self._ssl_context() if target.tls else None
+        try:
+            _, connection = await asyncio.wait_for(loop.create_connection(
+                lambda: Connection(loop), host, port, ssl=tls, server_hostname=host if tls else None), timeout)
+        except asyncio.TimeoutError:
+            raise TransportError("connect", f"cannot connect to {scheme}://{host}:{port} within {timeout:g} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError("connect", f"cannot connect to {scheme}://{host}:{port}: {exc}") from None
+        return connection
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    def _put_back(self, target: Target, connection: Connection) -> None:
+        self._slots.release()
+        if connection.reusable and not self._closed:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(target.origin, []).append(connection)
+        else:
+            connection.abort()
+
+    async def close(self) -> None:
+        """Close every kept connection; connections in use close when released."""
+        self._closed = True
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.abort()
+        self._idle.clear()
