@@ -1,3 +1,108 @@
-"""modelbroker: an LLM gateway built as a small core plus pluggy plugins."""
+"""modelbroker: an LLM gateway built as a small core plus pluggy plugins.
 
-__version__ = "0.1.0"
+This module is the public API for plugins: every name in ``__all__`` keeps working
+through the 1.x releases (docs/hooks.md, "Compatibility"). So do the modules
+``modelbroker.hookspecs`` (the hooks), ``modelbroker.testing`` (the testing kit) and
+``modelbroker.fake_upstream`` (the fake model server). Every module whose name starts
+with an underscore is internal and may change in any release.
+"""
+
+# Set before the imports below: internal modules read it while this package initializes.
+__version__ = "1.0.0"
+
+from modelbroker._cli.tables import format_table
+from modelbroker._config.messages import ConfigError
+from modelbroker._config.providers import GatewayConfig, ProviderConfig, ReliabilityConfig
+from modelbroker._config.settings import Settings, load_settings
+from modelbroker._plugins.registry import Adapter, Strategy
+from modelbroker._routing.errors import APIError
+from modelbroker._routing.health import Health
+from modelbroker._routing.pricing import cost_of, estimate_tokens, estimated_cost, estimated_usage
+from modelbroker._routing.records import AttemptRecord
+from modelbroker._routing.state import MemoryState, SharedState
+from modelbroker._routing.streaming import single_chunk_stream
+from modelbroker._routing.types import (
+    ChatRequest,
+    Completion,
+    ErrorKind,
+    Principal,
+    ProviderError,
+    RateLimit,
+    StreamChunk,
+    Usage,
+)
+from modelbroker._routing.view import GatewayView, gateway_of
+from modelbroker._server.responses import error_responses
+from modelbroker._upstream.client import UpstreamHTTP, UpstreamReply, UpstreamStream, open_event_stream
+from modelbroker._upstream.errors import (
+    duration_seconds,
+    error_message,
+    int_header,
+    rate_limit_of,
+    redact,
+    retry_after_seconds,
+    safe_message,
+    snippet,
+    status_error,
+    transport_error,
+)
+from modelbroker._upstream.sse import parse_event, sse_data
+from modelbroker.hookspecs import hookimpl
+
+__all__ = [
+    # marking hook implementations
+    "hookimpl",
+    # what travels through the hooks
+    "APIError",
+    "AttemptRecord",
+    "ChatRequest",
+    "Completion",
+    "ErrorKind",
+    "Principal",
+    "ProviderError",
+    "RateLimit",
+    "StreamChunk",
+    "Usage",
+    # configuration
+    "ConfigError",
+    "GatewayConfig",
+    "ProviderConfig",
+    "ReliabilityConfig",
+    "Settings",
+    "load_settings",
+    # strategies: what they return, what they read
+    "Strategy",
+    "Health",
+    "cost_of",
+    "estimate_tokens",
+    "estimated_cost",
+    "estimated_usage",
+    # adapters: calling an upstream, reading its answers and errors
+    "Adapter",
+    "UpstreamHTTP",
+    "UpstreamReply",
+    "UpstreamStream",
+    "open_event_stream",
+    "single_chunk_stream",
+    "sse_data",
+    "parse_event",
+    "status_error",
+    "transport_error",
+    "error_message",
+    "redact",
+    "safe_message",
+    "snippet",
+    "retry_after_seconds",
+    "rate_limit_of",
+    "duration_seconds",
+    "int_header",
+    # state shared by replicas
+    "SharedState",
+    "MemoryState",
+    # plugins' own routes and commands
+    "GatewayView",
+    "gateway_of",
+    "error_responses",
+    "format_table",
+    "__version__",
+]

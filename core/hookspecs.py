@@ -1,18 +1,26 @@
-"""The hooks a modelbroker plugin can implement, in the order a request meets them.
+"""The hooks a modelbroker plugin can implement, in the order a gateway meets them.
 
-The pluggy project name, ``modelbroker``, is also the entry-point group that
-plugins are found in. pluggy calls are synchronous: a hook that does I/O decides
-at once whether it handles the call and returns an awaitable, which the core
-awaits. Implementations may take any subset of a hook's arguments.
+The pluggy project name, ``modelbroker``, is also the entry-point group that plugins
+are found in. A plugin marks its implementations with ``modelbroker.hookimpl`` and may
+take any subset of a hook's arguments, by name. docs/hooks.md repeats every signature
+with an example.
 
-The core calls implementations one by one, latest registered first (``tryfirst``
-and ``trylast`` still apply), so an exception is attributed to the plugin that
-raised it. Hook wrappers are not supported.
+pluggy's calls are synchronous. A hook that does I/O returns an awaitable, which the
+core awaits; only ``on_startup``, ``on_shutdown`` and ``admit`` may be written as
+``async def``, and a plugin with another hook written so is refused when it loads. The
+core calls implementations one at a time (latest registered first; ``tryfirst`` and
+``trylast`` apply), so an exception is pinned on the plugin that raised it. Hook
+wrappers are not supported.
+
+Strategies and adapters are not hooks that every plugin is asked in turn: a plugin
+registers them by name (``register_strategies``, ``register_adapters``), and the router
+looks the name up. The objects they build have the methods ``select_provider`` and
+``call_provider``, described in ``modelbroker.Strategy`` and ``modelbroker.Adapter``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -26,33 +34,78 @@ if TYPE_CHECKING:
 
     from modelbroker._config.providers import GatewayConfig, ProviderConfig
     from modelbroker._config.settings import Settings
-    from modelbroker._routing.health import HealthTracker
+    from modelbroker._plugins.registry import Register, RegisterSettings
+    from modelbroker._routing.health import Health
+    from modelbroker._routing.records import AttemptRecord
     from modelbroker._routing.state import SharedState
-    from modelbroker._routing.types import ChatRequest, Completion, Principal, ProviderError, StreamChunk
-    from modelbroker._upstream.client import UpstreamHTTP
+    from modelbroker._routing.types import ChatRequest, Completion, Principal, ProviderError
+    from modelbroker.fake_upstream.formats import RegisterFakeFormat
 
 hookspec = pluggy.HookspecMarker("modelbroker")
 hookimpl = pluggy.HookimplMarker("modelbroker")
 
 
-# --- discovery: what a plugin offers --------------------------------------------
+# --- registration: what a plugin offers, asked when a gateway is built -------------------------
 
 
 @hookspec
-def strategy_names() -> list[str]:
-    """Name the routing strategies this plugin implements.
+def register_settings(register: RegisterSettings) -> None:
+    """Declare the pydantic model of a settings block under ``plugins:`` in providers.yaml.
 
-    Called once at startup, on every plugin; the lists are joined. providers.yaml's
-    ``strategy:`` must be one of them, or startup stops and lists them all.
+    :param register: ``register(name, Model)``: the block ``plugins: <name>:`` is validated
+        by ``Model`` when the gateway starts, in ``modelbroker check`` and on every reload,
+        and a problem is told as providers.yaml's are
+        (``providers.yaml: plugins.pii_guard.roles: must be a list``). An absent block
+        gives the model's defaults. ``config.plugins.settings_for(name)`` then gives the
+        model's instance to every hook and object that receives ``config``.
+
+    Called on every plugin, before the other registrations. A name registered twice stops
+    the gateway with both plugins named.
     """
 
 
 @hookspec
-def adapter_types() -> list[str]:
-    """Name the provider ``type:`` values this plugin's adapter handles.
+def register_strategies(register: Register, config: GatewayConfig) -> None:
+    """Register routing strategies by name.
 
-    Called once at startup, on every plugin; the lists are joined. Every enabled
-    provider's ``type`` must be one of them, or startup stops and lists them all.
+    :param register: ``register(name, factory)``. ``factory`` (a class or a function)
+        is called with the arguments it declares, of ``config``, and returns the object
+        used for every request: its ``select_provider`` orders the providers (see
+        ``modelbroker.Strategy``).
+    :param config: the providers.yaml the gateway is being built for, settings validated.
+
+    Called on every plugin when a gateway is built: at startup, in ``modelbroker check``
+    and on every reload, which builds new objects from the new file. providers.yaml's
+    ``strategy:`` must be a registered name. A name registered twice stops startup,
+    ``check`` and a reload, naming both plugins and their distributions.
+    """
+
+
+@hookspec
+def register_adapters(register: Register, config: GatewayConfig) -> None:
+    """Register adapters, by the provider ``type:`` each one calls.
+
+    :param register: ``register(type, factory)``. ``factory`` is called as for a strategy
+        and returns the object whose ``call_provider`` makes one attempt at a provider
+        of that type (see ``modelbroker.Adapter``).
+    :param config: the providers.yaml the gateway is being built for.
+
+    Called as ``register_strategies`` is. Every enabled provider's ``type`` must be
+    registered; a type registered twice stops the gateway with both plugins named.
+    """
+
+
+@hookspec
+def register_fake_formats(register: RegisterFakeFormat) -> None:
+    """Teach the fake upstream (``modelbroker.fake_upstream``) an adapter's wire format.
+
+    :param register: ``register(type, fake_format)``: ``fake_format`` (a
+        ``modelbroker.fake_upstream.formats.FakeFormat``) gives the endpoint a provider of
+        that ``type`` has on the fake, and reads the requests of that format. Every
+        behaviour of the fake (error statuses, cut or stalled streams, delays) then works
+        in that format, for the adapter's own tests and the testing kit's.
+
+    Called when a ``FakeUpstream`` is made without formats of its own; all run.
     """
 
 
@@ -61,10 +114,11 @@ def register_commands(commands: argparse._SubParsersAction) -> None:
     """Add subcommands to the ``modelbroker`` command line.
 
     :param commands: the argparse subparsers: ``commands.add_parser(name, help=...)``,
-        then ``parser.set_defaults(run=function)``; ``function(args)`` returns the
-        exit status. Read settings with ``modelbroker._config.settings.load_settings()``.
+        then ``parser.set_defaults(run=function)``; ``function(args)`` returns the exit
+        status. Read settings with ``modelbroker.load_settings()``.
 
-    Called on every plugin when the CLI starts; all run.
+    Called on every plugin when the CLI starts; all run. One that raises is named on
+    stderr and the others' commands stay.
     """
 
 
@@ -72,9 +126,8 @@ def register_commands(commands: argparse._SubParsersAction) -> None:
 def api_routes() -> list[APIRouter]:
     """Give FastAPI routers for the gateway to mount (a plugin's own endpoints).
 
-    Called once, when the app is built, on every plugin; every router returned
-    is included. A route reaches the plugin's state through
-    ``request.app.state.gateway`` (for example ``gateway.pm.get_plugin(name)``).
+    Called once, when the app is built, on every plugin; every router returned is
+    included. A route reaches the gateway with ``modelbroker.gateway_of(request)``.
     """
 
 
@@ -82,15 +135,17 @@ def api_routes() -> list[APIRouter]:
 def state_store(settings: Settings) -> SharedState | None:
     """Give the store for state several replicas share (limits, spend, cooldowns).
 
-    Called once at startup. Return None unless the settings ask for your
-    backend (the built-in ``redis_state`` answers when ``MODELBROKER_REDIS_URL``
-    is set). The first non-None answer wins; with none, the state stays in
-    the process (``modelbroker._routing.state.MemoryState``). The store must not raise for an
-    outage: see ``modelbroker._routing.state.SharedState``.
+    :param settings: the process settings (``MODELBROKER_*``).
+
+    Called once, when the server starts, before ``on_startup``. Return None unless the
+    settings ask for your backend (the built-in ``redis_state`` answers when
+    ``MODELBROKER_REDIS_URL`` is set). The first non-None answer wins; with none, the
+    state stays in the process (``modelbroker.MemoryState``). The store must not raise
+    for an outage: see ``modelbroker.SharedState``.
     """
 
 
-# --- lifecycle --------------------------------------------------------------------
+# --- lifecycle ---------------------------------------------------------------------------------
 
 
 @hookspec
@@ -100,19 +155,21 @@ def on_startup(
     config: GatewayConfig,
     client: httpx.AsyncClient,
     state: SharedState,
+    health: Health,
 ) -> Awaitable[None] | None:
-    """The gateway is starting: open files, start background tasks.
+    """The gateway is starting: open files, start background tasks, register per-gateway objects.
 
-    :param pm: the plugin manager; a plugin may register a stateful object here
-        (as pytest's plugins do in ``pytest_configure``).
+    :param pm: the plugin manager; a plugin may register an object here
+        (``pm.register(obj, name="myplugin.state")``), whose hooks then take part in
+        every request.
     :param settings: the process settings (``MODELBROKER_*``).
-    :param config: the parsed providers.yaml; ``config.plugins.settings_for(name)``
-        gives a plugin its own block.
-    :param client: the shared, pooled HTTP client.
-    :param state: the gateway's store for state shared by replicas (counters,
-        rate-limit windows): Redis when ``MODELBROKER_REDIS_URL`` is set.
+    :param config: the providers.yaml in force; ``config.plugins.settings_for(name)``
+        gives a plugin its validated settings.
+    :param client: the shared, pooled httpx client.
+    :param state: the store for state shared by replicas (``SharedState``).
+    :param health: the gateway's provider health, for reading (``Health``).
 
-    All implementations run; each may return an awaitable, which is awaited.
+    All implementations run, in turn; each may return an awaitable, which is awaited.
     Raising stops startup with a message naming the plugin.
     """
 
@@ -125,89 +182,37 @@ def on_shutdown() -> Awaitable[None] | None:
     """
 
 
-# --- one request ---
+# --- one request -------------------------------------------------------------------------------
 
 
 @hookspec(firstresult=True)
-def authenticate(headers: Headers, path: str) -> Awaitable[Principal] | None:
+def authenticate(headers: Headers, path: str, config: GatewayConfig) -> Awaitable[Principal] | None:
     """Decide who is calling; runs for every route but ``/health``, before the route.
 
     :param headers: the request's headers (case-insensitive).
     :param path: the request's path.
+    :param config: the providers.yaml in force (a reload applies to the next request).
 
-    Return None if you have no say (say, no client key exists: the gateway is
-    open). Else an awaitable giving the ``Principal``, or raising
-    ``modelbroker.APIError`` (401 for a missing or wrong key) to refuse the
-    request. The first non-None answer wins. Runs on every request: keep it
-    to a dictionary lookup, no database round trip.
+    Return None if you have no say (say, no client key exists: the gateway is open).
+    Else an awaitable giving the ``Principal``, or raising ``modelbroker.APIError``
+    (401 for a missing or wrong key) to refuse the request. The first non-None answer
+    wins. Runs on every request: keep it to a dictionary lookup, no database round trip.
     """
 
 
 @hookspec
-def admit(request: ChatRequest, principal: Principal | None) -> Awaitable[None] | None:
+def admit(request: ChatRequest, principal: Principal | None, config: GatewayConfig) -> Awaitable[None] | None:
     """A generation request is parsed and about to be routed: let it through or refuse it.
 
     :param request: the parsed request (``request.client`` already names the principal).
     :param principal: who is calling, from ``authenticate``, or None.
+    :param config: the providers.yaml in force; a guard reads its settings here, so a
+        reload applies them to the next request.
 
-    Refuse by raising ``modelbroker.APIError`` (403 for a model the key may not
-    use, 429 with a ``retry-after`` header for a rate limit or an exhausted
-    budget); the refusal is answered and reported through ``on_rejected``. All
-    implementations run; each may return an awaitable.
-    """
-
-
-@hookspec(firstresult=True)
-def select_provider(
-    request: ChatRequest,
-    providers: list[ProviderConfig],
-    strategy: str,
-    health: HealthTracker,
-    config: GatewayConfig,
-) -> list[ProviderConfig] | None:
-    """Order the providers to try for ``request``.
-
-    :param request: the client's request.
-    :param providers: the providers that may serve it now, in file order:
-        enabled, matching the request's ``model``, not cooling down, within
-        their limits. (When all are cooling down, the one that recovers first.)
-    :param strategy: the strategy in force (providers.yaml's, or the request's).
-    :param health: read-only use: ``health.latency_ms(p)`` (moving average),
-        ``health.p95_ms(p)``, ``health.error_rate(p)``, ``health.samples(p)``
-        and ``health.state(p)`` over each provider's recent requests.
-    :param config: the providers.yaml in force; ``config.plugins.settings_for(name)``
-        gives a strategy its settings (re-read on every call, so a reload applies).
-
-    Return None at once if ``strategy`` is not yours; else the providers to try,
-    best first (a subset is allowed). The first non-None answer wins. Must not
-    do I/O; may raise only for a bug, which fails the request with a clear error.
-    """
-
-
-@hookspec(firstresult=True)
-def call_provider(
-    provider: ProviderConfig, request: ChatRequest, client: httpx.AsyncClient, http: UpstreamHTTP
-) -> Awaitable[Completion | AsyncIterator[StreamChunk]] | None:
-    """Start one attempt at ``provider``; called per attempt until one succeeds.
-
-    :param provider: the provider to call; its ``type`` says which adapter handles it.
-    :param request: the client's request; ``request.stream`` asks for a stream.
-    :param client: a shared, pooled httpx client, for adapters written against httpx.
-    :param http: the gateway's own pooled client (``modelbroker._upstream.client.UpstreamHTTP``, keep-alive
-        HTTP/1.1 in ``core/_upstream/http1.py``): several times cheaper per call than httpx or
-        aiohttp; the built-in adapters use it. It raises ``ProviderError`` itself for
-        transport failures.
-
-    Return None at once if ``provider.type`` is not yours, else an awaitable.
-    For a whole answer it gives a ``Completion``. For ``request.stream`` it gives
-    an async iterator of ``StreamChunk`` once the upstream has accepted the
-    request (a status error is raised by the awaitable, not by the iterator;
-    the router counts the awaitable's time as the upstream's);
-    an adapter that cannot stream may give a ``Completion`` instead, which is
-    sent as one chunk. The awaitable and the iterator raise ``ProviderError``
-    for any failure, with a message that holds no secret; the iterator must
-    close its upstream connection when closed (``aclose``). The first non-None
-    answer wins.
+    Refuse by raising ``modelbroker.APIError`` (403 for a model the key may not use, 429
+    with a ``retry-after`` header for a rate limit or an exhausted budget); the refusal
+    is answered and reported through ``on_rejected``. All implementations run, in turn;
+    each may return an awaitable (``async def`` is allowed).
     """
 
 
@@ -218,12 +223,17 @@ def on_result(
     result: Completion,
     elapsed_ms: float,
     attempt: int,
+    record: AttemptRecord,
 ) -> None:
     """An attempt succeeded.
 
+    :param provider: the provider that answered.
+    :param request: the client's request.
     :param result: the completion, with ``cost`` filled in and usage as reported.
-    :param elapsed_ms: time of this attempt, from the call to its answer.
+    :param elapsed_ms: time of this attempt, from the call to its answer (a stream: its end).
     :param attempt: 1 for the request's first attempt, 2 for the next, ...
+    :param record: the attempt as one flat record (``AttemptRecord``), built once by
+        the core for every logger.
 
     Every implementation runs. Must be quick (it runs on the event loop for every
     attempt) and must not raise: an exception is logged with the plugin's name.
@@ -237,27 +247,38 @@ def on_failure(
     error: ProviderError,
     elapsed_ms: float,
     attempt: int,
+    record: AttemptRecord,
 ) -> None:
-    """An attempt failed; the router goes on to the next provider.
+    """An attempt failed; the router retries, goes on to the next provider, or answers an error.
 
-    :param error: what went wrong (``error.kind``, ``error.status``, ``error.message``).
+    :param error: what went wrong (``error.kind``, ``error.status``, ``error.code``,
+        ``error.message``).
+    :param record: the attempt as one flat record, as for ``on_result``.
 
-    Every implementation runs. Must be quick and must not raise: an exception
-    is logged with the plugin's name.
+    The other arguments are ``on_result``'s. Every implementation runs. Must be quick
+    and must not raise: an exception is logged with the plugin's name.
     """
 
 
 @hookspec
-def on_rejected(request: ChatRequest | None, request_id: str, route: str, status: int, reason: str) -> None:
+def on_rejected(
+    request: ChatRequest | None,
+    request_id: str,
+    route: str,
+    status: int,
+    reason: str,
+    record: AttemptRecord,
+) -> None:
     """A request to a generation route was refused before any attempt was made.
 
     :param request: the parsed request, or None if it was refused before parsing
-        (bad JSON, too large, wrong content type).
+        (bad JSON, too large, wrong content type, no valid key).
     :param request_id: the id returned to the client in ``x-request-id``.
     :param route: the path, e.g. ``/v1/chat/completions``.
-    :param status: the HTTP status answered (400, 404, 413, 415, 422, 429, 503, ...).
+    :param status: the HTTP status answered (400, 401, 404, 413, 415, 422, 429, 503, ...).
     :param reason: the error message the client got.
+    :param record: the refusal as a record: attempt 0, outcome ``rejected``.
 
-    Every implementation runs (a ledger records it, so every request that
-    reached the gateway is accounted for). Must be quick and must not raise.
+    Every implementation runs (a ledger records it, so every request that reached the
+    gateway is accounted for). Must be quick and must not raise.
     """

@@ -9,24 +9,20 @@ replacement, so the fallback within a level is spread too.
 import random
 from itertools import groupby
 
-from modelbroker.hookspecs import hookimpl
-
-NAME = "balanced"
+from modelbroker import hookimpl
 
 
-@hookimpl(trylast=True)
-def strategy_names():
-    return [NAME]
+class Balanced:
+    def select_provider(self, providers):
+        order = []
+        for _, level in groupby(sorted(providers, key=lambda p: p.priority), key=lambda p: p.priority):
+            order.extend(weighted_order(list(level)))
+        return order
 
 
-@hookimpl(trylast=True)
-def select_provider(providers, strategy):
-    if strategy != NAME:
-        return None
-    order = []
-    for _, level in groupby(sorted(providers, key=lambda p: p.priority), key=lambda p: p.priority):
-        order.extend(weighted_order(list(level)))
-    return order
+@hookimpl
+def register_strategies(register):
+    register("balanced", Balanced)
 
 
 def weighted_order(providers, rng=random):

@@ -4,19 +4,14 @@ The price is the request's estimated cost at each provider's prices (prompt
 length and ``max_tokens``), so split input and output prices rank correctly.
 """
 
-from modelbroker._routing.pricing import estimated_cost
-from modelbroker.hookspecs import hookimpl
-
-NAME = "cost"
+from modelbroker import estimated_cost, hookimpl
 
 
-@hookimpl(trylast=True)
-def strategy_names():
-    return [NAME]
+class Cheapest:
+    def select_provider(self, request, providers):
+        return sorted(providers, key=lambda p: (estimated_cost(p, request), p.priority))
 
 
-@hookimpl(trylast=True)
-def select_provider(request, providers, strategy):
-    if strategy != NAME:
-        return None
-    return sorted(providers, key=lambda p: (estimated_cost(p, request), p.priority))
+@hookimpl
+def register_strategies(register):
+    register("cost", Cheapest)

@@ -5,26 +5,21 @@ among them, the configured priority decides. Providers that were tried but never
 answered (every attempt failed) come last.
 """
 
-from modelbroker.hookspecs import hookimpl
-
-NAME = "latency"
+from modelbroker import hookimpl
 
 
-@hookimpl(trylast=True)
-def strategy_names():
-    return [NAME]
+class Fastest:
+    def select_provider(self, providers, health):
+        def key(provider):
+            latency = health.latency_ms(provider)
+            if latency is not None:
+                return (1, latency, provider.priority)
+            # Never answered: untried comes first; tried and only ever failed comes last.
+            return (0 if health.samples(provider) == 0 else 2, 0.0, provider.priority)
+
+        return sorted(providers, key=key)
 
 
-@hookimpl(trylast=True)
-def select_provider(providers, strategy, health):
-    if strategy != NAME:
-        return None
-
-    def key(provider):
-        latency = health.latency_ms(provider)
-        if latency is not None:
-            return (1, latency, provider.priority)
-        # Never answered: untried comes first; tried and only ever failed comes last.
-        return (0 if health.samples(provider) == 0 else 2, 0.0, provider.priority)
-
-    return sorted(providers, key=key)
+@hookimpl
+def register_strategies(register):
+    register("latency", Fastest)

@@ -1,17 +1,13 @@
 """Strategy ``priority`` (the default): lower ``priority`` first, ties in file order."""
 
-from modelbroker.hookspecs import hookimpl
-
-NAME = "priority"
+from modelbroker import hookimpl
 
 
-@hookimpl(trylast=True)
-def strategy_names():
-    return [NAME]
+class Priority:
+    def select_provider(self, providers):
+        return sorted(providers, key=lambda p: p.priority)
 
 
-@hookimpl(trylast=True)
-def select_provider(providers, strategy):
-    if strategy != NAME:
-        return None
-    return sorted(providers, key=lambda p: p.priority)
+@hookimpl
+def register_strategies(register):
+    register("priority", Priority)

@@ -22,8 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
-from modelbroker._routing.state import MemoryState
-from modelbroker.hookspecs import hookimpl
+from modelbroker import MemoryState, hookimpl
 
 log = logging.getLogger("modelbroker")
 T = TypeVar("T")

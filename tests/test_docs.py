@@ -102,7 +102,7 @@ def normalize(value: str) -> str:
 
 
 def test_hookspecs_are_found():
-    assert {"select_provider", "call_provider", "on_result", "on_failure"} <= set(hook_specs())
+    assert {"register_strategies", "register_adapters", "on_result", "on_failure"} <= set(hook_specs())
 
 
 @pytest.mark.parametrize("name", sorted(hook_specs()))

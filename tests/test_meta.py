@@ -1,4 +1,5 @@
-"""The test suite itself: every hook in core/hookspecs.py has a ``test_hook_<name>`` test."""
+"""The test suite and the project themselves: every hook in core/hookspecs.py has a
+``test_hook_<name>`` test, and every package folder is in pyproject.toml's package list."""
 
 from __future__ import annotations
 
@@ -31,9 +32,23 @@ DEFINED = defined_test_functions()
 
 
 def test_the_hooks_are_found():
-    assert {"select_provider", "call_provider", "on_result", "on_failure"} <= set(hook_names())
+    assert {"register_strategies", "register_adapters", "on_result", "on_failure"} <= set(hook_names())
 
 
 @pytest.mark.parametrize("hook", hook_names())
 def test_every_hook_has_a_test(hook):
     assert f"test_hook_{hook}" in DEFINED, f"no test named test_hook_{hook} under tests/"
+
+
+def test_every_package_folder_is_installed():
+    """setuptools maps core/ to modelbroker and plugins/ to modelbroker.plugins from an explicit
+    list: a folder left out of it would be missing from the wheel."""
+    tomllib = pytest.importorskip("tomllib")
+    root = TESTS.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    found = set()
+    for top, name in (("core", "modelbroker"), ("plugins", "modelbroker.plugins")):
+        for init in (root / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(root / top).parts
+            found.add(".".join((name, *parts)))
+    assert found == listed

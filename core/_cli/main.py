@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the installed plugins")
     plugins.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
     plugins.set_defaults(run=_plugins)
+
+    plugin = commands.add_parser("plugin", help="start a plugin of your own: modelbroker plugin new NAME --kind KIND")
+    plugin_commands = plugin.add_subparsers(dest="plugin_command", metavar="COMMAND", required=True)
+    new = plugin_commands.add_parser("new", help="write a ready distribution for a new plugin, with passing tests")
+    new.add_argument("name", help="the plugin's name: lower-case letters, digits and _ (module modelbroker_NAME)")
+    new.add_argument("--kind", required=True, choices=["strategy", "adapter", "guard", "logger"],
+                     help="what the plugin is")
+    new.add_argument("--directory", type=Path, default=Path("."), help="where to write it (default: here)")
+    new.set_defaults(run=_plugin_new)
     _add_plugin_commands(commands)
     return parser
 
@@ -67,7 +76,9 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
     from modelbroker._plugins.manager import make_plugin_manager
 
     try:
-        pm = make_plugin_manager(blocked=load_settings().disabled_plugins)
+        pm = make_plugin_manager(blocked=load_settings().disabled_plugins, strict=False)
+        for failure in pm.failures:
+            logging.getLogger("modelbroker").warning("%s", failure.message)
         HookCalls(pm).each("register_commands", contain=True, commands=commands)
     except Exception as exc:  # noqa: BLE001 - the built-in commands must still work
         logging.getLogger("modelbroker").warning(
@@ -151,15 +162,31 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from modelbroker._cli.report import describe_config
+    from modelbroker._cli.report import check_config
 
-    print(describe_config(_settings(args)))
-    return 0
+    return _print(check_config(_settings(args)))
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from modelbroker._cli.report import describe_plugins
+    from modelbroker._cli.report import list_plugins
 
-    print(describe_plugins(_settings(args)))
+    return _print(list_plugins(_settings(args)))
+
+
+def _plugin_new(args: argparse.Namespace) -> int:
+    from modelbroker._cli.scaffold import new_plugin
+
+    target = new_plugin(args.name, args.kind, args.directory)
+    print(f"wrote {target}: the {args.kind} plugin {args.name!r}, with its tests. Next:\n"
+          f"  cd {target}\n  pip install -e '.[test]'\n  pytest\n"
+          f"then edit modelbroker_{args.name}/__init__.py (its docstring says where to start).")
     return 0
 
+
+def _print(report) -> int:
+    """The report on stdout, its problems on stderr; 2 if there is any."""
+    if report.text:
+        print(report.text)
+    for problem in report.problems:
+        print(f"modelbroker: {problem}", file=sys.stderr)
+    return 2 if report.problems else 0

@@ -46,7 +46,10 @@ def message(error: dict[str, Any]) -> str:
         return str(ctx.get("error", error["msg"]))
     for bound, word in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
         if bound in ctx and kind.startswith(("greater", "less")):
-            return f"must be {word} {ctx[bound]}"
+            limit = ctx[bound]
+            if isinstance(limit, float) and limit.is_integer():
+                limit = int(limit)  # pydantic may give a bound as 0.0 where the model says 0
+            return f"must be {word} {limit}"
     if kind in _FRIENDLY:
         return _FRIENDLY[kind]
     msg = error["msg"]

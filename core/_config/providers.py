@@ -9,7 +9,7 @@ import re
 import urllib.parse
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 
 class ProviderConfig(BaseModel):
@@ -101,10 +101,15 @@ class PluginsConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     disabled: list[str] = Field(default_factory=list)
+    #: The blocks that plugins declared a model for (``register_settings``), validated.
+    _validated: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
-    def settings_for(self, plugin: str) -> dict[str, Any]:
-        """The settings block for ``plugin``, or an empty dict."""
-        value = (self.model_extra or {}).get(plugin)
+    def settings_for(self, name: str) -> Any:
+        """The settings block ``name``: an instance of the model a plugin registered for it
+        (its defaults if the block is absent), else the block as written, or an empty dict."""
+        if name in self._validated:
+            return self._validated[name]
+        value = (self.model_extra or {}).get(name)
         return value if isinstance(value, dict) else {}
 
 
@@ -124,6 +129,11 @@ class GatewayConfig(BaseModel):
     def enabled_providers(self) -> list[ProviderConfig]:
         return [p for p in self.providers if p.enabled]
 
+    def with_plugin_settings(self, validated: dict[str, BaseModel]) -> GatewayConfig:
+        """This config, with the plugins' settings blocks as their models validated them."""
+        plugins = self.plugins.model_copy()
+        plugins._validated = dict(validated)
+        return self.model_copy(update={"plugins": plugins})
 
 
 def _check_endpoint(endpoint: str) -> None:

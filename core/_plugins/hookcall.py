@@ -47,6 +47,15 @@ class HookCalls:
         """Whether any plugin implements ``hook`` (so a caller can skip building its arguments)."""
         return bool(self._impls.get(hook))
 
+    def wants(self, hook: str, argument: str) -> bool:
+        """Whether any implementation of ``hook`` declares ``argument`` (so a caller can skip
+        building an argument nobody reads)."""
+        return any(argument in argnames for _, _, argnames in self._impls.get(hook, ()))
+
+    def implementations(self, hook: str) -> list[Impl]:
+        """``(plugin name, function, argument names)`` of each implementation, in call order."""
+        return list(self._impls.get(hook, ()))
+
     def first(self, hook: str, **kwargs: Any) -> tuple[str, Any] | tuple[None, None]:
         """The first non-None answer and the plugin that gave it; raises PluginError.
 
@@ -123,9 +132,5 @@ class HookCalls:
 
 
 def _ordered_impls(caller: pluggy.HookCaller) -> list[Impl]:
-    impls = []
-    for impl in reversed(caller.get_hookimpls()):
-        if impl.hookwrapper or impl.wrapper:
-            raise PluginError(impl.plugin_name, caller.name, TypeError("hook wrappers are not supported"))
-        impls.append((impl.plugin_name, impl.function, tuple(impl.argnames)))
-    return impls
+    """pluggy's call order (its list, reversed). The plugin manager has refused hook wrappers."""
+    return [(impl.plugin_name, impl.function, tuple(impl.argnames)) for impl in reversed(caller.get_hookimpls())]

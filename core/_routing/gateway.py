@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -15,7 +16,8 @@ from modelbroker._config.messages import ConfigError
 from modelbroker._config.providers import GatewayConfig, ProviderConfig
 from modelbroker._config.settings import Settings, load_settings
 from modelbroker._plugins.hookcall import HookCalls, PluginError
-from modelbroker._plugins.manager import PROJECT, make_plugin_manager
+from modelbroker._plugins.manager import PROJECT, PluginManager, make_plugin_manager
+from modelbroker._plugins.registry import Registry, build_registry
 from modelbroker._routing.errors import NoProviderAvailable, UnknownModel
 from modelbroker._routing.health import HealthTracker
 from modelbroker._routing.router import Router
@@ -35,11 +37,13 @@ COOLDOWN_SYNC_S = 1.0
 class Gateway:
     """Holds what lives as long as the process: config, plugins, client, router."""
 
-    def __init__(self, settings: Settings, config: GatewayConfig, pm: pluggy.PluginManager) -> None:
+    def __init__(self, settings: Settings, config: GatewayConfig, pm: PluginManager) -> None:
         self.settings = settings
-        self.config = config
         self.pm = pm
-        self.strategies, self.adapter_types = check_plugins(config, HookCalls(pm))
+        #: The registrations are asked of the plugins loaded now, at startup and at every reload alike.
+        self._registering = HookCalls(pm)
+        self.registry, self.config = build_registry(pm, self._registering, config)
+        self._join(self.registry)
         self._by_target = target_index(config.providers)
         self.health = HealthTracker(config.reliability)
         self.client: httpx.AsyncClient | None = None
@@ -49,21 +53,50 @@ class Gateway:
             log.warning("%s", warning)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, pm: pluggy.PluginManager | None = None) -> Gateway:
-        """Load providers.yaml and the plugins; raises ConfigError with a clear message."""
+    def from_settings(cls, settings: Settings | None = None, pm: PluginManager | None = None, *,
+                      plugins: Mapping[str, object] | None = None, load_installed: bool = True) -> Gateway:
+        """Load providers.yaml and the plugins; raises ConfigError with a clear message.
+
+        ``plugins`` (name -> module or object) are registered besides the installed ones
+        (none, without ``load_installed``), as a test gateway does; a blocked name is left out.
+        ``pm``, a plugin manager built by the caller, is used as it is instead.
+        """
         settings = settings or load_settings()
         config = load_config(settings.config)
         try:
             if pm is None:
-                blocked = [*config.plugins.disabled, *settings.disabled_plugins]
-                if HEALTH_PLUGIN in blocked:
-                    raise ConfigError(f"plugins.disabled / MODELBROKER_DISABLED_PLUGINS: {HEALTH_PLUGIN!r} is part of "
-                                      "the core and cannot be disabled; leave it out of both")
-                pm = make_plugin_manager(blocked=blocked)
-                _warn_unknown_disabled(blocked)
+                pm = make_plugin_manager(load_entrypoints=load_installed, blocked=blocked_plugins(settings, config))
+                for name, plugin in (plugins or {}).items():
+                    pm.register(plugin, name=name)
             return cls(settings, config, pm)
         except (PluginError, pluggy.PluginValidationError) as exc:
             raise ConfigError(f"a plugin failed to load: {exc}") from None
+
+    @property
+    def strategies(self) -> list[str]:
+        """The registered strategy names, sorted."""
+        return self.registry.strategy_names
+
+    @property
+    def adapter_types(self) -> list[str]:
+        """The registered provider types, sorted."""
+        return self.registry.adapter_types
+
+    def _join(self, registry: Registry) -> None:
+        """A strategy or adapter object with ``@hookimpl`` methods takes part in the hooks, as an
+        object registered in ``on_startup`` does (a strategy that learns from ``on_result``)."""
+        for built in registry.built():
+            if _has_hookimpls(built.obj):
+                try:
+                    self.pm.register(built.obj, name=_joined_name(built))
+                except (ValueError, pluggy.PluginValidationError) as exc:
+                    raise ConfigError(f"plugin {built.plugin!r}: the object of {built.name!r} cannot take part "
+                                      f"in the hooks: {' '.join(str(exc).split())}") from None
+
+    def _leave(self, registry: Registry) -> None:
+        for built in registry.built():
+            if self.pm.get_plugin(_joined_name(built)) is built.obj:
+                self.pm.unregister(built.obj)
 
     async def start(self) -> None:
         """Open the HTTP client, run the plugins' on_startup, then freeze the hook lists."""
@@ -75,17 +108,16 @@ class Gateway:
         try:
             await HookCalls(self.pm).each_awaited(
                 "on_startup", pm=self.pm, settings=self.settings, config=self.config, client=self.client,
-                state=self.state,
+                state=self.state, health=self.health,
             )
         except PluginError:
             await self.client.aclose()
             await self.http.close()
             raise
         self.pm.register(self.health, name=HEALTH_PLUGIN)
-        self.pm.check_pending()
         self.hooks = HookCalls(self.pm)
         self._share_cooldowns()
-        self.router = Router(self.hooks, self.client, self.config, self.health, self.http)
+        self.router = Router(self.hooks, self.registry, self.client, self.config, self.health, self.http)
 
     def _share_cooldowns(self) -> None:
         """With a shared store, publish the cooldowns this replica starts and adopt, every
@@ -120,19 +152,30 @@ class Gateway:
         """Re-read providers.yaml; a valid file replaces the old one at once, an invalid one
         raises ConfigError and changes nothing. Requests in flight finish on the old one.
 
-        Plugins are not reloaded: a change to ``plugins.disabled`` needs a restart.
+        The plugins register their strategies and adapters again, for the new file, and
+        new objects are built from their factories. Plugins are not loaded or unloaded: a
+        change to ``plugins.disabled`` needs a restart.
         """
         config = await asyncio.to_thread(load_config, self.settings.config)
-        check_plugins(config, self.hooks)
+        registry, config = build_registry(self.pm, self._registering, config)
         for warning in config.warnings:
             log.warning("%s", warning)
         if config.plugins.disabled != self.config.plugins.disabled:
             log.warning("reload: plugins.disabled changed; restart the gateway for that to apply")
+        self._leave(self.registry)
+        try:
+            self._join(registry)
+        except ConfigError:
+            self._leave(registry)
+            self._join(self.registry)
+            raise
         # No await from here on: every request sees either the old set or the new one.
         self.health.policy = config.reliability
         self.config = config
+        self.registry = registry
         self._by_target = target_index(config.providers)
-        self.router = Router(self.hooks, self.client, config, self.health, self.http)
+        self.hooks = HookCalls(self.pm)
+        self.router = Router(self.hooks, registry, self.client, config, self.health, self.http)
         log.warning("reloaded %s: %d providers, strategy %r", config.source, len(config.providers), config.strategy)
         return config
 
@@ -173,7 +216,7 @@ class Gateway:
 
     async def admit(self, request: ChatRequest) -> None:
         """Let every ``admit`` plugin refuse ``request`` (an APIError) before it is routed."""
-        await self.hooks.each_awaited("admit", request=request, principal=request.principal)
+        await self.hooks.each_awaited("admit", request=request, principal=request.principal, config=self.config)
 
     def deadline(self, asked_s: str | None) -> float:
         """When a request must be answered: the configured request timeout, or less if the
@@ -217,23 +260,14 @@ def target_index(providers: list[ProviderConfig]) -> dict[str, list[ProviderConf
     return index
 
 
-def check_plugins(config: GatewayConfig, hooks: HookCalls) -> tuple[list[str], list[str]]:
-    """Check the configured strategy and adapter types exist; return what is installed."""
-    strategies = sorted({n for _, names in hooks.each("strategy_names") for n in names})
-    adapters = sorted({n for _, names in hooks.each("adapter_types") for n in names})
-    if config.strategy not in strategies:
-        raise ConfigError(
-            f"{config.source}: strategy: unknown strategy {config.strategy!r}; "
-            f"installed strategies: {', '.join(strategies) or 'none'}"
-        )
-    for index, provider in enumerate(config.providers):
-        if provider.enabled and provider.type not in adapters:
-            raise ConfigError(
-                f"{config.source}: providers[{index}].type: no installed adapter handles "
-                f"type {provider.type!r} (provider {provider.name!r}); "
-                f"installed adapter types: {', '.join(adapters) or 'none'}"
-            )
-    return strategies, adapters
+def blocked_plugins(settings: Settings, config: GatewayConfig) -> list[str]:
+    """The plugins not to load: ``plugins.disabled`` and ``MODELBROKER_DISABLED_PLUGINS`` together."""
+    blocked = [*config.plugins.disabled, *settings.disabled_plugins]
+    if HEALTH_PLUGIN in blocked:
+        raise ConfigError(f"plugins.disabled / MODELBROKER_DISABLED_PLUGINS: {HEALTH_PLUGIN!r} is part of "
+                          "the core and cannot be disabled; leave it out of both")
+    _warn_unknown_disabled(blocked)
+    return blocked
 
 
 def _warn_unknown_disabled(blocked: list[str]) -> None:
@@ -246,3 +280,12 @@ def _warn_unknown_disabled(blocked: list[str]) -> None:
         if name not in installed:
             log.warning("plugins.disabled / MODELBROKER_DISABLED_PLUGINS names %r, which no installed plugin is "
                         "called; installed: %s", name, ", ".join(sorted(installed)))
+
+
+def _has_hookimpls(obj: object) -> bool:
+    marker = f"{PROJECT}_impl"
+    return any(hasattr(getattr(type(obj), name, None), marker) for name in dir(type(obj)))
+
+
+def _joined_name(built) -> str:
+    return f"{built.plugin}/{built.name}"

@@ -17,8 +17,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from modelbroker._config.providers import ProviderConfig, ReliabilityConfig
+from modelbroker._routing import policy
 from modelbroker._routing.types import ErrorKind, ProviderError, RateLimit, Usage
 from modelbroker.hookspecs import hookimpl
 
@@ -26,12 +28,35 @@ log = logging.getLogger("modelbroker")
 
 HEALTHY, COOLING, HALF_OPEN = "healthy", "cooling_down", "half_open"
 
-#: Statuses that say the provider cannot serve anyone until someone acts: cool down at once.
-COOL_AT_ONCE = frozenset({401, 403, 404})
-#: Statuses that are the request's fault, not the provider's: they do not count as failures.
-CLIENT_FAULT = frozenset({400, 413, 422})
 #: Seconds kept of recent requests for rpm and tpm.
 MINUTE = 60.0
+
+
+class Health(Protocol):
+    """What the gateway has measured of each provider, for strategies, plugins and routes to read.
+
+    "Recent" is the last ``reliability.window`` attempts. The first three are None before
+    any data. ``state`` is ``healthy``, ``cooling_down`` or ``half_open``; ``report`` is the
+    provider's row in /health.
+    """
+
+    def latency_ms(self, provider: ProviderConfig) -> float | None:
+        """The moving average of successful attempts' latency."""
+
+    def p95_ms(self, provider: ProviderConfig) -> float | None:
+        """The recent p95 latency of successful attempts."""
+
+    def error_rate(self, provider: ProviderConfig) -> float | None:
+        """The share of recent attempts that failed."""
+
+    def samples(self, provider: ProviderConfig) -> int:
+        """How many recent attempts there were."""
+
+    def state(self, provider: ProviderConfig) -> str:
+        """``healthy``, ``cooling_down`` or ``half_open``."""
+
+    def report(self, provider: ProviderConfig) -> dict:
+        """The provider's health as /health shows it."""
 
 
 @dataclass
@@ -180,8 +205,7 @@ class HealthTracker:
         health = self.of(provider)
         health.in_flight = max(0, health.in_flight - 1)
         beside_the_trial = self._beside_the_trial(health, attempt)
-        request_fault = error.status in CLIENT_FAULT or error.context_too_long
-        if error.kind == ErrorKind.CANCELLED or (request_fault and not error.quota_exhausted):
+        if error.kind == ErrorKind.CANCELLED or policy.is_request_fault(error):
             if not beside_the_trial:
                 health.trial_in_flight = False  # not the provider's fault: no verdict on it
             return
@@ -191,11 +215,8 @@ class HealthTracker:
             return
         health.consecutive_failures += 1
         health.last_error = str(error)[:200]
-        at_once = error.status in COOL_AT_ONCE or error.quota_exhausted or (
-            error.status == 429 and error.retry_after is not None
-        )
         threshold = health.consecutive_failures >= self.policy.failure_threshold
-        if at_once or threshold or health.state != HEALTHY:
+        if policy.cools_at_once(error) or threshold or health.state != HEALTHY:
             self._cool(provider, health, error)
 
     # --- what strategies and /health read -------------------------------------------
@@ -248,16 +269,12 @@ class HealthTracker:
             health.outcomes.popleft()
 
     def _cool(self, provider: ProviderConfig, health: ProviderHealth, error: ProviderError) -> None:
-        policy = self.policy
         was = health.state
         # A failure while already cooling down (an attempt that was in flight when the
         # cooldown began) is not a repeat: it may extend the cooldown, never double it.
         if was != COOLING:
             health.cooldowns += 1
-        duration = min(policy.max_cooldown_s, policy.cooldown_s * 2 ** (max(1, health.cooldowns) - 1))
-        if error.retry_after is not None:
-            duration = max(duration, min(error.retry_after, policy.max_cooldown_s))
-        until = self.clock() + duration
+        until = self.clock() + policy.cooldown_s(self.policy, health.cooldowns, error)
         health.cooling_until = max(health.cooling_until if was == COOLING else 0.0, until)
         health.state, health.trial_in_flight = COOLING, False
         if self.on_cooldown is not None:

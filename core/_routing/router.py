@@ -1,16 +1,18 @@
 """The router: order the providers, try them one by one, report every attempt.
 
-    order = select_provider(...)
+    order = strategy.select_provider(...)        # the strategy registered under the name
     for provider in order:
-        call_provider(...) -> on_result and answer | on_failure and next
+        adapter.call_provider(...)               # the adapter registered for provider.type
+            -> on_result and answer | on_failure and next
 
-The router knows no provider and no strategy by name: the hooks decide.
+The router knows no provider and no strategy by name: it looks the names up in the
+registry that the plugins filled (``_plugins/registry.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import inspect
 import sys
 import time
 from collections.abc import Awaitable
@@ -21,15 +23,19 @@ import httpx
 
 from modelbroker._config.providers import GatewayConfig, ProviderConfig
 from modelbroker._plugins.hookcall import HookCalls, PluginError
+from modelbroker._plugins.registry import Registry
+from modelbroker._routing import policy
 from modelbroker._routing.errors import (
     AllProvidersBusy,
     AllProvidersFailed,
+    APIError,
     AttemptSummary,
     NoProviderAvailable,
     UnknownStrategy,
 )
 from modelbroker._routing.health import HealthTracker
 from modelbroker._routing.pricing import cost_of, estimate_tokens
+from modelbroker._routing.records import AttemptReporter
 from modelbroker._routing.streaming import StreamAttempt, single_chunk_stream
 from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError
 from modelbroker._upstream.client import UpstreamHTTP
@@ -49,26 +55,17 @@ class Routed:
     stream: StreamAttempt | None = None
 
 
-#: Failures worth trying again on the same provider.
-TRANSIENT_KINDS = frozenset({ErrorKind.TIMEOUT, ErrorKind.CONNECT, ErrorKind.CONNECTION})
-TRANSIENT_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-
-
-def is_transient(error: ProviderError) -> bool:
-    if error.kind in TRANSIENT_KINDS:
-        return True
-    return error.kind == ErrorKind.STATUS and error.status in TRANSIENT_STATUSES and not error.quota_exhausted
-
-
 class Router:
     """Routes requests over the providers: order, attempts, retries, fallback, deadline.
 
     docs/reliability.md describes the policy; ``ReliabilityConfig`` holds its numbers.
     """
 
-    def __init__(self, hooks: HookCalls, client: httpx.AsyncClient, config: GatewayConfig,
+    def __init__(self, hooks: HookCalls, registry: Registry, client: httpx.AsyncClient, config: GatewayConfig,
                  health: HealthTracker, http: UpstreamHTTP) -> None:
         self.hooks = hooks
+        self.report = AttemptReporter(hooks)
+        self.registry = registry
         self.client = client
         self.http = http
         self.config = config
@@ -77,15 +74,12 @@ class Router:
         self.health = health
 
     def order(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
-        """The providers to try for ``request``, best first, as the strategy plugin says."""
-        strategy = request.strategy or self.default_strategy
-        _, order = self.hooks.first(
-            "select_provider", request=request, providers=providers, strategy=strategy,
-            health=self.health, config=self.config,
-        )
-        if order is None:
-            raise UnknownStrategy(strategy)
-        return list(order)
+        """The providers to try for ``request``, best first, as its strategy says."""
+        name = request.strategy or self.default_strategy
+        strategy = self.registry.strategies.get(name)
+        if strategy is None:
+            raise UnknownStrategy(name)
+        return order_by(strategy, request, providers, self.health, self.config)
 
     def usable(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
         """The providers that may take a request now; if all are cooling down, the one that
@@ -156,10 +150,10 @@ class Router:
 
         Narrows ``queue`` to larger context windows after a context-length error.
         """
-        if error.context_too_long:
+        if policy.context_too_long(error):
             queue[:] = [p for p in queue if _larger_context(p, provider)]
             return None
-        if not is_transient(error) or retries <= 0:
+        if not policy.is_transient(error) or retries <= 0:
             return None
         if error.status == 429:
             if any(self.health.available(p) for p in queue):
@@ -172,9 +166,8 @@ class Router:
             # no Retry-After: an ordinary transient failure, retried after a backoff
         if not self.health.available(provider):
             return None  # it has just started cooling down
-        attempt = self.policy.retries - retries + 1 if provider.retries is None else provider.retries - retries + 1
-        pause = min(self.policy.backoff_max_s, self.policy.backoff_initial_s * 2 ** (attempt - 1))
-        pause *= random.uniform(0.5, 1.0)
+        retry = (self.policy.retries if provider.retries is None else provider.retries) - retries + 1
+        pause = policy.backoff_s(self.policy, retry)
         return pause if pause < run.remaining() else None
 
     async def _attempt_in_time(self, run: _Run, provider: ProviderConfig, started: float):
@@ -206,7 +199,7 @@ class Router:
         if request.stream:
             if isinstance(answer, Completion):  # an adapter that cannot stream answers whole
                 answer = single_chunk_stream(answer)
-            stream = StreamAttempt(self.hooks, provider, request, number, started, answer)
+            stream = StreamAttempt(self.report, provider, request, number, started, answer)
             # Until the adapter gives its iterator, it was connecting and waiting for the
             # upstream's head: the upstream's time, not the gateway's.
             stream.upstream_ms = (time.perf_counter() - called) * 1000
@@ -215,10 +208,7 @@ class Router:
             return stream
         answer.cost = cost_of(provider, answer.usage)
         answer.overhead_ms = overhead_ms(request, waited_ms + answer.upstream_ms)
-        self.hooks.notify(
-            "on_result", provider=provider, request=request, result=answer,
-            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
-        )
+        self.report.result(provider, request, answer, (time.perf_counter() - started) * 1000, number)
         return answer
 
     async def _call_reporting(
@@ -236,28 +226,25 @@ class Router:
 
     async def _call(self, provider: ProviderConfig, request: ChatRequest) -> Any:
         """The adapter's answer: a Completion, or for a stream an async iterator of chunks."""
-        try:
-            plugin, pending = self.hooks.first(
-                "call_provider", provider=provider, request=request, client=self.client, http=self.http
-            )
-        except PluginError as exc:
-            raise ProviderError(ErrorKind.PLUGIN, str(exc)) from exc
-        if pending is None:
+        adapter = self.registry.adapters.get(provider.type)
+        if adapter is None:
             raise ProviderError(ErrorKind.PLUGIN, f"no installed adapter handles type {provider.type!r}")
         try:
-            answer = await pending
+            answer = adapter.call({"provider": provider, "request": request, "http": self.http,
+                                   "client": self.client, "config": self.config})
+            if inspect.isawaitable(answer):
+                answer = await answer
         except (ProviderError, asyncio.CancelledError):
             raise
         except Exception as exc:
-            message = f"plugin {plugin!r} failed in call_provider: {type(exc).__name__}: {exc}"
-            raise ProviderError(ErrorKind.PLUGIN, message) from exc
+            raise ProviderError(ErrorKind.PLUGIN, str(PluginError(adapter.plugin, "call_provider", exc))) from exc
         if isinstance(answer, Completion) or (request.stream and hasattr(answer, "__anext__")):
             return answer
         if hasattr(answer, "aclose"):  # a stream nobody asked for: let its connection go
             await answer.aclose()
         expected = "a Completion or an async iterator of StreamChunk" if request.stream else "a Completion"
         raise ProviderError(
-            ErrorKind.PLUGIN, f"plugin {plugin!r} answered call_provider with a {type(answer).__name__}; "
+            ErrorKind.PLUGIN, f"plugin {adapter.plugin!r} answered call_provider with a {type(answer).__name__}; "
             f"expected {expected}",
         )
 
@@ -265,10 +252,23 @@ class Router:
         self, provider: ProviderConfig, request: ChatRequest, error: ProviderError,
         number: int, started: float,
     ) -> None:
-        self.hooks.notify(
-            "on_failure", provider=provider, request=request, error=error,
-            elapsed_ms=(time.perf_counter() - started) * 1000, attempt=number,
-        )
+        self.report.failure(provider, request, error, (time.perf_counter() - started) * 1000, number)
+
+
+def order_by(strategy, request: ChatRequest, providers: list[ProviderConfig], health, config) -> list[ProviderConfig]:
+    """``strategy``'s order for ``request``; a strategy that raises, or answers something other
+    than a list, is a bug of its plugin (PluginError, answered 500 naming it)."""
+    try:
+        order = strategy.call({"request": request, "providers": providers, "health": health, "config": config})
+    except APIError:
+        raise
+    except Exception as exc:
+        raise PluginError(strategy.plugin, "select_provider", exc) from exc
+    if not isinstance(order, (list, tuple)):
+        problem = TypeError(f"strategy {strategy.name!r} answered a {type(order).__name__}; "
+                            "select_provider must return a list of providers")
+        raise PluginError(strategy.plugin, "select_provider", problem)
+    return list(order)
 
 
 T = TypeVar("T")
@@ -297,8 +297,7 @@ class _Run:
         self.attempts.append(_failed(provider, error, started))
         self.waited_ms += self.attempts[-1].elapsed_ms
         # An exhausted quota is no rate limit: waiting will not help, so it sets no Retry-After.
-        limited = error.status == 429 and not error.quota_exhausted
-        self.retry_afters.append(error.retry_after if limited else -1.0)
+        self.retry_afters.append(error.retry_after if policy.rate_limited(error) else -1.0)
 
     def succeeded(self, provider: ProviderConfig, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000

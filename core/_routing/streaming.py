@@ -17,8 +17,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from modelbroker._config.providers import ProviderConfig
-from modelbroker._plugins.hookcall import HookCalls
 from modelbroker._routing.pricing import cost_of
+from modelbroker._routing.records import AttemptReporter
 from modelbroker._routing.tokens import count_tokens
 from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
 
@@ -35,10 +35,10 @@ class StreamAttempt:
     """One streamed attempt at one provider, from the upstream's first chunk to its end."""
 
     def __init__(
-        self, hooks: HookCalls, provider: ProviderConfig, request: ChatRequest,
+        self, report: AttemptReporter, provider: ProviderConfig, request: ChatRequest,
         number: int, started: float, chunks: AsyncIterator[StreamChunk],
     ) -> None:
-        self.hooks = hooks
+        self.report = report
         self.provider = provider
         self.request = request
         self.number = number
@@ -108,10 +108,7 @@ class StreamAttempt:
         )
         completion.cost = cost_of(self.provider, completion.usage)
         self.reported = True
-        self.hooks.notify(
-            "on_result", provider=self.provider, request=self.request, result=completion,
-            elapsed_ms=self._elapsed_ms(), attempt=self.number,
-        )
+        self.report.result(self.provider, self.request, completion, self._elapsed_ms(), self.number)
         return completion
 
     def fail(self, error: ProviderError) -> None:
@@ -120,10 +117,7 @@ class StreamAttempt:
         self.reported = True
         if error.usage is not None:
             error.cost = cost_of(self.provider, error.usage)
-        self.hooks.notify(
-            "on_failure", provider=self.provider, request=self.request, error=error,
-            elapsed_ms=self._elapsed_ms(), attempt=self.number,
-        )
+        self.report.failure(self.provider, self.request, error, self._elapsed_ms(), self.number)
 
     async def _next(self) -> StreamChunk | None:
         """The upstream's next chunk (None at its end), with text, usage and model noted."""

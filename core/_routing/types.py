@@ -164,10 +164,6 @@ class ErrorKind(str, enum.Enum):
     CANCELLED = "cancelled"
 
 
-QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"})
-CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
-
-
 class ProviderError(Exception):
     """One failed attempt at one provider.
 
@@ -202,19 +198,17 @@ class ProviderError(Exception):
 
     @property
     def quota_exhausted(self) -> bool:
-        """A refusal that will not pass by waiting: the account is out of credit."""
-        if self.status not in (400, 402, 403, 429):
-            return False
-        return self.code in QUOTA_CODES or "credit balance" in self.message.lower()
+        """The account is out of credit (read from ``code``; see docs/hooks.md, "Error codes")."""
+        from modelbroker._routing.policy import quota_exhausted
+
+        return quota_exhausted(self)
 
     @property
     def context_too_long(self) -> bool:
-        """The prompt does not fit the model's context window."""
-        if self.code in CONTEXT_CODES:
-            return True
-        text = self.message.lower()
-        return self.status in (400, 413, 422) and ("context length" in text or "context window" in text
-                                                   or "maximum context" in text or "too many tokens" in text)
+        """The prompt does not fit the model's context window (read from ``code``)."""
+        from modelbroker._routing.policy import context_too_long
+
+        return context_too_long(self)
 
     def __str__(self) -> str:
         status = f" {self.status}" if self.status is not None else ""

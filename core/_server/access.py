@@ -21,7 +21,7 @@ OPEN_PATHS = frozenset({"/health"})
 log = logging.getLogger("modelbroker")
 
 
-def principal_of(hooks, scope: Scope) -> Awaitable[Principal | None] | None:
+def principal_of(hooks, scope: Scope, config) -> Awaitable[Principal | None] | None:
     """The caller as ``authenticate`` says, to be awaited; None when no plugin answers
     (the request goes on as anyone's, with no await). Raises APIError to refuse, now or
     when awaited. A check that fails inside a plugin refuses too: a broken check never
@@ -29,7 +29,7 @@ def principal_of(hooks, scope: Scope) -> Awaitable[Principal | None] | None:
     if scope["path"] in OPEN_PATHS:
         return None
     try:
-        _, pending = hooks.first("authenticate", headers=Headers(scope=scope), path=scope["path"])
+        _, pending = hooks.first("authenticate", headers=Headers(scope=scope), path=scope["path"], config=config)
     except APIError:
         raise
     except Exception as exc:  # noqa: BLE001

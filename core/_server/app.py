@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import pluggy
@@ -28,9 +28,13 @@ from modelbroker._server.routes import admin, generate, health, openai_chat
 log = logging.getLogger("modelbroker")
 
 
-def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None = None) -> FastAPI:
-    """Build the app; raises ConfigError (with a clear message) for a bad providers.yaml."""
-    gateway = Gateway.from_settings(settings, pm)
+def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None = None, *,
+               plugins: Mapping[str, object] | None = None, load_installed: bool = True) -> FastAPI:
+    """Build the app; raises ConfigError (with a clear message) for a bad providers.yaml.
+
+    ``plugins`` and ``load_installed`` are ``Gateway.from_settings``'s (a test gateway's plugins).
+    """
+    gateway = Gateway.from_settings(settings, pm, plugins=plugins, load_installed=load_installed)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -39,6 +43,10 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
         except PluginError as exc:  # names the plugin, the hook and what it said: enough for a user
             log.debug("startup failed", exc_info=True)
             app.startup_error = f"modelbroker: cannot start: {exc}"
+            app.startup_failure = exc
+            raise
+        except Exception as exc:  # a bug: uvicorn prints the traceback; a test gateway raises it
+            app.startup_failure = exc
             raise
         if not gateway.settings.access_log:
             silence_uvicorn_access_log()
@@ -62,8 +70,7 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
 
     def refused(path: str, request_id: str, error: APIError) -> None:
         if path in GENERATION_ROUTES and gateway.router is not None:
-            gateway.hooks.notify("on_rejected", request=None, request_id=request_id, route=path,
-                                 status=error.status, reason=error.message)
+            gateway.router.report.rejected(None, request_id, path, error.status, error.message)
     install_error_handlers(app)
     edge = {"gateway": gateway, "max_body_bytes": gateway.settings.max_body_bytes, "on_refusal": refused}
     app.add_middleware(Edge, **edge)

@@ -47,6 +47,8 @@ class GatewayApp(FastAPI):
     direct: ASGIApp | None = None
     direct_paths: frozenset[str] = frozenset()
     startup_error: str | None = None
+    #: The exception that stopped startup, for a test gateway to raise (modelbroker.testing).
+    startup_failure: BaseException | None = None
 
     def serve_directly(self, app: ASGIApp, paths: frozenset[str]) -> None:
         self.direct, self.direct_paths = app, paths

@@ -64,7 +64,7 @@ class Edge:
         """Raise the APIError that refuses this request, if any; True if its body must be counted."""
         hooks = getattr(self.gateway, "hooks", None)
         if hooks is not None and hooks.has("authenticate"):
-            pending = principal_of(hooks, scope)
+            pending = principal_of(hooks, scope, self.gateway.config)
             principal = await pending if pending is not None else None
             if principal is not None:
                 state(scope)["principal"] = principal

@@ -99,10 +99,8 @@ async def handle(request: Request, exc: Exception) -> Response:
     if request.scope["path"] in GENERATION_ROUTES and not tried:
         gateway = request.app.state.gateway
         if gateway.router is not None:
-            gateway.hooks.notify(
-                "on_rejected", request=getattr(request.state, "chat", None), request_id=rid,
-                route=request.scope["path"], status=error.status, reason=error.message,
-            )
+            gateway.router.report.rejected(getattr(request.state, "chat", None), rid, request.scope["path"],
+                                           error.status, error.message)
     return error_response(error)
 
 

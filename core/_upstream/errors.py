@@ -42,6 +42,12 @@ def redact(text: str, secret: str | None) -> str:
     return _KEYLIKE.sub(masked, text)
 
 
+def safe_message(text: str, secret: str | None) -> str:
+    """``text`` fit for a ProviderError's message: the secret masked, then cut to the length
+    every error message is held to (MAX_MESSAGE characters)."""
+    return redact(text, secret)[:MAX_MESSAGE]
+
+
 def snippet(body: bytes, secret: str | None, limit: int = 80) -> str:
     """The start of ``body`` as text for a message: the secret masked first, then cut."""
     return redact(body[:4096].decode("utf-8", "replace"), secret)[:limit]
@@ -55,18 +61,20 @@ def transport_error(exc: httpx.HTTPError, secret: str | None = None) -> Provider
         kind, what = ErrorKind.CONNECT, f"cannot connect: {exc}"
     else:
         kind, what = ErrorKind.CONNECTION, f"{type(exc).__name__}: {exc}"
-    return ProviderError(kind, redact(what, secret)[:MAX_MESSAGE])
+    return ProviderError(kind, safe_message(what, secret))
 
 
 def status_error(
     status: int, headers: Mapping[str, str], body: bytes, secret: str | None = None
 ) -> ProviderError:
     """A ProviderError for a non-2xx answer, with the upstream's own message when it gave one."""
-    detail, code = _upstream_message(body, secret)
+    detail, code = error_message(body, secret)
     message = f"upstream answered {status}" + (f": {detail}" if detail else "")
+    if status in CONTEXT_STATUSES and code not in CONTEXT_CODES and _CONTEXT_WORDING.search(detail):
+        code = CONTEXT_CODE
     return ProviderError(
         ErrorKind.STATUS,
-        redact(message, secret)[:MAX_MESSAGE],
+        safe_message(message, secret),
         status=status,
         retry_after=retry_after_seconds(headers),
         code=code,
@@ -74,19 +82,58 @@ def status_error(
     )
 
 
-def _upstream_message(body: bytes, secret: str | None) -> tuple[str, str | None]:
-    """The upstream's error message and code, from OpenAI's (or Anthropic's) error shape."""
+#: The code the retry policy reads for a prompt too long for the model (``_routing/policy.py``).
+CONTEXT_CODE = "context_length_exceeded"
+CONTEXT_CODES = frozenset({CONTEXT_CODE, "string_above_max_length"})
+#: OpenAI-compatible servers that give no such code say so in words, with one of these statuses
+#: (vLLM: "This model's maximum context length is 4096 tokens...").
+CONTEXT_STATUSES = frozenset({400, 413, 422})
+_CONTEXT_WORDING = re.compile(r"context length|context window|maximum context|too many tokens", re.IGNORECASE)
+
+
+def error_message(body: bytes | str, secret: str | None = None) -> tuple[str, str | None]:
+    """The message and the code an upstream put in an error body, whatever its shape.
+
+    Read, in this order: OpenAI's and Anthropic's ``{"error": {"message", "code" or "type"}}``
+    (and Google's, whose ``code`` is the status), ``{"error": "text"}``, ``{"message": ...}``,
+    ``{"detail": ...}`` (FastAPI servers, a string or a list of problems), ``{"errors": [...]}``,
+    ``{"msg": ...}``, any of these as the first item of a JSON array, and a body that is not
+    JSON as its start. The secret is masked in the message; either part may be empty or None.
+    """
+    raw = body.encode("utf-8", "replace") if isinstance(body, str) else body
     try:
-        data = orjson.loads(body)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return snippet(body, secret, 120).strip(), None
-    error = data.get("error") if isinstance(data, dict) else None
+        return snippet(raw, secret, 120).strip(), None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if not isinstance(data, dict):
+        return "", None
+    message, code = _message_of(data)
+    return redact(message, secret), code
+
+
+def _message_of(data: dict) -> tuple[str, str | None]:
+    error = data.get("error")
     if isinstance(error, dict):
-        code = error.get("code") or error.get("type")
-        return str(error.get("message") or code or ""), str(code) if code else None
+        code = error.get("code") or error.get("type") or error.get("status")
+        return _text(error.get("message") or code), _text(code) or None
     if isinstance(error, str):
-        return error, None
+        return error, _text(data.get("code") or data.get("type")) or None
+    for key in ("message", "detail", "msg"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value, _text(data.get("code") or data.get("type")) or None
+        if key == "detail" and isinstance(value, list) and value:  # FastAPI: [{"loc", "msg", "type"}]
+            return "; ".join(_text(item.get("msg") if isinstance(item, dict) else item) for item in value), None
+    errors = data.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        return _message_of({"error": errors[0]})
     return "", None
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")

@@ -1,17 +1,15 @@
-"""Fake LLM upstream for tests, demos and fault injection: OpenAI, Anthropic and Gemini wire formats.
+"""Fake LLM upstream for tests, demos and fault injection, in every wire format an adapter brings.
 
 ``FakeUpstream`` is a real HTTP/1.1 server on plain asyncio streams (no framework), so
 it can misbehave at the socket level: slow first byte, error statuses, malformed JSON,
 dropped connections, resets mid-body, cut/stalled/erroring SSE streams.
 
-It answers, on one port:
-
-- ``POST .../chat/completions``: OpenAI chat completions (``chat_url``);
-- ``POST /v1/messages``: Anthropic's Messages API (``messages_url``; needs ``x-api-key``);
-- ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``:
-  Gemini (``gemini_url`` is the models base; key in ``x-goog-api-key`` or ``?key=``).
-
-``core/fake_upstream/formats/`` spells each format; the behaviour kinds here work the same in all.
+It knows no wire format itself: the adapter plugins give theirs (``register_fake_formats``;
+``formats.py`` holds the contract), and it answers each on one port. With the built-in
+adapters: OpenAI chat completions at ``endpoint("openai")`` (``chat_url``), Anthropic's
+Messages API at ``endpoint("anthropic")`` (needs ``x-api-key``), Gemini's
+``generateContent`` under ``endpoint("gemini")`` (key in ``x-goog-api-key`` or ``?key=``).
+The behaviour kinds here work the same in every format.
 Behaviour is chosen per model (for Gemini, the model in the URL): ``set_behavior(model, ...)``
 (model ``"*"`` is the default), ``POST /_fake/behavior`` from another process, or by
 model-name convention (``fail-500``/``fail-503``/``fail-429``, ``slow``, ``malformed``, ``drop``).
@@ -26,7 +24,6 @@ import collections
 import contextlib
 import dataclasses
 import itertools
-import re
 import socket
 import struct
 import threading
@@ -37,11 +34,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from modelbroker.fake_upstream.formats import Call, Rejected, Reply, Script
-from modelbroker.fake_upstream.formats.anthropic import AnthropicCall
-from modelbroker.fake_upstream.formats.gemini import GeminiCall
-from modelbroker.fake_upstream.formats.openai import OpenAICall
-from modelbroker.fake_upstream.formats.openai import error_body as _error_body
+from modelbroker.fake_upstream.formats import Call, FakeFormat, FakeRequest, Rejected, Reply, Script
 
 KINDS = (
     "ok", "status", "malformed", "empty_choices", "drop", "reset_mid_body",
@@ -58,8 +51,27 @@ _NAMED_MODELS = {
 _STALL_MAX_S = 300.0
 _MAX_RECORDED = 1000
 _IO_ERRORS = (ConnectionError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError)
-#: Gemini's ``{version}/models/{model}:{method}`` paths.
-_GEMINI_PATH = re.compile(r"/[^/]+/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)")
+#: The provider type a providers.yaml entry has unless it says otherwise.
+DEFAULT_TYPE = "openai"
+
+
+def installed_formats(pm: Any = None) -> dict[str, FakeFormat]:
+    """Provider type -> the fake format its adapter plugin registers (``register_fake_formats``),
+    from every installed plugin that loads (or the plugins of ``pm``)."""
+    from modelbroker._plugins.hookcall import HookCalls
+    from modelbroker._plugins.manager import make_plugin_manager
+
+    found: dict[str, FakeFormat] = {}
+    arguments = {"register": found.__setitem__}
+    for _, function, argnames in HookCalls(pm or make_plugin_manager(strict=False)).implementations(
+            "register_fake_formats"):
+        function(*map(arguments.__getitem__, argnames))
+    return found
+
+
+def _error_body(message: str) -> bytes:
+    """The fake's own errors (a request it cannot read, a path no format has)."""
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error"}})
 
 
 @dataclass
@@ -201,10 +213,15 @@ def _chunk(event: bytes) -> bytes:
 # ---------------------------------------------------------------- server
 
 class FakeUpstream:
-    """Scriptable fake upstream (OpenAI, Anthropic, Gemini); ``with FakeUpstream() as up:`` or ``await serve()``."""
+    """Scriptable fake upstream; ``with FakeUpstream() as up:`` or ``await serve()``.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    ``formats`` (provider type -> ``FakeFormat``) defaults to every installed adapter's.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0,
+                 formats: dict[str, FakeFormat] | None = None) -> None:
         self.host, self.port = host, port
+        self.formats = installed_formats() if formats is None else dict(formats)
         self.calls: collections.Counter[str] = collections.Counter()
         self.requests: list[dict] = []
         self._behaviors: dict[str, list] = {}  # model -> [Behavior, remaining times | None]
@@ -220,19 +237,19 @@ class FakeUpstream:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def endpoint(self, provider_type: str = DEFAULT_TYPE) -> str:
+        """The ``endpoint`` a provider of ``provider_type`` has on this fake."""
+        try:
+            return self.formats[provider_type].endpoint(self.url)
+        except KeyError:
+            raise KeyError(f"the fake upstream speaks no format for type {provider_type!r}; it speaks: "
+                           f"{', '.join(sorted(self.formats)) or 'none'} (an adapter brings its format "
+                           "with register_fake_formats)") from None
+
     @property
     def chat_url(self) -> str:
-        return self.url + "/v1/chat/completions"
-
-    @property
-    def messages_url(self) -> str:
-        """Anthropic's Messages API endpoint."""
-        return self.url + "/v1/messages"
-
-    @property
-    def gemini_url(self) -> str:
-        """Gemini's models base: ``{gemini_url}/{model}:generateContent``."""
-        return self.url + "/v1beta/models"
+        """The endpoint of a provider of the default type, ``openai``."""
+        return self.endpoint(DEFAULT_TYPE)
 
     # ---- behaviour configuration (thread-safe)
 
@@ -354,7 +371,7 @@ class FakeUpstream:
             return await _read_request(conn.reader)
         except ValueError:
             conn.keep_alive = False
-            await conn.respond(400, _error_body("malformed HTTP request", 400))
+            await conn.respond(400, _error_body("malformed HTTP request"))
             return None
 
     def _record(self, req: _Request, payload: Any, model: str | None) -> None:
@@ -373,35 +390,29 @@ class FakeUpstream:
             payload = orjson.loads(req.body) if req.body else None
         except orjson.JSONDecodeError:
             payload = None
-        gemini = _GEMINI_PATH.fullmatch(path) if req.method == "POST" else None
-        model = gemini["model"] if gemini else payload.get("model") if isinstance(payload, dict) else None
-        self._record(req, payload, model)
+        request = FakeRequest(req.method, path, parse_qs(query), req.headers, payload, next(self._ids))
         try:
-            call = self._call(req, path, query, payload, gemini)
+            call = self._call(request)
         except Rejected as rejected:
+            self._record(req, payload, rejected.model or _model_of(payload))
             await conn.respond(rejected.status, rejected.body)
             return True
+        self._record(req, payload, call.model if call is not None else _model_of(payload))
         if call is not None:
             return await self._answer(call, conn)
         if req.method == "GET" and path.endswith("/models"):
             data = [{"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in self.calls]
             await conn.respond(200, orjson.dumps({"object": "list", "data": data}))
             return True
-        await conn.respond(404, _error_body(f"unknown path {req.method} {req.path}", 404))
+        await conn.respond(404, _error_body(f"unknown path {req.method} {req.path}"))
         return True
 
-    def _call(self, req: _Request, path: str, query: str, payload: Any,
-              gemini: re.Match[str] | None) -> Call | None:
-        """The request in its wire format, None for another path; raises Rejected."""
-        if req.method != "POST":
-            return None
-        if path.endswith("/chat/completions"):
-            return OpenAICall(payload, next(self._ids))
-        if path == "/v1/messages":
-            return AnthropicCall(payload, req.headers, next(self._ids))
-        if gemini is not None:
-            stream = gemini["method"] == "streamGenerateContent"
-            return GeminiCall(payload, req.headers, parse_qs(query), gemini["model"], stream, next(self._ids))
+    def _call(self, request: FakeRequest) -> Call | None:
+        """The request in the first format that recognises it, None if none does; raises Rejected."""
+        for wire_format in self.formats.values():
+            call = wire_format.call(request)
+            if call is not None:
+                return call
         return None
 
     async def _control(self, req: _Request, path: str, conn: _Conn) -> bool:
@@ -502,16 +513,25 @@ async def _until_eof(reader: asyncio.StreamReader) -> None:
         pass
 
 
+def _model_of(payload: Any) -> str | None:
+    return str(payload["model"]) if isinstance(payload, dict) and payload.get("model") else None
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI entry point: run the fake upstream in the foreground."""
-    parser = argparse.ArgumentParser(description="Fake OpenAI-compatible upstream")
+    parser = argparse.ArgumentParser(
+        prog="python -m modelbroker.fake_upstream",
+        description="A fake model server on loopback, in every wire format an installed adapter brings. "
+                    "Its models answer 'Fake reply from <model>: <your prompt>'; some names fail on purpose "
+                    "(fail-500, fail-503, fail-429, slow, malformed, drop). POST /_fake/behavior sets others.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     args = parser.parse_args(argv)
     upstream = FakeUpstream(args.host, args.port)
 
     def announce() -> None:
-        print(f"fake upstream listening on {upstream.url}", flush=True)
+        endpoints = "\n".join(f"  {kind:<10} {upstream.endpoint(kind)}" for kind in sorted(upstream.formats))
+        print(f"fake upstream listening on {upstream.url}; endpoints by provider type:\n{endpoints}", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(upstream.serve(on_listening=announce))

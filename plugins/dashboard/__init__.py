@@ -9,7 +9,7 @@ docs/observability.md describes it.
 
 from __future__ import annotations
 
-from modelbroker.hookspecs import hookimpl
+from modelbroker import hookimpl
 
 __all__ = ["api_routes"]
 

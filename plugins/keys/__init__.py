@@ -17,23 +17,46 @@ providers.yaml::
 
 from __future__ import annotations
 
-from modelbroker.hookspecs import hookimpl
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from modelbroker import hookimpl
 from modelbroker.plugins.keys.cache import DEFAULT_REFRESH_S
 from modelbroker.plugins.keys.guard import GUARD_NAME, KeyGuard
 from modelbroker.plugins.keys.limits import Limits
-from modelbroker.plugins.ledger.database import open_database
-from modelbroker.plugins.ledger.options import LedgerOptions, sqlite_path
+from modelbroker.plugins.storage.database import open_database
+from modelbroker.plugins.storage.location import database_url, sqlite_path
 
 __all__ = ["GUARD_NAME", "KeyGuard", "on_startup", "register_commands"]
 
 NAME = "keys"
 
 
-@hookimpl(trylast=True)
+class KeysSettings(BaseModel):
+    """``plugins: keys:``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_s: float = Field(default=DEFAULT_REFRESH_S, gt=0, allow_inf_nan=False,
+                             description="seconds between two reads of the key table")
+
+    @field_validator("refresh_s", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds above 0, not true or false")
+        return value
+
+
+@hookimpl
+def register_settings(register):
+    register(NAME, KeysSettings)
+
+
+@hookimpl
 def on_startup(pm, settings, config, state):
     """Register this gateway's key guard and start it (key table read, spend seeded)."""
-    refresh_s = refresh_interval(config.plugins.settings_for(NAME))
-    url = LedgerOptions.from_settings(settings).database_url
+    refresh_s = config.plugins.settings_for(NAME).refresh_s
+    url = database_url(settings)
     guard = KeyGuard(open_database(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url))
     pm.register(guard, name=GUARD_NAME)
     return guard.start()
@@ -44,11 +67,3 @@ def register_commands(commands):
     from modelbroker.plugins.keys.cli import add_commands
 
     add_commands(commands)
-
-
-def refresh_interval(options: dict) -> float:
-    """``plugins: keys: refresh_s`` (seconds > 0), by default 2."""
-    value = options.get("refresh_s", DEFAULT_REFRESH_S)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"plugins.keys.refresh_s must be a number of seconds above 0, not {value!r}")
-    return float(value)

@@ -17,9 +17,9 @@ import logging
 from collections.abc import Callable
 
 from modelbroker.plugins.keys.keygen import hash_key, same_hash
-from modelbroker.plugins.keys.store import ClientKey, KeysSchemaTooNew, load_keys, migrate
-from modelbroker.plugins.ledger.database import Database, DatabaseURLError
-from modelbroker.plugins.ledger.writer import describe
+from modelbroker.plugins.keys.store import ClientKey, load_keys, migrate
+from modelbroker.plugins.storage.database import Database, DatabaseURLError, describe
+from modelbroker.plugins.storage.migrations import SchemaTooNew
 
 log = logging.getLogger("modelbroker")
 
@@ -47,7 +47,7 @@ class KeyCache:
         """Read the table once (waiting up to ``timeout_s``), then keep it fresh in the background."""
         try:
             await asyncio.wait_for(self.refresh(), timeout_s)
-        except (KeysSchemaTooNew, DatabaseURLError):  # no retry can help
+        except (SchemaTooNew, DatabaseURLError):  # no retry can help
             raise
         except Exception as exc:  # noqa: BLE001 - unreachable or slow: the background task retries
             self._failed(exc)

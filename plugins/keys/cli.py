@@ -14,26 +14,27 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from modelbroker._cli.report import table
+from modelbroker import format_table as table
 from modelbroker.plugins.keys.keygen import check_name, hash_key, key_prefix, new_key
 from modelbroker.plugins.keys.store import (
     ClientKey,
     KeyNameTaken,
-    KeysSchemaTooNew,
     insert_key,
     load_keys,
     migrate,
     revoke_key,
 )
-from modelbroker.plugins.ledger.database import (
+from modelbroker.plugins.storage.database import (
     Database,
     DatabaseError,
     DatabaseURLError,
     UnsupportedDatabase,
+    describe,
     open_database,
 )
-from modelbroker.plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
-from modelbroker.plugins.ledger.writer import describe
+from modelbroker.plugins.storage.location import database_url, sqlite_path
+from modelbroker.plugins.storage.migrations import SchemaTooNew
+from modelbroker.plugins.storage.urls import safe_url
 
 LIST_HEADER = ["name", "prefix", "daily", "monthly", "rpm", "tpm", "models", "created", "revoked"]
 
@@ -105,9 +106,9 @@ def _revoke(args: argparse.Namespace) -> int:
 
 def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
     """Migrate the key table in the configured database, then do ``work`` on it."""
-    from modelbroker._config.settings import load_settings
+    from modelbroker import load_settings
 
-    url = LedgerOptions.from_settings(load_settings()).database_url
+    url = database_url(load_settings())
     path = sqlite_path(url)
     if path is not None:
         try:
@@ -130,7 +131,7 @@ def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
         raise SystemExit(_fail(str(exc), status=2)) from None
     except (DatabaseError, OSError, asyncio.TimeoutError) as exc:
         raise SystemExit(_fail(f"cannot use the key table at {safe_url(url)}: {describe(exc)}")) from None
-    except KeysSchemaTooNew as exc:
+    except SchemaTooNew as exc:
         raise SystemExit(_fail(str(exc))) from None
 
 

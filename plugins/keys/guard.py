@@ -8,15 +8,12 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from modelbroker._routing.errors import APIError
-from modelbroker._routing.types import Principal
-from modelbroker.hookspecs import hookimpl
+from modelbroker import APIError, Principal, hookimpl
 from modelbroker.plugins.keys.cache import KeyCache
 from modelbroker.plugins.keys.keygen import bearer_token
 from modelbroker.plugins.keys.limits import DAY, MONTH, Limits, period_start
 from modelbroker.plugins.keys.store import ClientKey, ledger_spend
-from modelbroker.plugins.ledger.database import Database
-from modelbroker.plugins.ledger.writer import describe
+from modelbroker.plugins.storage.database import Database, describe
 
 log = logging.getLogger("modelbroker")
 

@@ -20,8 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from modelbroker._routing.errors import APIError
-from modelbroker._routing.state import SharedState
+from modelbroker import APIError, SharedState
 from modelbroker.plugins.keys.store import ClientKey
 
 log = logging.getLogger("modelbroker")

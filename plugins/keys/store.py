@@ -1,8 +1,8 @@
 """The ``client_keys`` table in the ledger's database, its migrations, and the queries on it.
 
 The keys have their own version table, ``keys_schema_version``, so they migrate
-independently of the ledger (which may be disabled); the mechanism, migrations in one
-transaction under a lock, is the ledger's (``plugins/ledger/migrations.py``): gateways
+independently of the ledger (which may be disabled), with the storage's one migration
+helper (``plugins/storage/migrations.py``): one transaction under a lock, so gateways
 and the CLI may start at once. Never edit a migration that has shipped; add one.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from modelbroker.plugins.ledger.database import Connection, Database, UniqueViolation, placeholders
-from modelbroker.plugins.ledger.migrations import TIMESTAMP, Migration, apply
+from modelbroker.plugins.storage.database import Connection, Database, UniqueViolation, placeholders
+from modelbroker.plugins.storage.migrations import TIMESTAMP, Migration, Schema
 
 #: Not the ledger's lock key: the two version tables migrate independently.
 MIGRATION_LOCK_KEY = 0x6D62_6B79  # "mbky"
@@ -67,10 +67,6 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-class KeysSchemaTooNew(Exception):
-    """The database was migrated by a newer modelbroker than this one."""
-
-
 class KeyNameTaken(Exception):
     """An unrevoked key already has this name."""
 
@@ -100,17 +96,12 @@ class ClientKey:
         return any(v is not None for v in (self.budget_daily, self.budget_monthly, self.rpm, self.tpm))
 
 
+KEYS = Schema("the client keys", MIGRATIONS, VERSION_TABLE, MIGRATION_LOCK_KEY)
+
+
 async def migrate(db: Database) -> int:
     """Bring the keys' tables to the latest version; returns it. Safe from many processes at once."""
-    async with db.writing() as conn:
-        return await apply(conn, MIGRATIONS, VERSION_TABLE, MIGRATION_LOCK_KEY, _too_new)
-
-
-def _too_new(found: int, known: int) -> KeysSchemaTooNew:
-    return KeysSchemaTooNew(
-        f"the client keys in the database are at schema version {found}, but this modelbroker "
-        f"knows versions up to {known}; upgrade modelbroker"
-    )
+    return await KEYS.migrate(db)
 
 
 async def load_keys(db: Database) -> list[ClientKey]:

@@ -9,14 +9,14 @@ has the schema, SQL examples and the outage behaviour.
 
 from __future__ import annotations
 
-from modelbroker.hookspecs import hookimpl
+from modelbroker import hookimpl
 from modelbroker.plugins.ledger.options import LedgerOptions
 from modelbroker.plugins.ledger.store import STORE_NAME, LedgerStore
 
 __all__ = ["STORE_NAME", "LedgerStore", "api_routes", "on_startup", "register_commands"]
 
 
-@hookimpl(trylast=True)
+@hookimpl
 def on_startup(pm, settings):
     """Register this gateway's ledger and start it (schema migrated, writer running)."""
     store = LedgerStore(LedgerOptions.from_settings(settings))
@@ -45,7 +45,7 @@ def register_commands(commands):
 def _usage(args) -> int:
     import sys
 
-    from modelbroker._config.settings import load_settings
+    from modelbroker import load_settings
     from modelbroker.plugins.ledger.cli import UsageError, print_usage
 
     try:

@@ -26,9 +26,9 @@ from itertools import chain
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-from modelbroker.plugins.ledger.database import Database
 from modelbroker.plugins.ledger.records import Record
 from modelbroker.plugins.ledger.schema import RECORD_COLUMNS
+from modelbroker.plugins.storage.database import Database
 
 if TYPE_CHECKING:
     import sqlite3

@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from modelbroker._cli.report import table
-from modelbroker.plugins.ledger.database import DatabaseError, DatabaseURLError, UnsupportedDatabase, open_database
-from modelbroker.plugins.ledger.options import LedgerOptions, safe_url, sqlite_path
+from modelbroker import format_table as table
+from modelbroker.plugins.ledger.options import LedgerOptions
 from modelbroker.plugins.ledger.queries import UsageQueryError, Window, parse_group_by, parse_window, usage_report
 from modelbroker.plugins.ledger.schema import current_version
-from modelbroker.plugins.ledger.writer import describe
+from modelbroker.plugins.storage.database import (
+    DatabaseError,
+    DatabaseURLError,
+    UnsupportedDatabase,
+    describe,
+    open_database,
+)
+from modelbroker.plugins.storage.location import sqlite_path
+from modelbroker.plugins.storage.urls import safe_url
 
 HEADER = ["requests", "attempts", "failures", "rejected", "tokens in", "tokens out", "cost", "p50 ms", "p95 ms"]
 

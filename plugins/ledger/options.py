@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelbroker.plugins.ledger.urls import DatabaseURL, UnsupportedDatabase, safe_url
+from modelbroker.plugins.storage.location import database_url, log_directory, sqlite_path
+from modelbroker.plugins.storage.urls import safe_url
 
-DATABASE_FILE = "modelbroker.db"
 SPILL_FILE = "ledger-spill.jsonl"
 
 
@@ -28,7 +28,7 @@ class LedgerOptions:
 
     @classmethod
     def from_settings(cls, settings) -> LedgerOptions:
-        url = settings.database_url or default_database_url(settings.log_file)
+        url = database_url(settings)
         spill = Path(settings.ledger_spill_file) if settings.ledger_spill_file else default_spill_file(
             url, settings.log_file)
         return cls(
@@ -45,26 +45,8 @@ class LedgerOptions:
         return safe_url(self.database_url)
 
 
-def log_directory(log_file: str) -> Path:
-    """The folder of app.log (the current folder when there is no log file)."""
-    return Path(log_file).parent if log_file else Path(".")
-
-
-def default_database_url(log_file: str) -> str:
-    """An SQLite file beside app.log: ``./modelbroker.db`` with the default settings."""
-    return f"sqlite:///{log_directory(log_file).as_posix()}/{DATABASE_FILE}"
-
-
 def default_spill_file(database_url: str, log_file: str) -> Path:
     """``ledger-spill.jsonl`` beside an SQLite database, else beside app.log."""
     path = sqlite_path(database_url)
     folder = path.parent if path is not None else log_directory(log_file)
     return folder / SPILL_FILE
-
-
-def sqlite_path(database_url: str) -> Path | None:
-    """The file of an SQLite URL; None for another database or an in-memory one."""
-    try:
-        return DatabaseURL.parse(database_url).path
-    except UnsupportedDatabase:
-        return None

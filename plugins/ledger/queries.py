@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-from modelbroker.plugins.ledger.database import Connection, Database
+from modelbroker.plugins.storage.database import Connection, Database
 
 GROUPS = ("provider", "model", "day", "client")
 DEFAULT_DAYS = 30

@@ -1,7 +1,7 @@
-"""One ledger record (a row of ``attempts``) from what a hook was told.
+"""One ledger record (a row of ``attempts``), from the core's record of an attempt.
 
 A record is a plain dict with every column of ``attempts`` (but the key), so a
-batch of them is one executemany. Building one is cheap: it runs on the event
+batch of them is one executemany. Making one is cheap: it runs on the event
 loop, for every attempt.
 """
 
@@ -12,12 +12,11 @@ from typing import Any
 
 import orjson
 
-from modelbroker._routing.types import ErrorKind, unique_id
+from modelbroker import AttemptRecord
 
-#: How an attempt ended, in the ``outcome`` column.
+#: How an attempt ended, in the ``outcome`` column (``AttemptRecord.outcome``'s values).
 OK, FAILED, PARTIAL, CANCELLED, REJECTED = "ok", "failed", "partial", "cancelled", "rejected"
 OUTCOMES = (OK, FAILED, PARTIAL, CANCELLED, REJECTED)
-_OUTCOME_OF_KIND = {ErrorKind.PARTIAL: PARTIAL, ErrorKind.CANCELLED: CANCELLED}
 
 #: Longest error text kept; the message holds no secret (adapters remove keys).
 MAX_ERROR_CHARS = 500
@@ -25,51 +24,21 @@ MAX_ERROR_CHARS = 500
 Record = dict[str, Any]
 
 
-def result_record(provider, request, result, elapsed_ms: float, attempt: int) -> Record:
-    """The record of a successful attempt: one dict literal, since it is built for nearly every
-    request (the blank-then-update way of the others cost twice as much)."""
-    usage = result.usage
+def row_of(record: AttemptRecord) -> Record:
+    """The ledger's row for the core's record of an attempt or a refusal: one dict literal."""
     return {
-        "request_id": request.request_id, "attempt": attempt, "time": datetime.now(timezone.utc),
-        "route": request.route, "client": request.client, "provider": provider.name,
-        "provider_id": provider.id, "model": provider.model, "model_used": result.model,
-        "success": True, "outcome": OK, "error_kind": None, "status": None, "error": None,
-        "prompt_tokens": usage.prompt_tokens if usage else 0,
-        "completion_tokens": usage.completion_tokens if usage else 0,
-        "total_tokens": usage.total_tokens if usage else 0,
-        "cached_tokens": usage.cached_tokens if usage else None,
-        "reasoning_tokens": usage.reasoning_tokens if usage else None,
-        "tokens_estimated": bool(usage.estimated) if usage else False, "cost": float(result.cost),
-        "latency_ms": round(elapsed_ms, 3), "overhead_ms": round(result.overhead_ms, 3),
-        "request_uid": request.uid,
+        "request_id": record.request_id, "attempt": record.attempt,
+        "time": datetime.fromtimestamp(record.time, timezone.utc), "route": record.route,
+        "client": record.client, "provider": record.provider, "provider_id": record.provider_id,
+        "model": record.model, "model_used": record.model_used, "success": record.outcome == OK,
+        "outcome": record.outcome, "error_kind": record.error_kind, "status": record.status,
+        "error": _short(record.error), "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens, "total_tokens": record.total_tokens,
+        "cached_tokens": record.cached_tokens, "reasoning_tokens": record.reasoning_tokens,
+        "tokens_estimated": bool(record.tokens_estimated), "cost": float(record.cost),
+        "latency_ms": _round(record.latency_ms), "overhead_ms": _round(record.overhead_ms),
+        "request_uid": record.request_uid,
     }
-
-
-def failure_record(provider, request, error, elapsed_ms: float, attempt: int) -> Record:
-    record = _attempt(provider, request, elapsed_ms, attempt)
-    record.update(success=False, outcome=_OUTCOME_OF_KIND.get(error.kind, FAILED), error_kind=error.kind.value,
-                  status=error.status, error=_short(error.message), cost=float(error.cost))
-    _add_usage(record, error.usage)
-    return record
-
-
-def rejected_record(request, request_id: str, route: str, status: int, reason: str) -> Record:
-    """A request refused before any attempt: attempt 0, no tokens, no cost."""
-    record = _blank(request_id, 0)
-    record.update(request_uid=getattr(request, "uid", None) or unique_id(), route=route,
-                  client=getattr(request, "client", None), success=False, outcome=REJECTED,
-                  status=status, error=_short(reason))
-    return record
-
-
-def _attempt(provider, request, elapsed_ms: float, attempt: int) -> Record:
-    record = _blank(request.request_id, attempt)
-    record.update(
-        request_uid=request.uid, route=request.route,
-        client=request.client, provider=provider.name, provider_id=provider.id, model=provider.model,
-        latency_ms=round(elapsed_ms, 3),
-    )
-    return record
 
 
 def _blank(request_id: str, attempt: int) -> Record:
@@ -83,14 +52,8 @@ def _blank(request_id: str, attempt: int) -> Record:
     }
 
 
-def _add_usage(record: Record, usage) -> None:
-    if usage is None:
-        return
-    record.update(
-        prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens, cached_tokens=usage.cached_tokens,
-        reasoning_tokens=usage.reasoning_tokens, tokens_estimated=bool(usage.estimated),
-    )
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 def _short(message: str | None) -> str | None:

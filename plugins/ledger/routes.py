@@ -7,12 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from modelbroker._routing.errors import APIError
-from modelbroker._server.responses import JSONResponse, error_responses
-from modelbroker.plugins.ledger.database import DatabaseError
+from modelbroker import APIError, error_responses, gateway_of
 from modelbroker.plugins.ledger.queries import UsageQueryError, parse_group_by, parse_window, usage_report
 from modelbroker.plugins.ledger.store import STORE_NAME
-from modelbroker.plugins.ledger.writer import describe
+from modelbroker.plugins.storage.database import DatabaseError, describe
 
 router = APIRouter()
 
@@ -26,14 +24,14 @@ async def usage(
     start: Annotated[str | None, Query(alias="from", description="ISO date or datetime (default: 30 days ago)")] = None,
     to: Annotated[str | None, Query(description="ISO date (the whole day) or datetime (default: now)")] = None,
     group_by: Annotated[str | None, Query(description="provider, model, day, client or none; or two joined by a comma, e.g. day,provider")] = None,
-) -> JSONResponse:
+) -> dict:
     """Requests, attempts, failures, tokens, cost and p50/p95 latency, in total and per group."""
     try:
         window = parse_window(start, to)
         group = parse_group_by(group_by)
     except UsageQueryError as exc:
         raise APIError(400, str(exc), code="invalid_parameter", param=exc.param) from None
-    store = request.app.state.gateway.pm.get_plugin(STORE_NAME)
+    store = gateway_of(request).pm.get_plugin(STORE_NAME)
     if store is None:
         raise APIError(503, "the ledger is not running", code="ledger_unavailable")
     await store.writer.flush(timeout=FLUSH_BEFORE_READ_S)  # this process's own records are counted at once
@@ -41,4 +39,4 @@ async def usage(
         report = await usage_report(store.db, window, group)
     except (DatabaseError, OSError, asyncio.TimeoutError) as exc:
         raise APIError(503, f"the ledger database cannot be read: {describe(exc)}", code="ledger_unavailable") from None
-    return JSONResponse(report)
+    return report

@@ -2,7 +2,7 @@
 
 ``MIGRATIONS`` is an ordered list; the database's version is the number of
 migrations applied. ``migrate`` runs the missing ones in one transaction that
-holds a lock (``plugins/ledger/migrations.py``, shared with the client keys), so
+holds a lock (``plugins/storage/migrations.py``, the keys' tables use the same), so
 two processes starting at once apply each migration once.
 
 Never edit a migration that has shipped: add a migration that brings an existing
@@ -11,8 +11,8 @@ database to the new shape, and add its columns to ``RECORD_COLUMNS``.
 
 from __future__ import annotations
 
-from modelbroker.plugins.ledger.database import Connection, Database
-from modelbroker.plugins.ledger.migrations import TIMESTAMP, Migration, apply, recorded_version
+from modelbroker.plugins.storage.database import Connection, Database
+from modelbroker.plugins.storage.migrations import TIMESTAMP, Migration, Schema
 
 #: Any constant works; it only has to be the same in every process sharing the database.
 MIGRATION_LOCK_KEY = 0x6D62_6C65  # "mble"
@@ -111,25 +111,15 @@ SCHEMA_VERSION = len(MIGRATIONS)
 RECORD_COLUMNS = (*_V1_RECORD_COLUMNS, "request_uid")
 
 
-class SchemaTooNew(Exception):
-    """The database was migrated by a newer modelbroker than this one."""
+LEDGER = Schema("the ledger's tables", MIGRATIONS, VERSION_TABLE, MIGRATION_LOCK_KEY,
+                hint=", or point MODELBROKER_DATABASE_URL elsewhere")
 
 
 async def migrate(db: Database, migrations: list[Migration] | None = None) -> int:
     """Bring the database to the latest version; returns it. Safe to run from many processes at once."""
-    async with db.writing() as conn:
-        return await apply(conn, MIGRATIONS if migrations is None else migrations, VERSION_TABLE,
-                           MIGRATION_LOCK_KEY, _too_new)
+    return await LEDGER.migrate(db, migrations)
 
 
 async def current_version(db: Database) -> int:
     """The version recorded in the database (0 for an empty one)."""
-    async with db.reading() as conn:
-        return await recorded_version(conn, VERSION_TABLE)
-
-
-def _too_new(found: int, known: int) -> SchemaTooNew:
-    return SchemaTooNew(
-        f"the ledger database is at schema version {found}, but this modelbroker knows "
-        f"versions up to {known}; upgrade modelbroker, or point MODELBROKER_DATABASE_URL elsewhere"
-    )
+    return await LEDGER.version(db)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from modelbroker.hookspecs import hookimpl
-from modelbroker.plugins.ledger.database import DatabaseURLError, open_database
-from modelbroker.plugins.ledger.options import LedgerOptions, sqlite_path
-from modelbroker.plugins.ledger.records import failure_record, rejected_record, result_record
-from modelbroker.plugins.ledger.schema import SchemaTooNew, migrate
+from modelbroker import hookimpl
+from modelbroker.plugins.ledger.options import LedgerOptions
+from modelbroker.plugins.ledger.records import row_of
+from modelbroker.plugins.ledger.schema import migrate
 from modelbroker.plugins.ledger.spill import SpillFile
 from modelbroker.plugins.ledger.writer import LedgerWriter
+from modelbroker.plugins.storage.database import DatabaseURLError, open_database
+from modelbroker.plugins.storage.location import sqlite_path
+from modelbroker.plugins.storage.migrations import SchemaTooNew
 
 #: The name the per-gateway ``LedgerStore`` is registered under in the plugin manager.
 STORE_NAME = "ledger.store"
@@ -46,16 +48,16 @@ class LedgerStore:
         self.writer.start()
 
     @hookimpl
-    def on_result(self, provider, request, result, elapsed_ms, attempt):
-        self.writer.add(result_record(provider, request, result, elapsed_ms, attempt))
+    def on_result(self, record):
+        self.writer.add(row_of(record))
 
     @hookimpl
-    def on_failure(self, provider, request, error, elapsed_ms, attempt):
-        self.writer.add(failure_record(provider, request, error, elapsed_ms, attempt))
+    def on_failure(self, record):
+        self.writer.add(row_of(record))
 
     @hookimpl
-    def on_rejected(self, request, request_id, route, status, reason):
-        self.writer.add(rejected_record(request, request_id, route, status, reason))
+    def on_rejected(self, record):
+        self.writer.add(row_of(record))
 
     @hookimpl
     async def on_shutdown(self):

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelbroker.plugins.ledger.bulk import BulkInsert
-from modelbroker.plugins.ledger.database import Database, DatabaseError, error_from
 from modelbroker.plugins.ledger.options import LedgerOptions
 from modelbroker.plugins.ledger.records import Record
 from modelbroker.plugins.ledger.schema import migrate
 from modelbroker.plugins.ledger.spill import SpillFile
+from modelbroker.plugins.storage.database import Database, describe
 
 log = logging.getLogger("modelbroker")
 
@@ -290,8 +290,3 @@ class LedgerWriter:
         self.loaded += count
         log.warning("ledger: loaded %d records from the spill file %s", count, path)
         return True
-
-
-def describe(exc: BaseException) -> str:
-    """A one-line description of a database error (without the statement and its parameters)."""
-    return str(exc if isinstance(exc, DatabaseError) else error_from(exc))

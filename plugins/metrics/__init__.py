@@ -13,9 +13,7 @@ import os
 
 from prometheus_client import values
 
-from modelbroker._config.messages import ConfigError
-from modelbroker._routing.gateway import HEALTH_PLUGIN
-from modelbroker.hookspecs import hookimpl
+from modelbroker import ConfigError, hookimpl
 from modelbroker.plugins.metrics.recorder import MetricsRecorder
 from modelbroker.plugins.metrics.routes import RECORDER_NAME
 
@@ -24,12 +22,12 @@ __all__ = ["RECORDER_NAME", "MetricsRecorder", "api_routes", "on_startup"]
 MULTIPROC_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 
 
-@hookimpl(trylast=True)
-def on_startup(pm, config):
+@hookimpl
+def on_startup(pm, config, health):
     """Register this gateway's recorder."""
     recorder = MetricsRecorder(config, multiprocess_dir=multiprocess_dir())
     pm.register(recorder, name=RECORDER_NAME)
-    return recorder.start(lambda: pm.get_plugin(HEALTH_PLUGIN))
+    return recorder.start(health)
 
 
 @hookimpl

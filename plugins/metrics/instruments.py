@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from modelbroker._routing.health import COOLING, HALF_OPEN, HEALTHY
-
 #: Seconds. LLM calls take from a tenth of a second (a cached or tiny answer) to minutes
 #: (long generations, slow reasoning models); the default request timeout is 120 s.
 ATTEMPT_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300)
@@ -13,7 +11,8 @@ ATTEMPT_BUCKETS_S = (0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 7.5, 10, 15, 20, 30,
 OVERHEAD_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 
 #: What ``modelbroker_provider_state`` reports: the tracker's states, and ``enabled: false``.
-DISABLED = "disabled"
+#: A provider's states, as ``Health.state`` gives them, and one for a disabled provider.
+HEALTHY, HALF_OPEN, COOLING, DISABLED = "healthy", "half_open", "cooling_down", "disabled"
 STATES = (HEALTHY, HALF_OPEN, COOLING, DISABLED)
 
 PROVIDER = ("provider", "model")

@@ -11,17 +11,12 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from modelbroker._config.providers import GatewayConfig, ProviderConfig
-from modelbroker._routing.health import COOLING, HealthTracker
-from modelbroker._routing.types import ErrorKind
-from modelbroker.hookspecs import hookimpl
-from modelbroker.plugins.metrics.instruments import DISABLED, STATES, Instruments
-from modelbroker.plugins.metrics.outcomes import FAILED, RequestOutcomes
+from modelbroker import GatewayConfig, Health, ProviderConfig, hookimpl
+from modelbroker.plugins.metrics.instruments import COOLING, DISABLED, STATES, Instruments
+from modelbroker.plugins.metrics.outcomes import RequestOutcomes
 
 log = logging.getLogger("modelbroker")
 
-OK, PARTIAL, CANCELLED = "ok", "partial", "cancelled"
-_OUTCOME_OF_KIND = {ErrorKind.PARTIAL: PARTIAL, ErrorKind.CANCELLED: CANCELLED}
 #: Seconds between a worker's updates of its health gauges in multiprocess mode.
 HEALTH_REFRESH_S = 2.0
 #: Attempts held in one process before they are added to the instruments (a scrape adds them
@@ -65,21 +60,20 @@ class MetricsRecorder:
     # --- hooks: quick, and never raising ----------------------------------------------------
 
     @hookimpl
-    def on_result(self, provider, request, result, elapsed_ms):
+    def on_result(self, provider, request, record):
         try:
-            self._attempt(provider, OK, elapsed_ms, result.usage, result.cost, result.overhead_ms)
-            self.outcomes.attempt_ended(request, _labels(provider), OK)
+            self._attempt(provider, record)
+            self.outcomes.attempt_ended(request, _labels(provider), record.outcome)
         except Exception:
             log.warning("metrics: an attempt was not counted", exc_info=True)
 
     @hookimpl
-    def on_failure(self, provider, request, error, elapsed_ms):
+    def on_failure(self, provider, request, record):
         try:
-            outcome = _OUTCOME_OF_KIND.get(error.kind, FAILED)
-            self._attempt(provider, outcome, elapsed_ms, error.usage, error.cost, None)
-            status = "" if error.status is None else str(error.status)
-            self.instruments.attempt_errors.labels(*_labels(provider), error.kind.value, status).inc()
-            self.outcomes.attempt_ended(request, _labels(provider), outcome)
+            self._attempt(provider, record)
+            status = "" if record.status is None else str(record.status)
+            self.instruments.attempt_errors.labels(*_labels(provider), record.error_kind, status).inc()
+            self.outcomes.attempt_ended(request, _labels(provider), record.outcome)
         except Exception:
             log.warning("metrics: a failed attempt was not counted", exc_info=True)
 
@@ -90,11 +84,10 @@ class MetricsRecorder:
         except Exception:
             log.warning("metrics: a rejected request was not counted", exc_info=True)
 
-    def _attempt(self, provider: ProviderConfig, outcome: str, elapsed_ms: float, usage, cost: float,
-                 overhead_ms: float | None) -> None:
-        prompt, completion = (max(0, usage.prompt_tokens), max(0, usage.completion_tokens)) if usage else (0, 0)
-        self._held.append((self._children(provider, outcome), elapsed_ms / 1000, prompt, completion,
-                           max(0.0, cost or 0.0), overhead_ms))
+    def _attempt(self, provider: ProviderConfig, record) -> None:
+        self._held.append((self._children(provider, record.outcome), record.latency_ms / 1000,
+                           max(0, record.prompt_tokens), max(0, record.completion_tokens),
+                           max(0.0, record.cost or 0.0), record.overhead_ms))
         if not self._hold or len(self._held) >= HELD_MAX:
             self.flush()
 
@@ -157,7 +150,7 @@ class MetricsRecorder:
 
     # --- health, read from the gateway's tracker ----------------------------------------------
 
-    def refresh_health(self, health: HealthTracker, providers: Iterable[ProviderConfig]) -> None:
+    def refresh_health(self, health: Health, providers: Iterable[ProviderConfig]) -> None:
         """Set the health gauges from ``health``; in one process, only ``providers`` are shown."""
         gauges = self.instruments
         if not self.multiprocess_dir:
@@ -175,21 +168,18 @@ class MetricsRecorder:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def start(self, health_of) -> None:
-        """In multiprocess mode, keep this worker's health gauges current (``health_of()`` gives
-        the gateway's tracker once it is registered)."""
+    async def start(self, health: Health) -> None:
+        """In multiprocess mode, keep this worker's health gauges current."""
         if self.multiprocess_dir:
-            self._refresher = asyncio.create_task(self._refresh_forever(health_of), name="modelbroker-metrics")
+            self._refresher = asyncio.create_task(self._refresh_forever(health), name="modelbroker-metrics")
 
-    async def _refresh_forever(self, health_of) -> None:
+    async def _refresh_forever(self, health: Health) -> None:
         while True:
             await asyncio.sleep(HEALTH_REFRESH_S)
-            health = health_of()
-            if health is not None:
-                try:
-                    self.refresh_health(health, list(self._providers.values()))
-                except Exception:
-                    log.warning("metrics: the health gauges were not updated", exc_info=True)
+            try:
+                self.refresh_health(health, list(self._providers.values()))
+            except Exception:
+                log.warning("metrics: the health gauges were not updated", exc_info=True)
 
     @hookimpl
     async def on_shutdown(self):

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
 
-from modelbroker._routing.errors import APIError
+from modelbroker import APIError, gateway_of
 
 router = APIRouter()
 
@@ -17,7 +17,7 @@ RECORDER_NAME = "metrics.recorder"
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    gateway = request.app.state.gateway
+    gateway = gateway_of(request)
     recorder = gateway.pm.get_plugin(RECORDER_NAME)
     if recorder is None:
         raise APIError(503, "the metrics plugin is not running", code="metrics_unavailable")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from modelbroker import __version__
+
 KEY = "sk-cli-test-secret-5a6b7c8d9e0f"
 URL = "http://127.0.0.1:9/v1/chat/completions"
 CONFIG = f"""\
@@ -27,8 +29,8 @@ def modelbroker() -> Path:
 
 @pytest.fixture
 def run(modelbroker, subprocess_env, repo_root):
-    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(modelbroker), *args], env=subprocess_env(**env), cwd=repo_root,
+    def run(*args: str, cwd=repo_root, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(modelbroker), *args], env=subprocess_env(**env), cwd=cwd,
                               capture_output=True, text=True, timeout=60)
 
     return run
@@ -107,16 +109,27 @@ def test_plugins_lists_the_builtins(run, write_config):
     done = run("plugins", "--config", str(write_config(CONFIG)))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].split() == ["plugin", "distribution", "module", "hooks", "enabled"]
-    rows = {line.split()[0]: line for line in lines[2:]}
+    assert lines[0].split() == ["plugin", "distribution", "module", "registers", "hooks", "enabled"]
+    rows = {line.split()[0]: " ".join(line.split()) for line in lines[2:]}
     expected = {"priority": "modelbroker.plugins.priority", "cost": "modelbroker.plugins.cost",
                 "openai": "modelbroker.plugins.openai_http", "file_log": "modelbroker.plugins.file_log"}
     for name, module in expected.items():
-        assert rows[name].split()[1:4] == ["modelbroker", "0.1.0", module]
+        assert rows[name].split()[1:4] == ["modelbroker", __version__, module]
         assert rows[name].rstrip().endswith("yes")
-    assert "select_provider, strategy_names" in rows["priority"]
-    assert "adapter_types, call_provider" in rows["openai"]
-    assert "on_startup" in rows["file_log"]
+    assert " strategy priority register_strategies " in rows["priority"]
+    assert " adapter openai register_adapters, register_fake_formats " in rows["openai"]
+    # the hooks of the object file_log registers in on_startup are listed too
+    assert " settings file_log on_startup, register_settings; FileLogWriter: on_failure, on_result, " \
+           "on_shutdown " in rows["file_log"]
+
+
+def test_plugins_works_in_a_folder_without_providers_yaml(run, tmp_path):
+    done = run("plugins", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:] if line.strip()}
+    assert rows["priority"].rstrip().endswith("yes")
+    assert done.stdout.rstrip().endswith("(providers.yaml does not exist here: plugins.disabled in it was not "
+                                         "read; give one with --config)")
 
 
 def test_plugins_shows_disabled_ones(run, write_config):

@@ -1,4 +1,4 @@
-"""modelbroker.fake_upstream speaking Anthropic's and Gemini's wire formats (core/fake_upstream/formats/).
+"""modelbroker.fake_upstream speaking Anthropic's and Gemini's wire formats (the adapters' fake formats, plugins/*/fake.py).
 
 The same behaviour kinds as for OpenAI, over a real socket, checked with a plain
 httpx client against the shapes the real APIs send.
@@ -9,9 +9,14 @@ import json
 import time
 
 import httpx
+import orjson
 import pytest
 
+from modelbroker import hookimpl
+from modelbroker._plugins.manager import make_plugin_manager
 from modelbroker.fake_upstream import FakeUpstream
+from modelbroker.fake_upstream._server import installed_formats
+from modelbroker.fake_upstream.formats import Reply
 
 KEY = "sk-fake-formats-key-0123456789"
 ANTHROPIC_HEADERS = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
@@ -41,12 +46,12 @@ def sse(lines, into: list | None = None) -> list[tuple[str | None, dict]]:
 
 
 def claude(client: httpx.Client, upstream: FakeUpstream, headers=ANTHROPIC_HEADERS, **fields) -> httpx.Response:
-    return client.post(upstream.messages_url, json={**MESSAGES, **fields}, headers=headers)
+    return client.post(upstream.endpoint("anthropic"), json={**MESSAGES, **fields}, headers=headers)
 
 
 def gemini(client: httpx.Client, upstream: FakeUpstream, model: str = "gem-t", method: str = "generateContent",
            body=None, headers=None, query: str = "") -> httpx.Response:
-    url = f"{upstream.gemini_url}/{model}:{method}{query}"
+    url = f"{upstream.endpoint('gemini')}/{model}:{method}{query}"
     return client.post(url, json=CONTENTS if body is None else body,
                        headers={"x-goog-api-key": KEY} if headers is None else headers)
 
@@ -71,7 +76,7 @@ def test_anthropic_requires_key_and_max_tokens(upstream, client):
     assert r.status_code == 401
     assert r.json() == {"type": "error", "error": {"type": "authentication_error",
                                                    "message": "x-api-key header is required"}}
-    r = client.post(upstream.messages_url, json={"model": "claude-t", "messages": []}, headers=ANTHROPIC_HEADERS)
+    r = client.post(upstream.endpoint("anthropic"), json={"model": "claude-t", "messages": []}, headers=ANTHROPIC_HEADERS)
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in r.json()["error"]["message"]
     assert upstream.calls["claude-t"] == 0 and len(upstream.requests) == 2
@@ -85,7 +90,7 @@ def test_anthropic_tools_give_tool_use(upstream, client):
 
 
 def test_anthropic_stream_event_sequence(upstream, client):
-    with client.stream("POST", upstream.messages_url, json={**MESSAGES, "stream": True},
+    with client.stream("POST", upstream.endpoint("anthropic"), json={**MESSAGES, "stream": True},
                        headers=ANTHROPIC_HEADERS) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = sse(r.iter_lines())
@@ -103,7 +108,7 @@ def test_anthropic_stream_event_sequence(upstream, client):
 
 def test_anthropic_tool_use_stream(upstream, client):
     payload = {**MESSAGES, "stream": True, "tools": [{"name": "lookup", "input_schema": {"type": "object"}}]}
-    with client.stream("POST", upstream.messages_url, json=payload, headers=ANTHROPIC_HEADERS) as r:
+    with client.stream("POST", upstream.endpoint("anthropic"), json=payload, headers=ANTHROPIC_HEADERS) as r:
         events = sse(r.iter_lines())
     block = next(d for n, d in events if n == "content_block_start")["content_block"]
     assert block == {"type": "tool_use", "id": "toolu_fake_1", "name": "lookup", "input": {}}
@@ -141,7 +146,7 @@ def test_anthropic_stream_cut_has_no_message_stop(upstream, client):
     upstream.set_behavior("claude-t", {"kind": "stream_cut", "cut_after": 1})
     seen: list = []
     with pytest.raises(httpx.RemoteProtocolError):
-        with client.stream("POST", upstream.messages_url, json={**MESSAGES, "stream": True},
+        with client.stream("POST", upstream.endpoint("anthropic"), json={**MESSAGES, "stream": True},
                            headers=ANTHROPIC_HEADERS) as r:
             sse(r.iter_lines(), seen)
     assert [n for n, _ in seen] == ["message_start", "content_block_start", "ping", "content_block_delta"]
@@ -149,7 +154,7 @@ def test_anthropic_stream_cut_has_no_message_stop(upstream, client):
 
 def test_anthropic_stream_error_event(upstream, client):
     upstream.set_behavior("claude-t", {"kind": "stream_error_event", "cut_after": 2})
-    with client.stream("POST", upstream.messages_url, json={**MESSAGES, "stream": True},
+    with client.stream("POST", upstream.endpoint("anthropic"), json={**MESSAGES, "stream": True},
                        headers=ANTHROPIC_HEADERS) as r:
         events = sse(r.iter_lines())
     assert [n for n, _ in events][-3:] == ["content_block_delta", "content_block_delta", "error"]
@@ -159,7 +164,7 @@ def test_anthropic_stream_error_event(upstream, client):
 def test_anthropic_delay_and_chunk_delay(upstream, client):
     upstream.set_behavior("claude-t", {"delay_s": 0.2, "chunks": 3, "chunk_delay_s": 0.1})
     start = time.monotonic()
-    with client.stream("POST", upstream.messages_url, json={**MESSAGES, "stream": True},
+    with client.stream("POST", upstream.endpoint("anthropic"), json={**MESSAGES, "stream": True},
                        headers=ANTHROPIC_HEADERS) as r:
         events = sse(r.iter_lines())
     assert 0.4 <= time.monotonic() - start < 1.2
@@ -217,7 +222,7 @@ def test_gemini_blocked_prompt(upstream, client):
 
 
 def test_gemini_sse_stream(upstream, client):
-    with client.stream("POST", f"{upstream.gemini_url}/gem-t:streamGenerateContent?alt=sse", json=CONTENTS,
+    with client.stream("POST", f"{upstream.endpoint('gemini')}/gem-t:streamGenerateContent?alt=sse", json=CONTENTS,
                        headers={"x-goog-api-key": KEY}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         raw = r.read()
@@ -231,7 +236,7 @@ def test_gemini_sse_stream(upstream, client):
 
 
 def test_gemini_stream_cut_and_error_event(upstream, client):
-    url = f"{upstream.gemini_url}/gem-t:streamGenerateContent?alt=sse"
+    url = f"{upstream.endpoint('gemini')}/gem-t:streamGenerateContent?alt=sse"
     upstream.set_behavior("gem-t", {"kind": "stream_cut", "cut_after": 1})
     seen: list = []
     with pytest.raises(httpx.RemoteProtocolError):
@@ -250,3 +255,63 @@ def test_the_openai_format_is_unchanged_beside_the_others(upstream, client):
     assert r.json()["choices"][0]["message"]["content"] == "Fake reply from m: hi"
     assert claude(client, upstream).status_code == 200 and gemini(client, upstream).status_code == 200
     assert upstream.calls == {"m": 1, "claude-t": 1, "gem-t": 1}
+
+
+# --- a format of a third party's ------------------------------------------------------------
+
+
+class PlainFormat:
+    """A made-up wire format: ``POST /plain/<model>``, a text in, ``{"text": ...}`` out."""
+
+    def endpoint(self, base_url):
+        return base_url + "/plain"
+
+    def call(self, request):
+        if request.method != "POST" or not request.path.startswith("/plain/"):
+            return None
+        return PlainCall(request.path.removeprefix("/plain/"), request.payload)
+
+
+class PlainCall:
+    stream = False
+
+    def __init__(self, model, payload):
+        self.model, self.payload = model, payload
+
+    def reply(self, reply, chunks):
+        text = str((self.payload or {}).get("text", ""))
+        return Reply.build(self.model, [text], text, None, reply, chunks)
+
+    def completion(self, reply):
+        return orjson.dumps({"text": reply.text})
+
+    def error(self, status, code):
+        return orjson.dumps({"problem": f"plain error {status}"})
+
+    def empty(self, reply):
+        return b"{}"
+
+    def malformed(self):
+        return b"{"
+
+
+class PlainPlugin:
+    @hookimpl
+    def register_fake_formats(self, register):
+        register("plain", PlainFormat())
+
+
+def test_hook_register_fake_formats():
+    """An adapter's fake format: the fake answers in it, and its behaviours work in it too."""
+    pm = make_plugin_manager(load_entrypoints=False)
+    pm.register(PlainPlugin(), name="plain")
+    with FakeUpstream(formats=installed_formats(pm)) as fake, httpx.Client(timeout=10) as client:
+        assert list(fake.formats) == ["plain"]
+        url = fake.endpoint("plain") + "/tiny"
+        assert client.post(url, json={"text": "hello"}).json() == {"text": "Fake reply from tiny: hello"}
+        fake.set_behavior("tiny", {"kind": "status", "status": 503})
+        failed = client.post(url, json={"text": "hello"})
+        assert (failed.status_code, failed.json()) == (503, {"problem": "plain error 503"})
+        assert fake.calls["tiny"] == 2 and fake.requests[0]["model"] == "tiny"
+        with pytest.raises(KeyError, match="speaks no format for type 'openai'; it speaks: plain"):
+            fake.endpoint("openai")

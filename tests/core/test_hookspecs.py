@@ -14,11 +14,13 @@ import logging
 import httpx
 import pytest
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict
 
 from modelbroker._config.messages import ConfigError
 from modelbroker._config.settings import Settings
 from modelbroker._plugins.hookcall import PluginError
 from modelbroker._plugins.manager import make_plugin_manager
+from modelbroker._routing.errors import APIError
 from modelbroker._routing.gateway import Gateway
 from modelbroker._routing.types import Completion, Usage
 from modelbroker.hookspecs import hookimpl
@@ -45,56 +47,72 @@ def ids(providers) -> list[str]:
     return [p.id for p in providers]
 
 
-# --- discovery ----------------------------------------------------------------------------
+# --- registration ---------------------------------------------------------------------------
 
 
 class Reverse:
     """Strategy ``reverse``: the providers in reverse file order."""
 
-    @hookimpl
-    def strategy_names(self):
-        return ["reverse"]
-
-    @hookimpl
-    def select_provider(self, providers, strategy):
-        if strategy != "reverse":
-            return None
+    def select_provider(self, providers):
         return list(reversed(providers))
 
 
-def test_hook_strategy_names(gateway, provider, upstream, write_config):
+class Strategies:
+    def __init__(self, **strategies) -> None:
+        self.strategies = strategies
+
+    @hookimpl
+    def register_strategies(self, register):
+        for name, factory in self.strategies.items():
+            register(name, factory)
+
+
+def test_hook_register_strategies(gateway, provider, upstream, write_config):
     config = {"strategy": "reverse", "providers": [provider("a"), provider("b"), provider("c")]}
     with pytest.raises(ConfigError, match=r"unknown strategy 'reverse'; installed strategies: cost, priority$"):
         Gateway.from_settings(Settings(config=write_config(config), log_file=""), make_pm())
 
-    gw = gateway(config, pm=make_pm(reverse=Reverse()))
+    gw = gateway(config, pm=make_pm(reverse=Strategies(reverse=Reverse)))
     assert gw.gateway.strategies == ["cost", "priority", "reverse"]
     assert gw.generate({"prompt": "hi"}).json()["provider"] == "c/c"
     assert gw.generate({"prompt": "hi", "strategy": "priority"}).json()["provider"] == "a/a"
 
 
+def test_a_strategy_registered_twice_is_refused_naming_both(write_config, provider):
+    config = write_config({"providers": [provider("a")]})
+    pm = make_pm(mine=Strategies(priority=Reverse))
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_settings(Settings(config=config, log_file=""), pm)
+    assert str(caught.value) == (
+        "strategy 'priority' is registered twice: by plugin 'mine' (registered in code) and by plugin 'priority' "
+        "(registered in code); uninstall one of them, or leave one out with plugins: {disabled: [mine]} "
+        "or {disabled: [priority]}")
+
+
 class EchoAdapter:
     """Adapter ``type: echo``: answers in-process, with fixed token counts."""
 
-    def __init__(self) -> None:
-        self.calls: list[str] = []
+    calls: list[str] = []
 
-    @hookimpl
-    def adapter_types(self):
-        return ["echo"]
+    def __init__(self, config) -> None:
+        self.config = config
 
-    @hookimpl
-    def call_provider(self, provider, request):
-        if provider.type != "echo":
-            return None
+    async def call_provider(self, provider, request):
         self.calls.append(provider.id)
-        return self._answer(provider, request)
-
-    async def _answer(self, provider, request):
         return Completion(text=f"echo: {request.prompt_text()}", model=provider.model, usage=Usage(3, 4, 7))
 
 
-def test_hook_adapter_types(gateway, provider, upstream, write_config):
+class Adapters:
+    def __init__(self, **adapters) -> None:
+        self.adapters = adapters
+
+    @hookimpl
+    def register_adapters(self, register):
+        for name, factory in self.adapters.items():
+            register(name, factory)
+
+
+def test_hook_register_adapters(gateway, provider, upstream, write_config):
     echo_entry = {"name": "local", "type": "echo", "endpoint": "http://echo.invalid/", "model": "parrot",
                   "cost_per_1k_tokens": 2.0, "priority": 1}
     config = {"providers": [echo_entry, provider("remote", priority=2)]}
@@ -103,14 +121,51 @@ def test_hook_adapter_types(gateway, provider, upstream, write_config):
     assert "no installed adapter handles type 'echo'" in str(caught.value)
     assert str(caught.value).endswith("installed adapter types: openai")
 
-    adapter = EchoAdapter()
-    gw = gateway(config, pm=make_pm(echo=adapter))
+    EchoAdapter.calls = []
+    gw = gateway(config, pm=make_pm(echo=Adapters(echo=EchoAdapter)))
     assert gw.gateway.adapter_types == ["echo", "openai"]
+    assert gw.gateway.registry.adapters["echo"].obj.config is gw.gateway.config  # the factory got the config
     body = gw.generate({"prompt": "polly"}).json()
     assert (body["provider"], body["response"], body["tokens"]) == ("local/parrot", "echo: polly", 7)
     assert body["cost"] == pytest.approx(7 * 2.0 / 1000)
-    assert adapter.calls == ["local/parrot"]
+    assert EchoAdapter.calls == ["local/parrot"]
     assert upstream.calls == {}
+
+
+class GuardSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    banned: list[str] = []
+    message: str = "refused"
+
+
+class Guard:
+    """A guard whose settings are declared, validated, and read per request from ``config``."""
+
+    @hookimpl
+    def register_settings(self, register):
+        register("word_guard", GuardSettings)
+
+    @hookimpl
+    def admit(self, request, config):
+        settings = config.plugins.settings_for("word_guard")
+        if any(word in request.prompt_text() for word in settings.banned):
+            raise APIError(403, settings.message, code="banned_word")
+
+
+def test_hook_register_settings(gateway, provider, upstream, write_config):
+    bad = write_config({"providers": [provider("a")], "plugins": {"word_guard": {"banned": "secret"}}})
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_settings(Settings(config=bad, log_file=""), make_pm(guard=Guard()))
+    assert str(caught.value) == "providers.yaml: plugins.word_guard.banned: must be a list"
+
+    gw = gateway({"providers": [provider("a")], "plugins": {"word_guard": {"banned": ["secret"]}}},
+                 pm=make_pm(guard=Guard()))
+    assert gw.generate({"prompt": "a secret"}).json()["error"] == {
+        "message": "refused", "type": "permission_error", "code": "banned_word", "param": None}
+    assert gw.generate({"prompt": "a word"}).status_code == 200
+    defaults = gateway({"providers": [provider("a")]}, pm=make_pm(guard=Guard()))
+    assert defaults.gateway.config.plugins.settings_for("word_guard") == GuardSettings()
 
 
 class Routes:
@@ -209,77 +264,67 @@ def test_hook_on_shutdown(gateway, provider, upstream, caplog):
 # --- one request --------------------------------------------------------------------------
 
 
-class ReversePriority:
-    """Answers for the built-in strategy name ``priority``, with the opposite order."""
-
-    @hookimpl
-    def select_provider(self, providers, strategy):
-        if strategy != "priority":
-            return None
-        return sorted(providers, key=lambda p: -p.priority)
-
-
-def test_hook_select_provider(gateway, provider, upstream):
-    config = {"reliability": NO_RETRY, "providers": [provider("first", priority=1), provider("second", priority=2)]}
-    plain = gateway(config, pm=make_pm())
-    assert plain.generate({"prompt": "hi"}).json()["provider"] == "first/first"
-
-    gw = gateway(config, pm=make_pm(override=ReversePriority()))
+def test_select_provider_orders_the_providers(gateway, provider, upstream):
+    config = {"reliability": NO_RETRY, "strategy": "reverse",
+              "providers": [provider("first", priority=1), provider("second", priority=2)]}
+    gw = gateway(config, pm=make_pm(mine=Strategies(reverse=Reverse)))
     assert gw.generate({"prompt": "hi"}).json()["provider"] == "second/second"
     upstream.set_behavior("*", {"kind": "status", "status": 500})
     attempts = gw.generate({"prompt": "hi"}).json()["error"]["attempts"]
     assert [a["provider"] for a in attempts] == ["second/second", "first/first"]
 
 
-class SubsetStrategy:
-    @hookimpl
-    def strategy_names(self):
-        return ["only-b", "none"]
-
-    @hookimpl
-    def select_provider(self, providers, strategy):
-        if strategy == "only-b":
-            return [p for p in providers if p.name == "b"]
-        if strategy == "none":
-            return []
-        return None
+class OnlyB:
+    def select_provider(self, providers):
+        return [p for p in providers if p.name == "b"]
 
 
-def test_hook_select_provider_may_return_a_subset(gateway, provider, upstream):
+class NoneLeft:
+    def select_provider(self):
+        return []
+
+
+def test_select_provider_may_return_a_subset(gateway, provider, upstream):
     gw = gateway({"reliability": NO_RETRY, "providers": [provider("a"), provider("b")]},
-                 pm=make_pm(subset=SubsetStrategy()))
+                 pm=make_pm(subset=Strategies(**{"only-b": OnlyB, "none": NoneLeft})))
     upstream.set_behavior("*", {"kind": "status", "status": 500})
     attempts = gw.generate({"prompt": "hi", "strategy": "only-b"}).json()["error"]["attempts"]
     assert [a["provider"] for a in attempts] == ["b/b"]
     assert gw.generate({"prompt": "hi", "strategy": "none"}).status_code == 503
 
 
-class RaisingStrategy:
-    @hookimpl
-    def select_provider(self, strategy):
+class Raising:
+    def select_provider(self):
         raise ZeroDivisionError("bug in the strategy")
 
 
-def test_hook_select_provider_raising_fails_the_request_clearly(gateway, provider, upstream, caplog):
-    gw = gateway({"providers": [provider("a")]}, pm=make_pm(buggy=RaisingStrategy()))
+class AnswersNone:
+    def select_provider(self, providers):
+        return None
+
+
+@pytest.mark.parametrize(("strategy", "problem"), [
+    ("raising", "ZeroDivisionError: bug in the strategy"),
+    ("none", "TypeError: strategy 'none' answered a NoneType; select_provider must return a list of providers"),
+])
+def test_a_broken_select_provider_fails_the_request_clearly(gateway, provider, upstream, caplog, strategy, problem):
+    gw = gateway({"providers": [provider("a")]}, pm=make_pm(buggy=Strategies(raising=Raising, none=AnswersNone)))
     with caplog.at_level(logging.ERROR):
-        answer = gw.generate({"prompt": "hi"})
+        answer = gw.generate({"prompt": "hi", "strategy": strategy})
     assert answer.status_code == 500
-    assert set(answer.json()["error"]) >= {"message", "type", "code"}
+    error = answer.json()["error"]
+    assert error["code"] == "plugin_error"
+    assert error["message"] == f"plugin 'buggy' failed in select_provider: {problem}; the gateway log has the traceback"
     assert upstream.calls == {}
-    assert any("buggy" in (r.getMessage() + str(r.exc_info and r.exc_info[1])) for r in caplog.records)
+    assert any("buggy" in r.getMessage() for r in caplog.records)
 
 
 class BrokenAdapter:
-    """Claims the providers named ``broken``, and fails on them (``when`` says how)."""
+    """Adapter ``type: brittle``, which fails (``when`` says how)."""
 
-    def __init__(self, when: str) -> None:
-        self.when = when
+    when = "at-once"
 
-    @hookimpl
     def call_provider(self, provider):
-        if provider.name != "broken":
-            return None
         if self.when == "at-once":
             raise KeyError("api_version")
         if self.when == "wrong-answer":
@@ -294,13 +339,15 @@ class BrokenAdapter:
 
 
 @pytest.mark.parametrize("when", ["at-once", "awaited", "wrong-answer"])
-def test_hook_call_provider(gateway, provider, upstream, when):
-    gw = gateway({"reliability": NO_RETRY, "providers": [provider("broken", priority=1), provider("fine", priority=2)]},
-                 pm=make_pm(brittle=BrokenAdapter(when)))
+def test_a_broken_call_provider_is_a_failed_attempt(gateway, provider, upstream, when):
+    adapter = type("Broken", (BrokenAdapter,), {"when": when})
+    gw = gateway({"reliability": NO_RETRY,
+                  "providers": [provider("broken", priority=1, type="brittle"), provider("fine", priority=2)]},
+                 pm=make_pm(brittle=Adapters(brittle=adapter)))
     answer = gw.generate({"prompt": "hi"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["provider"] == "fine/fine"
-    assert dict(upstream.calls) == {"fine": 1}  # the broken plugin claimed its provider: openai never ran
+    assert dict(upstream.calls) == {"fine": 1}
     failed, ok = gw.log_lines()
     assert failed["provider"] == "broken" and failed["error_kind"] == "plugin_error"
     if when == "wrong-answer":
@@ -316,22 +363,26 @@ class Recorder:
         self.results: list[tuple] = []
         self.failures: list[tuple] = []
         self.rejected: list[dict] = []
+        self.records: list = []
 
     @hookimpl
-    def on_result(self, provider, request, result, elapsed_ms, attempt):
+    def on_result(self, provider, request, result, elapsed_ms, attempt, record):
         self.results.append((provider.id, request.request_id, result.text, result.cost, result.usage, attempt, elapsed_ms))
+        self.records.append(record)
 
     @hookimpl
-    def on_failure(self, provider, request, error, elapsed_ms, attempt):
+    def on_failure(self, provider, request, error, elapsed_ms, attempt, record):
         self.failures.append((provider.id, request.request_id, error.kind.value, error.status, attempt, elapsed_ms))
+        self.records.append(record)
 
     @hookimpl
-    def on_rejected(self, request, request_id, route, status, reason):
+    def on_rejected(self, request, request_id, route, status, reason, record):
         self.rejected.append({"request": request, "request_id": request_id, "route": route,
                               "status": status, "reason": reason})
+        self.records.append(record)
 
 
-class Raising:
+class RaisingLogger:
     @hookimpl
     def on_result(self):
         raise RuntimeError("metrics backend down")
@@ -348,7 +399,7 @@ class Raising:
 def test_hook_on_result(gateway, provider, upstream, caplog):
     recorder = Recorder()
     gw = gateway({"providers": [provider("a", cost_per_1k_tokens=1.0)]},
-                 pm=make_pm(recorder=recorder, noisy=Raising()))
+                 pm=make_pm(recorder=recorder, noisy=RaisingLogger()))
     with caplog.at_level(logging.ERROR, logger="modelbroker"):
         answer = gw.generate({"prompt": "one two"}, headers={"x-request-id": "rid-result"})
     assert answer.status_code == 200  # a plugin raising in on_result is contained
@@ -360,25 +411,38 @@ def test_hook_on_result(gateway, provider, upstream, caplog):
     messages = [r.getMessage() for r in caplog.records]
     assert any("'noisy'" in m and "on_result" in m for m in messages), messages
     assert len(gw.log_lines()) == 1  # file_log, registered before, still ran
+    (record,) = recorder.records
+    assert (record.request_id, record.attempt, record.provider, record.provider_id, record.model) == (
+        "rid-result", 1, "a", "a/a", "a")
+    assert (record.outcome, record.success, record.route, record.error_kind, record.error) == (
+        "ok", True, "/generate", None, None)
+    assert (record.total_tokens, record.cost, record.latency_ms) == (usage.total_tokens, cost, elapsed)
+    assert record.request_uid == recorder.records[0].request_uid and len(record.request_uid) == 32
 
 
 def test_hook_on_failure(gateway, provider, upstream, caplog):
     recorder = Recorder()
     gw = gateway({"reliability": NO_RETRY, "providers": [provider("down", model="fail-503", priority=1),
                                                          provider("up", priority=2)]},
-                 pm=make_pm(recorder=recorder, noisy=Raising()))
+                 pm=make_pm(recorder=recorder, noisy=RaisingLogger()))
     with caplog.at_level(logging.ERROR, logger="modelbroker"):
         answer = gw.generate({"prompt": "hi"}, headers={"x-request-id": "rid-failure"})
     assert answer.status_code == 200
     (failure,) = recorder.failures
     assert failure[:5] == ("down/fail-503", "rid-failure", "status", 503, 1)
     assert [r[5] for r in recorder.results] == [2]
+    failed, succeeded = recorder.records
+    assert (failed.attempt, failed.outcome, failed.error_kind, failed.status, failed.provider) == (
+        1, "failed", "status", 503, "down")
+    assert failed.error == "upstream answered 503: fake upstream error 503"
+    assert (succeeded.attempt, succeeded.outcome) == (2, "ok")
+    assert failed.request_uid == succeeded.request_uid  # one request, two attempts
     assert any("'noisy'" in r.getMessage() and "on_failure" in r.getMessage() for r in caplog.records)
 
 
 def test_hook_on_rejected(gateway, provider, upstream):
     recorder = Recorder()
-    gw = gateway({"providers": [provider("a")]}, pm=make_pm(noisy=Raising(), recorder=recorder))
+    gw = gateway({"providers": [provider("a")]}, pm=make_pm(noisy=RaisingLogger(), recorder=recorder))
     bad_json = gw.generate(content="{not json", headers={"x-request-id": "rid-bad-json",
                                                         "content-type": "application/json"})
     unknown = gw.generate({"prompt": "hi", "strategy": "fastest"}, headers={"x-request-id": "rid-strategy"})
@@ -392,6 +456,10 @@ def test_hook_on_rejected(gateway, provider, upstream):
     assert recorder.rejected[0]["request"] is None
     assert recorder.rejected[0]["reason"] == bad_json.json()["error"]["message"]
     assert "unknown strategy 'fastest'" in recorder.rejected[1]["reason"]
+    rejected = recorder.records[0]
+    assert (rejected.attempt, rejected.outcome, rejected.status, rejected.route, rejected.provider) == (
+        0, "rejected", 400, "/generate", None)
+    assert rejected.error == recorder.rejected[0]["reason"] and rejected.cost == 0.0
 
 
 class SlowAdmission:

@@ -80,7 +80,7 @@ def examples_site(tmp_path_factory) -> Site:
     target = tmp_path_factory.mktemp("examples-site")
     pip_install(list(sources.values()), target)
     for dist in ("modelbroker_prompt_size", "modelbroker_echo_wire"):
-        assert (target / f"{dist}-0.1.0.dist-info" / "entry_points.txt").exists(), sorted(target.iterdir())
+        assert (target / f"{dist}-1.0.0.dist-info" / "entry_points.txt").exists(), sorted(target.iterdir())
     return Site(target, sources)
 
 
@@ -91,6 +91,12 @@ def faulty_site(tmp_path_factory) -> Site:
     target = tmp_path_factory.mktemp("faulty-site")
     pip_install([source], target)
     return Site(target, {FAULTY.name: source})
+
+
+@pytest.fixture(name="pip_install")
+def pip_install_fixture():
+    """``pip_install(sources, target)``: distributions built and installed into a folder, offline."""
+    return pip_install
 
 
 @pytest.fixture

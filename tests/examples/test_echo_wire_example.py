@@ -59,12 +59,14 @@ def test_requests_are_answered_through_echowire(gw, echowire, fake_echowire_modu
     assert chat.json()["usage"] == {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}
 
     assert streamed.headers["content-type"].startswith("text/event-stream")
-    delta, done = events(streamed)
-    assert delta == {"delta": "echo: Hello there"} and done["done"] is True and done["tokens"] == 5
+    *deltas, done = events(streamed)
+    assert deltas == [{"delta": "echo:"}, {"delta": " Hello"}, {"delta": " there"}]
+    assert done["done"] is True and done["tokens"] == 5
 
     assert chat_streamed.headers["x-modelbroker-provider"] == "echo/echo-1"
-    chunk, end = events(chat_streamed)
-    assert chunk["choices"][0]["delta"]["content"] == "echo: Hello there" and end == "[DONE]"
+    *chunks, finish, end = events(chat_streamed)
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "echo: Hello there"
+    assert finish["choices"][0]["finish_reason"] == "stop" and end == "[DONE]"
 
     assert echowire.calls["echo-1"] == 4
     assert {headers["x-echowire-key"] for headers, _ in echowire.requests} == {key}

@@ -1,9 +1,9 @@
 """A third-party plugin that raises inside a hook is contained (fixtures/faulty_plugin, installed with pip).
 
-- ``call_provider`` raising, at once or in its awaitable: the attempt is a failure of
+- its adapter's ``call_provider`` raising, at once or in its awaitable: the attempt is a failure of
   that provider (kind ``plugin_error``) naming the plugin, in app.log and in a 502's
   attempts; the next provider answers; the gateway keeps serving.
-- ``select_provider`` raising (strategy ``explode``): the request fails without any
+- its strategy's ``select_provider`` raising (``explode``): the request fails without any
   attempt with a 500 ``plugin_error`` naming the plugin, and the gateway, and the
   connection the request came on, keep serving.
 - ``register_commands`` raising: the command line names the plugin, and the other
@@ -29,8 +29,8 @@ def gw(serve, faulty_site, fake_upstream_server):
     return serve({
         "reliability": {"retries": 1, "backoff_initial_s": 0.01, "failure_threshold": 1000},
         "providers": [
-            entry("cursed", 0, options={"faulty": "raise"}),
-            entry("hexed", 1, options={"faulty": "raise_later"}),
+            entry("cursed", 0, type="faulty", options={"faulty": "raise"}),
+            entry("hexed", 1, type="faulty", options={"faulty": "raise_later"}),
             entry("healthy", 2),
         ],
     }, faulty_site)
@@ -116,8 +116,11 @@ BROKEN_MODULES = {
                "ModuleNotFoundError: No module named 'no_such_module_for_modelbroker'"),
     "unknown-hook": ("from modelbroker.hookspecs import hookimpl\n\n@hookimpl\ndef select_providers(strategy):\n"
                      "    return None\n", "unknown hook 'select_providers' in plugin"),
-    "unknown-argument": ("from modelbroker.hookspecs import hookimpl\n\n@hookimpl\ndef select_provider(budget):\n"
-                         "    return None\n", "Plugin 'broken' for hook 'select_provider'"),
+    "unknown-argument": ("from modelbroker.hookspecs import hookimpl\n\n@hookimpl\ndef on_result(budget):\n"
+                         "    return None\n", "Plugin 'broken' for hook 'on_result'"),
+    "async": ("from modelbroker import hookimpl\n\n@hookimpl\nasync def register_strategies(register):\n"
+              "    register('x', object)\n",
+              "plugin 'broken': its register_strategies is an async def; register_strategies must be a plain def"),
 }
 
 
@@ -141,8 +144,16 @@ def test_a_plugin_that_does_not_load_is_named_with_what_to_do(tmp_path, run_cli,
     ran = run_cli(command, "--config", str(config), env=subprocess_env(PYTHONPATH=str(site)))
     assert ran.returncode == 2, ran.stdout + ran.stderr
     assert "Traceback" not in ran.stderr
-    assert f"plugin 'broken' (broken_mod, from brokenimport) cannot be loaded: {problem}" in ran.stderr, ran.stderr
+    assert f"plugin 'broken' (broken_mod, from brokenimport 0.1) cannot be loaded: {problem}" in ran.stderr, ran.stderr
     assert "; fix or uninstall it, or leave it out with MODELBROKER_DISABLED_PLUGINS=broken" in ran.stderr
+    # the tool meant to diagnose it does not stop at it: the rest is still shown
+    if command == "plugins":
+        rows = {line.split()[0]: line for line in ran.stdout.splitlines()[2:] if line.strip()}
+        assert rows["priority"].rstrip().endswith("yes")
+        assert "no: cannot be loaded: " in rows["broken"] and problem in " ".join(rows["broken"].split())
+    else:
+        assert ran.stdout.startswith(f"{config}: valid, 1 providers, strategy 'priority'"), ran.stdout
+        assert "  priority (configured): a/a" in ran.stdout.splitlines()
     left_out = run_cli(command, "--config", str(config),
                        env=subprocess_env(PYTHONPATH=str(site), MODELBROKER_DISABLED_PLUGINS="broken"))
     assert left_out.returncode == 0, left_out.stderr

@@ -2,7 +2,7 @@
 
 A long prompt goes to the large provider and a short one to the small provider,
 on both generation routes; the plugin can be disabled from providers.yaml; a bad
-setting stops startup with a message naming it.
+setting stops startup, and ``check``, with the message providers.yaml's own mistakes get.
 """
 
 from __future__ import annotations
@@ -61,12 +61,13 @@ def test_disabled_in_providers_yaml_the_strategy_is_unknown(
     )
 
 
-def test_a_bad_threshold_stops_startup_naming_plugin_and_setting(
+def test_a_bad_threshold_stops_startup_and_check_naming_the_setting(
     examples_site, provider, upstream, write_config, run_cli, subprocess_env
 ):
     config = write_config(prompt_size_config(provider, plugins={"prompt_size": {"threshold_tokens": "lots"}}))
     env = examples_site.env(subprocess_env, MODELBROKER_LOG_FILE="")
-    done = run_cli("serve", "--config", str(config), "--port", str(free_port()), env=env, timeout=30)
-    assert done.returncode != 0
-    assert ("plugin 'prompt_size' failed in on_startup: ValueError: plugins.prompt_size.threshold_tokens "
-            "must be a whole number above 0, got 'lots'") in done.stderr
+    expected = f"modelbroker: {config.name}: plugins.prompt_size.threshold_tokens: must be an integer"
+    for command in (["serve", "--port", str(free_port())], ["check"]):
+        done = run_cli(*command, "--config", str(config), env=env, timeout=30)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == expected

@@ -1,4 +1,4 @@
-"""plugins/anthropic.py (and anthropic_convert.py): OpenAI requests to Anthropic's Messages API and back.
+"""plugins/anthropic/ (and anthropic_convert.py): OpenAI requests to Anthropic's Messages API and back.
 
 The converters are tested with plain dicts, the adapter against the fake upstream's
 ``/v1/messages`` with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``), and the whole path through a real
@@ -18,7 +18,7 @@ from modelbroker._config.providers import ProviderConfig
 from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError, Usage
 from modelbroker._upstream.client import UpstreamHTTP
 from modelbroker.plugins import anthropic
-from modelbroker.plugins.anthropic_convert import (
+from modelbroker.plugins.anthropic.convert import (
     StreamState,
     convert_messages,
     convert_tool_choice,
@@ -279,6 +279,15 @@ def test_upstream_error_reads_anthropic_shape_and_marks_long_prompts():
     assert error.context_too_long and error.code == "context_length_exceeded"
 
 
+def test_upstream_error_marks_a_spent_credit_balance_as_an_exhausted_quota():
+    """The policy reads codes only: the adapter turns Anthropic's wording into one."""
+    message = "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing."
+    body = json.dumps({"type": "error", "error": {"type": "invalid_request_error", "message": message}}).encode()
+    error = anthropic.upstream_error(400, {}, body, SECRET)
+    assert (error.code, error.quota_exhausted) == ("insufficient_quota", True)
+    assert not anthropic.upstream_error(500, {}, body, SECRET).quota_exhausted
+
+
 def test_upstream_error_never_holds_the_key():
     body = json.dumps({"type": "error", "error": {"type": "authentication_error",
                                                   "message": f"invalid x-api-key {SECRET}"}}).encode()
@@ -309,7 +318,7 @@ def test_request_headers():
 
 def claude(upstream, model: str = "claude-t", **fields) -> ProviderConfig:
     fields.setdefault("api_key", SECRET)
-    return ProviderConfig(name="claude", type="anthropic", endpoint=upstream.messages_url, model=model,
+    return ProviderConfig(name="claude", type="anthropic", endpoint=upstream.endpoint("anthropic"), model=model,
                           cost_per_1k_tokens=0.0, **fields)
 
 
@@ -350,7 +359,7 @@ def claude_gateway(gateway, provider, upstream):
 
     def start(*extra: dict, **fields):
         fields = {"api_key": SECRET, **fields}
-        entry = provider("claude", model="claude-t", type="anthropic", endpoint=upstream.messages_url,
+        entry = provider("claude", model="claude-t", type="anthropic", endpoint=upstream.endpoint("anthropic"),
                          priority=1, **fields)
         if entry["api_key"] is None:
             del entry["api_key"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelbroker._config.providers import ProviderConfig
 from modelbroker._routing.types import ChatRequest
 from modelbroker.plugins import cost
+from modelbroker.testing import registered
 
 
 def make(name: str, *, price=None, prices=None, prio: int = 0) -> ProviderConfig:
@@ -18,11 +19,11 @@ def request(prompt: str = "hi", max_tokens: int | None = None) -> ChatRequest:
 
 
 def order(providers, req=None) -> list[str]:
-    return [p.name for p in cost.select_provider(request=req or request(), providers=providers, strategy="cost")]
+    return [p.name for p in cost.Cheapest().select_provider(req or request(), providers)]
 
 
 def test_strategy_name():
-    assert cost.strategy_names() == ["cost"]
+    assert registered(cost) == {"cost": cost.Cheapest}
 
 
 def test_cheapest_first():
@@ -44,6 +45,3 @@ def test_split_prices_depend_on_the_request():
     assert order([cheap_out, flat, cheap_in], long_prompt_short_answer) == ["cheap_in", "flat", "cheap_out"]
     assert order([cheap_in, flat, cheap_out], short_prompt_long_answer) == ["cheap_out", "flat", "cheap_in"]
 
-
-def test_other_strategies_are_not_its_business():
-    assert cost.select_provider(request=request(), providers=[make("a", price=1)], strategy="priority") is None

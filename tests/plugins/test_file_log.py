@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from modelbroker._config.providers import ProviderConfig
+from modelbroker._routing.records import failure_record, result_record
 from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
 from modelbroker.plugins.file_log import FLUSH_INTERVAL_S, FileLogWriter
 
@@ -180,7 +181,8 @@ async def test_shutdown_during_a_flush_loses_no_line(tmp_path):
     release = threading.Event()
     busy = loop.run_in_executor(None, release.wait, 5)  # the only worker thread is busy
     try:
-        writer.on_failure(PROVIDER, ChatRequest(messages=[], request_id="r1"), failure(), 1.0, 1)
+        request = ChatRequest(messages=[], request_id="r1")
+        writer.on_failure(request, failure_record(PROVIDER, request, failure(), 1.0, 1))
         await asyncio.sleep(FLUSH_INTERVAL_S * 1.5)  # the flusher has taken the line; its write is queued
         shutdown = asyncio.create_task(writer.on_shutdown())
         await asyncio.sleep(0.05)
@@ -195,8 +197,9 @@ async def test_shutdown_flushes_what_is_buffered(tmp_path):
     path = tmp_path / "app.log"
     writer = FileLogWriter(path, include_prompts=False, include_responses=False)
     await writer.start()
+    request = ChatRequest(messages=[], request_id="r")
     for attempt in (1, 2, 3):
-        writer.on_failure(PROVIDER, ChatRequest(messages=[], request_id="r"), failure(), 1.0, attempt)
+        writer.on_failure(request, failure_record(PROVIDER, request, failure(), 1.0, attempt))
     await writer.on_shutdown()
     assert path.read_bytes().count(b"\n") == 3
 
@@ -228,14 +231,15 @@ def test_line_times_are_what_isoformat_gives_to_the_millisecond(tmp_path):
 def test_a_success_line_is_the_same_built_either_way(tmp_path, monkeypatch, usage):
     """on_result writes most lines from one dict literal; the line, key order included, must be the one
     built in steps (the way taken with prompts or responses on, or unusual usage)."""
-    monkeypatch.setattr(time, "time", lambda: 1767225600.25)
+    monkeypatch.setattr(time, "time", lambda: 1767225600.25)  # the record's time
     result = Completion(text="hi", model="m-used", usage=usage, cost=0.012, overhead_ms=0.2345)
     request = ChatRequest(messages=[{"role": "user", "content": "hi"}], request_id="r1")
     fast = FileLogWriter(tmp_path / "a.log", include_prompts=False, include_responses=False)
     stepwise = FileLogWriter(tmp_path / "b.log", include_prompts=False, include_responses=False)
     stepwise.plain = False  # forces the step-by-step build
-    fast.on_result(PROVIDER, request, result, 12.3456, 2)
-    stepwise.on_result(PROVIDER, request, result, 12.3456, 2)
+    record = result_record(PROVIDER, request, result, 12.3456, 2)
+    fast.on_result(request, result, record)
+    stepwise.on_result(request, result, record)
     assert fast._buffer == stepwise._buffer
     assert list(orjson.loads(fast._buffer[0])) == list(orjson.loads(stepwise._buffer[0]))
 

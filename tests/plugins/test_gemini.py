@@ -1,4 +1,4 @@
-"""plugins/gemini.py (and gemini_convert.py): OpenAI requests to Gemini's generateContent and back.
+"""plugins/gemini/ (and gemini_convert.py): OpenAI requests to Gemini's generateContent and back.
 
 The converters are tested with plain dicts, the adapter against the fake upstream's
 ``/v1beta/models/{model}:generateContent`` with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``), and the
@@ -17,7 +17,7 @@ from modelbroker._config.providers import ProviderConfig
 from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError, Usage
 from modelbroker._upstream.client import UpstreamHTTP
 from modelbroker.plugins import gemini
-from modelbroker.plugins.gemini_convert import (
+from modelbroker.plugins.gemini.convert import (
     StreamState,
     convert_messages,
     convert_tool_choice,
@@ -257,7 +257,7 @@ def test_model_url_and_headers():
 
 def gem(upstream, model: str = "gem-t", **fields) -> ProviderConfig:
     fields.setdefault("api_key", SECRET)
-    return ProviderConfig(name="gem", type="gemini", endpoint=upstream.gemini_url, model=model,
+    return ProviderConfig(name="gem", type="gemini", endpoint=upstream.endpoint("gemini"), model=model,
                           cost_per_1k_tokens=0.0, **fields)
 
 
@@ -295,7 +295,7 @@ def gem_gateway(gateway, provider, upstream):
 
     def start(*extra: dict, **fields):
         fields = {"api_key": SECRET, **fields}
-        entry = provider("gem", model="gem-t", type="gemini", endpoint=upstream.gemini_url, priority=1, **fields)
+        entry = provider("gem", model="gem-t", type="gemini", endpoint=upstream.endpoint("gemini"), priority=1, **fields)
         if entry["api_key"] is None:
             del entry["api_key"]
         return gateway({"providers": [entry, *extra], "reliability": {"retries": 0}})

@@ -20,7 +20,8 @@ from prometheus_client.registry import CollectorRegistry
 from modelbroker._config.messages import ConfigError
 from modelbroker._config.providers import GatewayConfig
 from modelbroker._plugins.manager import make_plugin_manager
-from modelbroker._routing.types import ErrorKind, ProviderError
+from modelbroker._routing.records import failure_record, result_record
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError
 from modelbroker.plugins import metrics, openai_http, priority
 from modelbroker.plugins.metrics.outcomes import RequestOutcomes
 from modelbroker.plugins.metrics.recorder import MetricsRecorder
@@ -178,8 +179,8 @@ class Unprintable:
 def test_hooks_never_raise(caplog):
     recorder = MetricsRecorder(GatewayConfig())
     request = SimpleNamespace(request_id="r1", deadline=0.0, received_at=1.0)
-    assert recorder.on_result(provider=A, request=request, result=None, elapsed_ms=1.0) is None
-    assert recorder.on_failure(provider=None, request=request, error="boom", elapsed_ms=1.0) is None
+    assert recorder.on_result(provider=A, request=request, record=None) is None
+    assert recorder.on_failure(provider=None, request=request, record="boom") is None
     assert recorder.on_rejected(route="/generate", status=Unprintable()) is None
     assert caplog.text.count("metrics: ") == 3
 
@@ -187,8 +188,8 @@ def test_hooks_never_raise(caplog):
 def test_cancelled_ends_a_request_at_once_and_counts_its_tokens():
     recorder = MetricsRecorder(GatewayConfig())
     error = ProviderError(ErrorKind.CANCELLED, "the client went away")
-    request = SimpleNamespace(request_id="r1", deadline=0.0, received_at=1.0)
-    recorder.on_failure(provider=A, request=request, error=error, elapsed_ms=250.0)
+    request = ChatRequest(messages=[], request_id="r1", received_at=1.0)
+    recorder.on_failure(provider=A, request=request, record=failure_record(A, request, error, 250.0, 1))
     samples = recorded(recorder)
     assert total(samples, "modelbroker_requests_total", provider="a", outcome="cancelled") == 1
     assert total(samples, "modelbroker_attempt_errors_total", kind="cancelled", status="") == 1
@@ -203,9 +204,10 @@ def test_attempts_are_held_until_a_scrape_and_then_all_counted(monkeypatch):
     B = SimpleNamespace(id="b/m", name="b", model="m", enabled=True)
 
     def succeed(provider, n: int) -> None:
-        result = SimpleNamespace(usage=Usage(n, 2 * n, 3 * n), cost=0.5 * n, overhead_ms=0.4)
-        request = SimpleNamespace(request_id=f"r{n}", deadline=0.0, received_at=float(n))
-        recorder.on_result(provider=provider, request=request, result=result, elapsed_ms=100.0 * n)
+        result = Completion(text="", model="m", usage=Usage(n, 2 * n, 3 * n), cost=0.5 * n, overhead_ms=0.4)
+        request = ChatRequest(messages=[], request_id=f"r{n}", received_at=float(n))
+        record = result_record(provider, request, result, 100.0 * n, 1)
+        recorder.on_result(provider=provider, request=request, record=record)
 
     for n in (1, 2, 3):
         succeed(A, n)

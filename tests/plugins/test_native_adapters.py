@@ -1,4 +1,4 @@
-"""plugins/anthropic.py and plugins/gemini.py: what both native adapters must do alike.
+"""plugins/anthropic/ and plugins/gemini/: what both native adapters must do alike.
 
 Each test runs once per adapter (ids ``anthropic`` / ``gemini``), against the fake upstream's own endpoint for
 that API with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``), or through a real gateway with the official
@@ -19,6 +19,7 @@ from modelbroker._config.providers import ProviderConfig
 from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError
 from modelbroker._upstream.client import UpstreamHTTP
 from modelbroker.plugins import anthropic, gemini
+from modelbroker.testing import registered
 
 PROMPT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello big world"}]
 
@@ -28,10 +29,9 @@ class Native:
     """One native adapter as the tests below see it."""
 
     plugin: ModuleType
-    type: str  # the provider type, and all the plugin's adapter_types()
+    type: str  # the provider type, the only one the plugin registers
     name: str  # the provider's name in the config and the log
     model: str
-    url: str  # the fake upstream's attribute with this API's endpoint
     secret: str
     key_header: str
     no_key: tuple[int, str]  # status and code when the request carries no key
@@ -53,7 +53,7 @@ STREAM_FAILURES = [
 ]
 
 ANTHROPIC = Native(
-    plugin=anthropic, type="anthropic", name="claude", model="claude-t", url="messages_url",
+    plugin=anthropic, type="anthropic", name="claude", model="claude-t",
     secret="sk-ant-adapter-test-SECRET-0123456789abcdef", key_header="x-api-key",
     no_key=(401, "authentication_error"), no_key_says=("x-api-key header is required",),
     overloaded=(529, "overloaded_error"), leak_status=401,
@@ -69,7 +69,7 @@ ANTHROPIC = Native(
 )
 
 GEMINI = Native(
-    plugin=gemini, type="gemini", name="gem", model="gem-t", url="gemini_url",
+    plugin=gemini, type="gemini", name="gem", model="gem-t",
     secret="AIza-gemini-adapter-test-SECRET-0123456789", key_header="x-goog-api-key",
     no_key=(403, "PERMISSION_DENIED"), no_key_says=(),
     overloaded=(503, "UNAVAILABLE"), leak_status=400,
@@ -107,10 +107,10 @@ def reply(adapter: Native) -> str:
     return f"Fake reply from {adapter.model}: hello big world"
 
 
-def test_declines_other_types(adapter):
-    provider = ProviderConfig(name="p", endpoint="http://x/v1", model="m", cost_per_1k_tokens=0)
-    assert adapter.plugin.call_provider(provider=provider, request=chat_request(), http=None) is None
-    assert adapter.plugin.adapter_types() == [adapter.type]
+def test_registers_its_type(adapter):
+    (factory,) = registered(adapter.plugin, "register_adapters").values()
+    assert list(registered(adapter.plugin, "register_adapters")) == [adapter.type]
+    assert callable(factory().call_provider)
 
 
 # --- against the fake upstream -----------------------------------------------------------------------
@@ -118,7 +118,7 @@ def test_declines_other_types(adapter):
 
 def config(upstream, adapter: Native, **fields) -> ProviderConfig:
     fields.setdefault("api_key", adapter.secret)
-    return ProviderConfig(name=adapter.name, type=adapter.type, endpoint=getattr(upstream, adapter.url),
+    return ProviderConfig(name=adapter.name, type=adapter.type, endpoint=upstream.endpoint(adapter.type),
                           model=adapter.model, cost_per_1k_tokens=0.0, **fields)
 
 
@@ -176,7 +176,7 @@ def native_gateway(adapter, gateway, provider, upstream):
     def start(*extra: dict, **fields):
         fields = {"api_key": adapter.secret, **fields}
         entry = provider(adapter.name, model=adapter.model, type=adapter.type,
-                         endpoint=getattr(upstream, adapter.url), priority=1, **fields)
+                         endpoint=upstream.endpoint(adapter.type), priority=1, **fields)
         if entry["api_key"] is None:
             del entry["api_key"]
         return gateway({"providers": [entry, *extra], "reliability": {"retries": 0}})

@@ -1,4 +1,4 @@
-"""plugins/openai_http.py: the wire format of an OpenAI-compatible upstream.
+"""plugins/openai_http/: the wire format of an OpenAI-compatible upstream.
 
 Pure functions (parse_chunk, parse_usage, stream_body, request_body, parse_completion)
 are tested with plain dicts and strings, because the fake upstream never reports

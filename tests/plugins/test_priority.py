@@ -5,6 +5,7 @@ from __future__ import annotations
 from modelbroker._config.providers import ProviderConfig
 from modelbroker._routing.types import ChatRequest
 from modelbroker.plugins import priority
+from modelbroker.testing import registered
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}])
 
@@ -14,24 +15,20 @@ def make(name: str, prio: int) -> ProviderConfig:
 
 
 def test_strategy_name():
-    assert priority.strategy_names() == ["priority"]
+    assert registered(priority) == {"priority": priority.Priority}
 
 
 def test_lower_first_ties_in_file_order():
     providers = [make("c", 3), make("z", 1), make("m", 2), make("a", 1), make("neg", -1)]
-    order = priority.select_provider(providers=providers, strategy="priority")
+    order = priority.Priority().select_provider(providers)
     assert [p.name for p in order] == ["neg", "z", "a", "m", "c"]
     assert [p.name for p in providers] == ["c", "z", "m", "a", "neg"]  # the input list is left alone
 
 
 def test_all_equal_keeps_file_order():
     providers = [make(n, 0) for n in "dcba"]
-    assert [p.name for p in priority.select_provider(providers=providers, strategy="priority")] == list("dcba")
-
-
-def test_other_strategies_are_not_its_business():
-    assert priority.select_provider(providers=[make("a", 1)], strategy="cost") is None
+    assert [p.name for p in priority.Priority().select_provider(providers)] == list("dcba")
 
 
 def test_empty():
-    assert priority.select_provider(providers=[], strategy="priority") == []
+    assert priority.Priority().select_provider([]) == []

@@ -23,10 +23,10 @@ import pytest
 from modelbroker._config.settings import Settings
 from modelbroker._plugins.hookcall import PluginError
 from modelbroker._server.app import create_app
-from modelbroker.plugins.ledger.database import UnsupportedDatabase, open_database
-from modelbroker.plugins.ledger.urls import safe_url
 from modelbroker.plugins.redis_state import RedisState
-from modelbroker.testing import free_port
+from modelbroker.plugins.storage.database import UnsupportedDatabase, open_database
+from modelbroker.plugins.storage.urls import safe_url
+from modelbroker.testing import GatewayStartupError, free_port
 
 #: Unencoded ``/`` and ``#``: the URL parses as another one, if at all.
 PASSWORD = "Zq7/x#pW9"
@@ -221,9 +221,10 @@ def test_a_database_url_that_does_not_parse_stops_the_gateway_and_says_why(gatew
     """No retry can make it work (unlike an unreachable database): startup stops, in one line."""
     [url] = PG_UNPARSED_URLS[0].values
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(RuntimeError, match="did not start"):
+    with pytest.raises(GatewayStartupError) as caught:
         gateway("providers: []\n", database_url=url)
-    told = everything_logged(caplog)
+    assert "MODELBROKER_DATABASE_URL does not parse as a database URL" in str(caught.value)
+    told = everything_logged(caplog) + str(caught.value)
     assert "MODELBROKER_DATABASE_URL does not parse as a database URL" in told
     assert_hidden(told, secret_of(url))
 

@@ -102,13 +102,28 @@ def blast(url: str, path: str, bodies: list[Any], *, concurrency: int, timeout: 
     return asyncio.run(run())
 
 
-def make_router(hooks: Any, gateway_config: Any) -> Any:
-    """A Router for unit tests: no HTTP client (nothing is called through it), a fresh
-    HealthTracker; any further constructor argument (say, ``http``) is given as None."""
-    import inspect
-
+def make_router(gateway_config: Any, *, strategy: Any = None, adapter: Any = None) -> Any:
+    """A Router for unit tests: no HTTP client, a fresh HealthTracker, no plugin hearing the
+    attempts; ``strategy`` and ``adapter`` (objects) are registered as the configured
+    strategy and as type ``openai``."""
+    from modelbroker._plugins.registry import Built, Registry
     from modelbroker._routing.health import HealthTracker
     from modelbroker._routing.router import Router
 
-    extra = {name: None for name in list(inspect.signature(Router).parameters)[4:]}
-    return Router(hooks, None, gateway_config, HealthTracker(gateway_config.reliability), **extra)
+    registry = Registry()
+    if strategy is not None:
+        registry.strategies[gateway_config.strategy] = Built(
+            gateway_config.strategy, "test", strategy, strategy.select_provider, ("providers",))
+    if adapter is not None:
+        registry.adapters["openai"] = Built("openai", "test", adapter, adapter.call_provider, ("provider",))
+    return Router(_NoHooks(), registry, None, gateway_config, HealthTracker(gateway_config.reliability), None)
+
+
+class _NoHooks:
+    """No plugin: nobody hears the attempts."""
+
+    def wants(self, hook: str, argument: str) -> bool:
+        return False
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        pass

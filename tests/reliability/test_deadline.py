@@ -121,16 +121,14 @@ def test_the_deadline_holds_under_concurrency(gateway, provider, upstream):
     assert [a.status_code for a in answers] == [504] * 20, [a.text for a in answers if a.status_code != 504]
 
 
-class _Hooks:
-    """Just enough of HookCalls for Router.route: the given order, an upstream that hangs."""
+class _AsGiven:
+    def select_provider(self, providers):
+        return providers
 
-    def first(self, hook, **kwargs):
-        if hook == "select_provider":
-            return "test", kwargs["providers"]
-        return "test", asyncio.sleep(10)
 
-    def notify(self, hook, **kwargs):
-        pass
+class _Hangs:
+    def call_provider(self, provider):
+        return asyncio.sleep(10)
 
 
 async def test_an_attempt_cut_off_by_the_deadline_always_means_504(monkeypatch):
@@ -146,7 +144,7 @@ async def test_an_attempt_cut_off_by_the_deadline_always_means_504(monkeypatch):
 
     monkeypatch.setattr(router_module, "time", SimpleNamespace(monotonic=clock, perf_counter=time.perf_counter))
     gateway_config = GatewayConfig(reliability={"backoff_initial_s": 0.0})
-    router = make_router(_Hooks(), gateway_config)
+    router = make_router(gateway_config, strategy=_AsGiven(), adapter=_Hangs())
     request = ChatRequest(messages=[{"role": "user", "content": "hi"}], deadline=real() + 0.2)
     with pytest.raises(AllProvidersFailed) as failed:
         await router.route(request, [make_provider("a", priority=1), make_provider("b", priority=2)])

@@ -49,12 +49,11 @@ class Adapter:
     """One adapter type on the fake upstream: the models of its failing and its healthy provider."""
 
     type: str
-    url: str  # the FakeUpstream attribute with this wire format's endpoint
     first: str
     second: str
 
     def entry(self, upstream, name: str, model: str, **fields) -> dict:
-        return {"name": name, "type": self.type, "endpoint": getattr(upstream, self.url), "model": model,
+        return {"name": name, "type": self.type, "endpoint": upstream.endpoint(self.type), "model": model,
                 "api_key": "k-failure-matrix", "cost_per_1k_tokens": 0.001, **fields}
 
     @property
@@ -67,9 +66,9 @@ class Adapter:
 
 
 ADAPTERS = [
-    Adapter("openai", "chat_url", "mx-openai-1", "mx-openai-2"),
-    Adapter("anthropic", "messages_url", "mx-claude-1", "mx-claude-2"),
-    Adapter("gemini", "gemini_url", "mx-gem-1", "mx-gem-2"),
+    Adapter("openai", "mx-openai-1", "mx-openai-2"),
+    Adapter("anthropic", "mx-claude-1", "mx-claude-2"),
+    Adapter("gemini", "mx-gem-1", "mx-gem-2"),
 ]
 
 

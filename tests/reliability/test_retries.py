@@ -9,9 +9,10 @@ import time
 import pytest
 
 from modelbroker._config.providers import GatewayConfig
-from modelbroker._routing.router import _Run, is_transient
+from modelbroker._routing.policy import is_transient
+from modelbroker._routing.router import _Run
 from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError
-from modelbroker._upstream.errors import retry_after_seconds
+from modelbroker._upstream.errors import retry_after_seconds, status_error
 
 from ._support import config, failure, health_row, make_provider, make_router, status_failure
 
@@ -58,9 +59,9 @@ def test_exhausted_quota_is_not_transient():
 
 def pauses(monkeypatch, jitter: float, retries: int = 4, **reliability) -> list[float | None]:
     """The pauses the router would take between attempts at one provider, jitter fixed."""
-    monkeypatch.setattr("modelbroker._routing.router.random.uniform", lambda low, high: low + (high - low) * jitter)
+    monkeypatch.setattr("modelbroker._routing.policy.random.uniform", lambda low, high: low + (high - low) * jitter)
     gateway_config = GatewayConfig(reliability=reliability)
-    router = make_router(None, gateway_config)
+    router = make_router(gateway_config)
     provider = make_provider("p", retries=retries)
     run = _Run(ChatRequest(messages=[]), time.monotonic() + 1000)
     return [router._retry_pause(run, provider, status_failure(503), left, []) for left in range(retries, -1, -1)]
@@ -79,9 +80,9 @@ def test_backoff_jitter_takes_up_to_half_off(monkeypatch):
 
 
 def test_no_pause_that_would_end_past_the_deadline(monkeypatch):
-    monkeypatch.setattr("modelbroker._routing.router.random.uniform", lambda low, high: high)
+    monkeypatch.setattr("modelbroker._routing.policy.random.uniform", lambda low, high: high)
     gateway_config = GatewayConfig()
-    router = make_router(None, gateway_config)
+    router = make_router(gateway_config)
     run = _Run(ChatRequest(messages=[]), time.monotonic() + 0.4)
     assert router._retry_pause(run, make_provider("p"), status_failure(503), 1, []) is None
 
@@ -393,10 +394,20 @@ def test_a_context_length_error_with_no_larger_window_gives_502(gateway, provide
     assert dict(upstream.calls) == {"small": 1}
 
 
-def test_context_length_in_the_message_only():
-    error = ProviderError(ErrorKind.STATUS, "This model's maximum context length is 8192 tokens", status=400)
-    assert error.context_too_long
-    assert not status_failure(400).context_too_long
+@pytest.mark.parametrize(("status", "body", "expected"), [
+    (400, b'{"error": {"message": "This model\'s maximum context length is 8192 tokens"}}', True),
+    (422, b'{"detail": "too many tokens in the prompt"}', True),
+    (500, b'{"error": {"message": "This model\'s maximum context length is 8192 tokens"}}', False),
+    (400, b'{"error": {"message": "bad temperature"}}', False),
+])
+def test_the_wording_of_openai_compatible_servers_becomes_the_context_code(status, body, expected):
+    """The policy reads codes only; status_error, the adapters' helper, turns the wording of servers
+    that give no code (vLLM, TGI) into the code."""
+    error = status_error(status, {}, body)
+    assert error.context_too_long is expected
+    assert (error.code == "context_length_exceeded") is expected
+    wording_only = ProviderError(ErrorKind.STATUS, "This model's maximum context length is 8192 tokens", status=400)
+    assert not wording_only.context_too_long  # no code: the policy does not read words
 
 
 def test_a_context_length_error_does_not_count_against_the_provider(gateway, provider, upstream):

@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 
+from modelbroker import GatewayConfig
 from modelbroker._routing.types import ChatRequest
 from modelbroker.plugins import balanced, latency, slo
+from modelbroker.testing import registered
 
 from ._support import config, make_provider
 
@@ -46,19 +48,19 @@ def test_latency_lowest_moving_average_first_untried_first():
     providers = [make_provider("slow", priority=1), make_provider("fast", priority=2),
                  make_provider("new_b", priority=4), make_provider("new_a", priority=3)]
     health = FakeHealth(slow={"latency": 300.0, "samples": 5}, fast={"latency": 40.0, "samples": 5})
-    order = latency.select_provider(providers=providers, strategy="latency", health=health)
+    order = latency.Fastest().select_provider(providers, health)
     assert names(order) == ["new_a", "new_b", "fast", "slow"]
 
 
 def test_latency_a_provider_that_only_failed_is_not_untried():
     providers = [make_provider("broken", priority=1), make_provider("fast", priority=2)]
     health = FakeHealth(broken={"latency": None, "samples": 4}, fast={"latency": 40.0, "samples": 5})
-    order = latency.select_provider(providers=providers, strategy="latency", health=health)
+    order = latency.Fastest().select_provider(providers, health)
     assert names(order) == ["fast", "broken"]
 
 
-def test_latency_answers_only_for_its_name():
-    assert latency.select_provider(providers=[], strategy="priority", health=FakeHealth()) is None
+def test_latency_registers_its_name():
+    assert registered(latency) == {"latency": latency.Fastest}
 
 
 def test_latency_through_the_gateway(gateway, provider, upstream):
@@ -104,7 +106,7 @@ def test_balanced_keeps_priority_levels_in_order():
     providers = [make_provider("backup", priority=2, weight=100), make_provider("a", priority=1),
                  make_provider("b", priority=1)]
     for _ in range(50):
-        order = names(balanced.select_provider(providers=providers, strategy="balanced"))
+        order = names(balanced.Balanced().select_provider(providers))
         assert sorted(order[:2]) == ["a", "b"] and order[2] == "backup"
 
 
@@ -130,10 +132,9 @@ def test_balanced_falls_back_within_the_level_then_to_the_next(gateway, provider
 
 
 def slo_order(providers, health, **bounds):
-    gateway_config = type("C", (), {"plugins": type("P", (), {"settings_for": lambda self, name: bounds})()})()
+    config = GatewayConfig().with_plugin_settings({"slo": slo.SLOSettings(**bounds)})
     request = ChatRequest(messages=[{"role": "user", "content": "hello there"}])
-    return names(slo.select_provider(request=request, providers=providers, strategy="slo", health=health,
-                                     config=gateway_config))
+    return names(slo.CheapestWithinObjective().select_provider(request, providers, health, config))
 
 
 def test_slo_cheapest_within_the_objective():
@@ -172,7 +173,8 @@ def test_slo_none_meets_it_best_available_first():
 
 
 def test_slo_defaults():
-    assert slo.DEFAULTS == {"max_p95_ms": 2000.0, "max_error_rate": 0.05, "min_samples": 5}
+    assert slo.SLOSettings().model_dump() == {"max_p95_ms": 2000.0, "max_error_rate": 0.05, "min_samples": 5}
+    assert registered(slo, "register_settings") == {"slo": slo.SLOSettings}
 
 
 def test_slo_through_the_gateway(gateway, provider, upstream):

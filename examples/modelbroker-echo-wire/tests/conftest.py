@@ -1,24 +1,23 @@
-"""Fixtures for the EchoWire tests: a fake EchoWire server, and providers.yaml files for it.
+"""Fixtures for the EchoWire tests: a fake EchoWire server, and modelbroker's testing kit
+(``gateway``, ``fake_upstream`` for an OpenAI-compatible fallback, ``free_port``).
 
-The plugin must be installed (``pip install -e .``), because ``GatewayServer``
-loads plugins from their entry points, exactly as ``modelbroker serve`` does.
+The plugin must be installed (``pip install -e .``), because a gateway loads plugins
+from their entry points, exactly as ``modelbroker serve`` does.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import importlib.metadata
 
 import pytest
-import yaml
 from fake_echowire import TEST_KEY as KEY
 from fake_echowire import FakeEchoWire
 
-from modelbroker._plugins.manager import make_plugin_manager
-from modelbroker.fake_upstream import FakeUpstream
+pytest_plugins = ["modelbroker.testing.pytest_plugin"]
 
 
 def pytest_sessionstart(session):
-    if make_plugin_manager().get_plugin("echowire") is None:
+    if not importlib.metadata.entry_points(group="modelbroker", name="echowire"):
         raise pytest.UsageError(
             "modelbroker-echo-wire is not installed: run `pip install -e .` in its directory first"
         )
@@ -37,13 +36,6 @@ def echowire(_echowire_server: FakeEchoWire) -> FakeEchoWire:
     return _echowire_server
 
 
-@pytest.fixture(scope="session")
-def openai_upstream():
-    """modelbroker's fake OpenAI-compatible server, for a fallback provider."""
-    with FakeUpstream() as up:
-        yield up
-
-
 @pytest.fixture
 def echo_provider(echowire: FakeEchoWire):
     """``echo_provider(name="echo", model="echo-1", **fields) -> dict``: a providers.yaml entry."""
@@ -56,13 +48,10 @@ def echo_provider(echowire: FakeEchoWire):
 
 
 @pytest.fixture
-def write_config(tmp_path: Path):
-    """``write_config(*providers, **top) -> Path``: a providers.yaml with fast retries."""
+def config():
+    """``config(*providers, **top) -> dict``: a providers.yaml with no retry unless asked for."""
 
-    def write(*providers: dict, **top) -> Path:
-        config = {"reliability": {"retries": 0, "backoff_initial_s": 0.01}, **top, "providers": list(providers)}
-        path = tmp_path / "providers.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
+    def make(*providers: dict, **top) -> dict:
+        return {"reliability": {"retries": 0, "backoff_initial_s": 0.01}, **top, "providers": list(providers)}
 
-    return write
+    return make

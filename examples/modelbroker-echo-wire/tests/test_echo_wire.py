@@ -10,9 +10,8 @@ import modelbroker_echo_wire as echo_wire
 import pytest
 from fake_echowire import TEST_KEY as KEY
 
-from modelbroker._config.providers import ProviderConfig
-from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError
-from modelbroker.testing import GatewayServer, free_port
+from modelbroker import ChatRequest, ErrorKind, ProviderConfig, ProviderError, UpstreamHTTP
+from modelbroker.testing import registered
 
 HELLO = [{"role": "user", "content": "Hello there"}]
 
@@ -30,9 +29,8 @@ def events(response: httpx.Response) -> list:
 # --- the adapter on its own ----------------------------------------------------------------
 
 
-def test_declines_other_types():
-    openai = ProviderConfig(name="o", endpoint="http://x", model="m", cost_per_1k_tokens=0)
-    assert echo_wire.call_provider(provider=openai, request=ChatRequest(messages=HELLO), client=None) is None
+def test_registers_its_type():
+    assert registered(echo_wire, "register_adapters") == {"echowire": echo_wire.EchoWire}
 
 
 def test_request_body_joins_the_messages_and_takes_max_out_from_the_request_or_options():
@@ -51,8 +49,8 @@ def test_reads_output_and_usage(echowire, echo_provider):
     request = ChatRequest(messages=[{"role": "user", "content": "one two three four"}], max_tokens=3)
 
     async def call():
-        async with httpx.AsyncClient() as client:
-            return await echo_wire.call_provider(provider=provider, request=request, client=client)
+        async with UpstreamHTTP() as http:
+            return await echo_wire.EchoWire().call_provider(provider, request, http)
 
     result = asyncio.run(call())
     assert result.text == "echo: one two"
@@ -65,10 +63,10 @@ def test_reads_output_and_usage(echowire, echo_provider):
 # --- through a gateway ---------------------------------------------------------------------
 
 
-def test_generate_and_chat_completions(write_config, echo_provider, echowire):
-    with GatewayServer(write_config(echo_provider())) as gw:
-        generated = httpx.post(gw.url + "/generate", json={"prompt": "Hello there"}, timeout=10)
-        chat = httpx.post(gw.url + "/v1/chat/completions", json={"messages": HELLO}, timeout=10)
+def test_generate_and_chat_completions(gateway, config, echo_provider, echowire):
+    gw = gateway(config(echo_provider()))
+    generated = gw.generate({"prompt": "Hello there"})
+    chat = gw.chat(HELLO)
     assert generated.status_code == 200, generated.text
     answer = generated.json()
     assert (answer["response"], answer["modelUsed"], answer["tokens"]) == ("echo: Hello there", "echo-1", 5)
@@ -77,56 +75,79 @@ def test_generate_and_chat_completions(write_config, echo_provider, echowire):
     assert chat.status_code == 200, chat.text
     body = chat.json()
     assert body["object"] == "chat.completion" and body["model"] == "echo-1"
-    assert body["choices"][0]["message"] == {"role": "assistant", "content": "echo: Hello there"}
+    assert body["choices"][0]["message"]["content"] == "echo: Hello there"
     assert body["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
     assert echowire.calls["echo-1"] == 2
 
 
-def test_a_stream_is_sent_as_one_chunk(write_config, echo_provider):
-    with GatewayServer(write_config(echo_provider())) as gw:
-        generated = httpx.post(gw.url + "/generate", json={"prompt": "Hello there", "stream": True}, timeout=10)
-        chat = httpx.post(gw.url + "/v1/chat/completions", timeout=10,
-                          json={"messages": HELLO, "stream": True, "stream_options": {"include_usage": True}})
+def test_a_stream_is_relayed_piece_by_piece(gateway, config, echo_provider, echowire):
+    gw = gateway(config(echo_provider()))
+    generated = gw.generate({"prompt": "Hello there", "stream": True})
+    chat = gw.chat(HELLO, stream=True, stream_options={"include_usage": True})
     assert generated.headers["content-type"].startswith("text/event-stream")
-    delta, done = events(generated)
-    assert delta == {"delta": "echo: Hello there"}
+    *deltas, done = events(generated)
+    assert deltas == [{"delta": "echo:"}, {"delta": " Hello"}, {"delta": " there"}]
     assert done["done"] is True and done["tokens"] == 5 and done["provider"] == "echo/echo-1"
-    chunk, usage, end = events(chat)
-    assert chunk["choices"][0]["delta"]["content"] == "echo: Hello there"
-    assert usage["usage"]["total_tokens"] == 5 and end == "[DONE]"
+    *chunks, finish, usage, end = events(chat)
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "echo: Hello there"
+    assert finish["choices"][0]["finish_reason"] == "stop"
+    assert usage["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5} and end == "[DONE]"
+    assert echowire.requests[0][1]["stream"] is True
 
 
-def test_a_wrong_key_is_not_retried_and_never_shown(write_config, echo_provider, echowire):
+def test_a_stream_cut_before_any_content_falls_back(gateway, config, echo_provider, echowire, provider):
+    echowire.cut("echo-1", after=0)
+    gw = gateway(config(echo_provider(), provider("backup", "backup-model", priority=1)))
+    *_, done = events(gw.generate({"prompt": "hi", "stream": True}))
+    assert done["provider"] == "backup/backup-model" and done["attempts"] == 2
+
+
+@pytest.mark.parametrize("broken", ["cut", "error event"])
+def test_a_stream_that_breaks_after_content_ends_with_an_error_event(gateway, config, echo_provider, echowire,
+                                                                     broken):
+    if broken == "cut":
+        echowire.cut("echo-1", after=1)
+    else:
+        echowire.break_stream("echo-1", after=1)
+    gw = gateway(config(echo_provider()))
+    first, failed = events(gw.chat(HELLO, stream=True))
+    assert first["choices"][0]["delta"]["content"] == "echo:"
+    assert failed["error"]["code"] == "stream_interrupted"
+    (line,) = gw.log_lines()
+    assert (line["success"], line["error_kind"]) == (False, "partial")
+    expected = ("the upstream closed the connection" if broken == "cut"
+                else "the upstream sent an error: the model stopped half-way")
+    assert expected in line["error"]
+
+
+def test_a_wrong_key_is_not_retried_and_never_shown(gateway, config, echo_provider, echowire):
     wrong = "ew-wrong-key-fedcba9876543210"
-    with GatewayServer(write_config(echo_provider(api_key=wrong), reliability={"retries": 2})) as gw:
-        answer = httpx.post(gw.url + "/generate", json={"prompt": "hi"}, timeout=10)
+    gw = gateway(config(echo_provider(api_key=wrong), reliability={"retries": 2}))
+    answer = gw.generate({"prompt": "hi"})
     assert answer.status_code == 502
     [attempt] = answer.json()["error"]["attempts"]
     assert (attempt["error"], attempt["status"]) == ("status", 401)
     assert "unknown key" in attempt["message"] and wrong not in answer.text
 
 
-def test_a_503_is_retried_then_falls_back(write_config, echo_provider, echowire, openai_upstream):
+def test_a_503_is_retried_then_falls_back(gateway, config, echo_provider, echowire, provider):
     echowire.fail("echo-1", 503)
-    backup = {"name": "backup", "endpoint": openai_upstream.chat_url, "model": "backup-model",
-              "priority": 1, "cost_per_1k_tokens": 0}
-    config = write_config(echo_provider(), backup, reliability={"retries": 1, "backoff_initial_s": 0.01})
-    with GatewayServer(config) as gw:
-        answer = httpx.post(gw.url + "/generate", json={"prompt": "hi"}, timeout=10)
+    gw = gateway(config(echo_provider(), provider("backup", "backup-model", priority=1, cost_per_1k_tokens=0),
+                        reliability={"retries": 1, "backoff_initial_s": 0.01}))
+    answer = gw.generate({"prompt": "hi"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["provider"] == "backup/backup-model" and answer.json()["attempts"] == 3
     assert echowire.calls["echo-1"] == 2
 
 
 @pytest.mark.parametrize("case, kind", [("garbled", "malformed"), ("closed_port", "connect")])
-def test_failures_map_to_provider_errors(write_config, echo_provider, echowire, case, kind):
+def test_failures_map_to_provider_errors(gateway, config, echo_provider, echowire, free_port, case, kind):
     if case == "garbled":
         echowire.garble("echo-1")
-        provider = echo_provider()
+        entry = echo_provider()
     else:
-        provider = echo_provider(endpoint=f"http://127.0.0.1:{free_port()}/v1/echo")
-    with GatewayServer(write_config(provider)) as gw:
-        answer = httpx.post(gw.url + "/generate", json={"prompt": "hi"}, timeout=10)
+        entry = echo_provider(endpoint=f"http://127.0.0.1:{free_port}/v1/echo")
+    answer = gateway(config(entry)).generate({"prompt": "hi"})
     assert answer.status_code == 502
     assert answer.json()["error"]["attempts"][0]["error"] == kind
 
@@ -136,8 +157,8 @@ def test_a_failed_call_raises_provider_error(echowire, echo_provider):
     provider = ProviderConfig(**echo_provider())
 
     async def call():
-        async with httpx.AsyncClient() as client:
-            return await echo_wire.complete(provider, ChatRequest(messages=HELLO), client)
+        async with UpstreamHTTP() as http:
+            return await echo_wire.complete(provider, ChatRequest(messages=HELLO), http)
 
     with pytest.raises(ProviderError) as caught:
         asyncio.run(call())

@@ -1,15 +1,20 @@
 """Strategy ``prompt_size``: long prompts to a large model, short ones to a small, cheap one.
 
 A prompt is *long* when its estimated size reaches ``threshold_tokens`` (default
-500), read on every request from providers.yaml::
+500), read on every request from providers.yaml, so a reload applies it::
 
     strategy: prompt_size
     plugins:
       prompt_size:
         threshold_tokens: 500
 
+The block is declared with a pydantic model (``PromptSizeSettings``): the gateway
+validates it when it starts, in ``modelbroker check`` and on every reload, and a bad
+value is told as providers.yaml's own mistakes are
+(``providers.yaml: plugins.prompt_size.threshold_tokens: must be >= 1``).
+
 The prompt's size is the gateway's own estimate, about four characters a token
-(``modelbroker._routing.pricing.estimate_tokens``), taken over the text of all messages.
+(``modelbroker.estimate_tokens``), taken over the text of all messages.
 
 A provider's *size* is its ``context_window`` (a provider without one counts as
 0); between equal context windows, the one with the higher price (input plus
@@ -21,51 +26,38 @@ then file order.
 
 from __future__ import annotations
 
-import functools
-import logging
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from modelbroker._config.providers import GatewayConfig, ProviderConfig
-from modelbroker._routing.pricing import estimate_tokens
-from modelbroker._routing.types import ChatRequest
-from modelbroker.hookspecs import hookimpl
+from modelbroker import ChatRequest, GatewayConfig, ProviderConfig, estimate_tokens, hookimpl
 
 NAME = "prompt_size"
-DEFAULT_THRESHOLD = 500
 
-log = logging.getLogger("modelbroker.prompt_size")
+
+class PromptSizeSettings(BaseModel):
+    """``plugins: prompt_size:``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    threshold_tokens: StrictInt = Field(default=500, ge=1)
+
+
+class PromptSize:
+    """The strategy: built by the gateway from its config, asked once per request."""
+
+    def select_provider(self, request: ChatRequest, providers: list[ProviderConfig],
+                        config: GatewayConfig) -> list[ProviderConfig]:
+        threshold = config.plugins.settings_for(NAME).threshold_tokens
+        return order(providers, long=is_long(request, threshold))
 
 
 @hookimpl
-def strategy_names() -> list[str]:
-    return [NAME]
+def register_settings(register):
+    register(NAME, PromptSizeSettings)
 
 
 @hookimpl
-def on_startup(config: GatewayConfig) -> None:
-    """Refuse to start with a bad ``threshold_tokens`` (the message names the setting)."""
-    threshold(config)
-
-
-@hookimpl
-def select_provider(
-    request: ChatRequest, providers: list[ProviderConfig], strategy: str, config: GatewayConfig
-) -> list[ProviderConfig] | None:
-    if strategy != NAME:
-        return None  # another plugin's strategy: decline at once
-    try:
-        limit = threshold(config)
-    except ValueError as exc:  # startup refuses it, but a reload or `modelbroker check` may bring it
-        _warn_once(f"{exc}; using {DEFAULT_THRESHOLD}")
-        limit = DEFAULT_THRESHOLD
-    return order(providers, long=is_long(request, limit))
-
-
-def threshold(config: GatewayConfig) -> int:
-    """``plugins.prompt_size.threshold_tokens``, or the default; ValueError if it is not a count."""
-    value = config.plugins.settings_for(NAME).get("threshold_tokens", DEFAULT_THRESHOLD)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"plugins.{NAME}.threshold_tokens must be a whole number above 0, got {value!r}")
-    return value
+def register_strategies(register):
+    register(NAME, PromptSize)
 
 
 def is_long(request: ChatRequest, threshold_tokens: int) -> bool:
@@ -85,8 +77,3 @@ def order(providers: list[ProviderConfig], *, long: bool) -> list[ProviderConfig
         return (-window, -price, provider.priority) if long else (window, price, provider.priority)
 
     return sorted(providers, key=key)
-
-
-@functools.lru_cache(maxsize=8)
-def _warn_once(message: str) -> None:
-    log.warning("%s", message)

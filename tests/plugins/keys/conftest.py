@@ -25,8 +25,8 @@ import pytest
 from modelbroker.plugins.keys import GUARD_NAME
 from modelbroker.plugins.keys.keygen import hash_key, key_prefix, new_key
 from modelbroker.plugins.keys.store import ClientKey, insert_key, migrate
-from modelbroker.plugins.ledger.database import Database, open_database, placeholders
-from modelbroker.plugins.ledger.urls import DatabaseURL
+from modelbroker.plugins.storage.database import Database, open_database, placeholders
+from modelbroker.plugins.storage.urls import DatabaseURL
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.

@@ -12,7 +12,7 @@ import pytest
 from modelbroker._plugins.manager import make_plugin_manager
 from modelbroker._routing.types import Principal
 from modelbroker.hookspecs import hookimpl
-from modelbroker.plugins.ledger.database import open_database
+from modelbroker.plugins.storage.database import open_database
 
 from .conftest import add_key, keys_config, unique, wait_for
 

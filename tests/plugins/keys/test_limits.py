@@ -15,7 +15,7 @@ import redis
 from modelbroker._routing.state import MemoryState
 from modelbroker.plugins.keys.limits import DAY, MONTH, period_end, period_start, spend_key, tpm_key
 from modelbroker.plugins.ledger import schema as ledger_schema
-from modelbroker.plugins.ledger.database import open_database
+from modelbroker.plugins.storage.database import open_database
 
 from .conftest import add_key, clear_of_minute_end, guard_of, insert_attempts, keys_config, unique, wait_for
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from modelbroker import ConfigError
 from modelbroker._routing.state import MemoryState
-from modelbroker.plugins.keys import refresh_interval
 from modelbroker.plugins.keys.keygen import bearer_token, check_name, hash_key, key_prefix, new_key, same_hash
 from modelbroker.plugins.keys.limits import DAY, MONTH, Limits, over_budget, period_end, period_start, spend_key
 from modelbroker.plugins.keys.store import (
@@ -24,7 +24,7 @@ from modelbroker.plugins.keys.store import (
     revoke_key,
 )
 from modelbroker.plugins.ledger import schema as ledger_schema
-from modelbroker.plugins.ledger.database import open_database
+from modelbroker.plugins.storage.database import open_database
 
 from .conftest import add_key, insert_attempts, keys_config
 
@@ -153,12 +153,28 @@ async def test_the_ledger_seeds_only_counters_that_do_not_exist():
     assert await state.get(spend_key("fresh", MONTH, now)) == pytest.approx(2.0)
 
 
-def test_the_refresh_interval_is_checked():
-    assert refresh_interval({}) == 2.0
-    assert refresh_interval({"refresh_s": 0.2}) == 0.2
-    for bad in (0, -1, "2", True, None):
-        with pytest.raises(ValueError, match="plugins.keys.refresh_s"):
-            refresh_interval({"refresh_s": bad})
+@pytest.mark.parametrize(("written", "expected"), [
+    ("{}", 2.0), ("{refresh_s: 0.2}", 0.2), ("{refresh_s: '3'}", 3.0),
+    ("{refresh_s: 0}", "plugins.keys.refresh_s: must be > 0"),
+    ("{refresh_s: -1}", "plugins.keys.refresh_s: must be > 0"),
+    ("{refresh_s: true}", "plugins.keys.refresh_s: must be a number of seconds above 0, not true or false"),
+    ("{refresh_s: null}", "plugins.keys.refresh_s: must be a number"),
+    ("{refresh_s: .inf}", "plugins.keys.refresh_s: must be a finite number"),
+    ("{refresh: 2}", "plugins.keys.refresh: unknown field; check its spelling"),
+])
+def test_the_refresh_interval_is_checked_where_providers_yaml_is(written, expected, write_config):
+    """The block is validated when the gateway is built (serve, check, reload), not in on_startup."""
+    from modelbroker._config.settings import Settings
+    from modelbroker._routing.gateway import Gateway
+
+    path = write_config(f"providers: []\nplugins:\n  keys: {written}\n")
+    settings = Settings(config=path, log_file="")
+    if isinstance(expected, float):
+        assert Gateway.from_settings(settings).config.plugins.settings_for("keys").refresh_s == expected
+        return
+    with pytest.raises(ConfigError) as caught:
+        Gateway.from_settings(settings)
+    assert str(caught.value) == f"providers.yaml: {expected}"
 
 
 def test_a_key_table_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(tmp_path):

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from modelbroker.plugins.ledger.urls import DatabaseURL, safe_url
+from modelbroker.plugins.storage.urls import DatabaseURL, safe_url
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.

@@ -7,9 +7,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from modelbroker.plugins.ledger.bulk import BulkInsert
-from modelbroker.plugins.ledger.database import open_database
 from modelbroker.plugins.ledger.records import _blank
 from modelbroker.plugins.ledger.schema import migrate
+from modelbroker.plugins.storage.database import open_database
 
 BOOLEAN_COLUMNS = ("success", "tokens_estimated")
 

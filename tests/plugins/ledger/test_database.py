@@ -1,4 +1,4 @@
-"""plugins/ledger/database.py and its two implementations: what the ledger and the keys rely on."""
+"""plugins/storage/database.py and its two implementations: what the ledger and the keys rely on."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from modelbroker.plugins.ledger.database import DatabaseError, UniqueViolation, open_database
+from modelbroker.plugins.storage.database import DatabaseError, UniqueViolation, open_database
 
 from .conftest import admin, dsn
 from .helpers import run, with_db
@@ -136,7 +136,7 @@ def test_sqlite_write_whole_commits_or_rolls_back_and_takes_turns_with_writing(s
 def test_sqlite_background_work_runs_at_a_low_priority_and_never_beside_other_work(sqlite_url):
     """The background twin runs at BACKGROUND_NICE; a call waits for the work handed over
     before it, even when that work's caller was cancelled (one connection, one thread at a time)."""
-    from modelbroker.plugins.ledger.sqlite_db import BACKGROUND_NICE
+    from modelbroker.plugins.storage.sqlite_db import BACKGROUND_NICE
 
     def nice(conn):
         return os.getpriority(os.PRIO_PROCESS, 0)  # on Linux: the calling thread's
@@ -241,7 +241,7 @@ def test_a_transaction_discarded_with_its_loop_closes_without_awaiting(sqlite_ur
 
 def test_sqlite_times_are_stored_as_the_text_earlier_versions_wrote():
     """``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, as SQLAlchemy wrote them: old and new rows compare alike."""
-    from modelbroker.plugins.ledger.sqlite_db import bind_time
+    from modelbroker.plugins.storage.sqlite_db import bind_time
 
     east = timezone(timedelta(hours=5, minutes=30))
     for moment in (datetime(2025, 1, 31, 23, 59, 58, 5, tzinfo=timezone.utc),

@@ -8,6 +8,7 @@ import pytest
 
 from modelbroker._config.settings import Settings
 from modelbroker.plugins.ledger.options import LedgerOptions
+from modelbroker.testing import GatewayStartupError
 
 
 def options(**settings) -> LedgerOptions:
@@ -48,7 +49,9 @@ def test_numbers_are_kept_sane():
 def test_a_spill_file_that_is_a_directory_stops_startup_and_says_which_setting(gateway, tmp_path, caplog, capfd):
     """Before, the gateway started and logged a traceback every half second, trying to load it."""
     (tmp_path / "spill-here").mkdir()
-    with pytest.raises(RuntimeError, match="did not start"):
+    with pytest.raises(GatewayStartupError) as caught:
         gateway("providers: []\n", ledger_spill_file=str(tmp_path / "spill-here"))
-    assert (f"the ledger's spill file {tmp_path / 'spill-here'} is a directory: set MODELBROKER_LEDGER_SPILL_FILE "
-            "to the path of a file") in caplog.text + capfd.readouterr().err  # uvicorn's own logger says it
+    expected = (f"the ledger's spill file {tmp_path / 'spill-here'} is a directory: set MODELBROKER_LEDGER_SPILL_FILE "
+                "to the path of a file")
+    assert str(caught.value) == f"modelbroker: cannot start: plugin 'ledger' failed in on_startup: OSError: {expected}"
+    assert expected in caplog.text + capfd.readouterr().err  # uvicorn's own logger says it

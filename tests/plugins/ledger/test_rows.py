@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from modelbroker.plugins.ledger import STORE_NAME
-from modelbroker.plugins.ledger.database import open_database
+from modelbroker.plugins.storage.database import open_database
 
 from .helpers import read_rows
 
@@ -168,26 +168,39 @@ def test_many_requests_are_flushed_while_the_gateway_runs(gateway, provider, ups
     assert sorted(row["request_id"] for row in read_rows(sqlite_url)) == sorted(ids)
 
 
-def test_a_result_record_is_what_the_blank_and_update_way_builds():
-    """result_record is one literal for speed; it must hold what the general builders would."""
+def test_a_row_has_every_column_from_the_cores_record():
+    """row_of turns the core's AttemptRecord into the ledger's row: every column, rounded and cut as stored."""
+    from datetime import timezone
     from types import SimpleNamespace as NS
 
-    from modelbroker._routing.types import ChatRequest, Usage
-    from modelbroker.plugins.ledger.records import _add_usage, _attempt, result_record
+    from modelbroker._routing.records import failure_record, rejected_record, result_record
+    from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
+    from modelbroker.plugins.ledger.records import MAX_ERROR_CHARS, row_of
     from modelbroker.plugins.ledger.schema import RECORD_COLUMNS
 
     provider = NS(name="p", id="p/m", model="m")
     request = ChatRequest(messages=[], request_id="r-1", route="/generate", client="team-a")
-    for usage in (Usage(3, 4, 7, cached_tokens=1, reasoning_tokens=2, estimated=True), None):
-        result = NS(model="m-2025", cost=0.25, overhead_ms=0.12345, usage=usage)
-        built = result_record(provider, request, result, 12.34567, 2)
-        expected = _attempt(provider, request, 12.34567, 2)
-        expected.update(success=True, outcome="ok", model_used="m-2025", cost=0.25, overhead_ms=0.123)
-        _add_usage(expected, usage)
-        assert built.pop("time").tzinfo is not None
-        expected.pop("time")
-        assert built == expected
-        assert set(built) | {"time"} == set(RECORD_COLUMNS)
+    result = Completion(text="", model="m-2025", usage=Usage(3, 4, 7, cached_tokens=1, reasoning_tokens=2,
+                                                               estimated=True), cost=0.25, overhead_ms=0.12345)
+    ok = row_of(result_record(provider, request, result, 12.34567, 2))
+    assert ok.pop("time").tzinfo is timezone.utc
+    assert ok == {
+        "request_id": "r-1", "attempt": 2, "route": "/generate", "client": "team-a", "provider": "p",
+        "provider_id": "p/m", "model": "m", "model_used": "m-2025", "success": True, "outcome": "ok",
+        "error_kind": None, "status": None, "error": None, "prompt_tokens": 3, "completion_tokens": 4,
+        "total_tokens": 7, "cached_tokens": 1, "reasoning_tokens": 2, "tokens_estimated": True, "cost": 0.25,
+        "latency_ms": 12.346, "overhead_ms": 0.123, "request_uid": request.uid}
+    error = ProviderError(ErrorKind.PARTIAL, "x" * 600, status=502, usage=Usage(1, 2, 3))
+    failed = row_of(failure_record(provider, request, error, 5.0, 1))
+    assert (failed["success"], failed["outcome"], failed["error_kind"], failed["status"]) == (
+        False, "partial", "partial", 502)
+    assert len(failed["error"]) == MAX_ERROR_CHARS and failed["error"].endswith("…")
+    assert (failed["total_tokens"], failed["model_used"], failed["overhead_ms"]) == (3, None, None)
+    refused = row_of(rejected_record(None, "r-2", "/generate", 401, "no key"))
+    assert (refused["attempt"], refused["outcome"], refused["status"], refused["provider"]) == (
+        0, "rejected", 401, None)
+    for row in (ok | {"time": None}, failed, refused):
+        assert set(row) == set(RECORD_COLUMNS)
 
 
 @pytest.mark.parametrize("count", [1, 3, 63, 64, 65, 127, 500])
@@ -208,7 +221,7 @@ def test_a_sqlite_batch_is_one_hand_over_and_a_few_statements(sqlite_url, monkey
     """Under load each hand-over to SQLite's thread, and each statement, waits up to 5 ms for
     the GIL (bulk.py): a batch of 500 is one hand-over and ten statements, not ~40."""
     from modelbroker.plugins.ledger.bulk import BulkInsert
-    from modelbroker.plugins.ledger.sqlite_db import SQLiteDatabase, _Lane
+    from modelbroker.plugins.storage.sqlite_db import SQLiteDatabase, _Lane
 
     from .helpers import insert, record, run, with_db
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from modelbroker.plugins.ledger.database import UnsupportedDatabase, open_database
 from modelbroker.plugins.ledger.queries import parse_window, usage_report
-from modelbroker.plugins.ledger.schema import MIGRATIONS, RECORD_COLUMNS, SCHEMA_VERSION, SchemaTooNew, migrate
-from modelbroker.plugins.ledger.urls import DatabaseURL
+from modelbroker.plugins.ledger.schema import MIGRATIONS, RECORD_COLUMNS, SCHEMA_VERSION, migrate
+from modelbroker.plugins.storage.database import UnsupportedDatabase, open_database
+from modelbroker.plugins.storage.migrations import SchemaTooNew
+from modelbroker.plugins.storage.urls import DatabaseURL
 
 from .helpers import at, insert, read_rows, record, run, with_db
 
@@ -87,7 +88,7 @@ def test_the_migrated_table_has_every_column_unique_key_and_index(database_url):
 
 MIGRATE_WITH_A_SLOW_STEP = textwrap.dedent("""
     import asyncio, os, sys
-    from modelbroker.plugins.ledger.database import open_database
+    from modelbroker.plugins.storage.database import open_database
     from modelbroker.plugins.ledger.schema import MIGRATIONS, migrate
 
     async def slow_step(conn):

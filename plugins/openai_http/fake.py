@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from modelbroker.fake_upstream.formats import Rejected, Reply, Script, sse, text_of
+from modelbroker.fake_upstream.formats import FakeRequest, Rejected, Reply, Script, sse, text_of
 
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error",
                 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
@@ -104,3 +104,15 @@ class OpenAICall:
 
     def error_event(self) -> bytes:
         return sse({"error": {"message": "fake mid-stream error", "type": "server_error"}})
+
+
+class OpenAIFormat:
+    """``type: openai`` for the fake upstream: any path ending in ``/chat/completions``."""
+
+    def endpoint(self, base_url: str) -> str:
+        return base_url + "/v1/chat/completions"
+
+    def call(self, request: FakeRequest) -> OpenAICall | None:
+        if request.method != "POST" or not request.path.endswith("/chat/completions"):
+            return None
+        return OpenAICall(request.payload, request.number)

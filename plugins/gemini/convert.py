@@ -13,8 +13,7 @@ from typing import Any
 
 import orjson
 
-from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from modelbroker._upstream.errors import MAX_MESSAGE, redact
+from modelbroker import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage, safe_message
 
 FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
                       "IMAGE_SAFETY", "LANGUAGE"})
@@ -220,7 +219,7 @@ def first_candidate(data: Any, secret: str | None = None) -> dict[str, Any] | No
     reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
     if reason:
         message = f"the upstream answered 200 with no candidates: it blocked the prompt (blockReason {reason})"
-        raise ProviderError(ErrorKind.STATUS, redact(message, secret)[:MAX_MESSAGE], status=400,
+        raise ProviderError(ErrorKind.STATUS, safe_message(message, secret), status=400,
                             code="prompt_blocked")
     return None
 
@@ -298,7 +297,7 @@ class StreamState:
         if isinstance(data, dict) and data.get("error"):
             error = data["error"]
             detail = error.get("message") or error.get("status") if isinstance(error, dict) else error
-            message = redact(f"the upstream sent an error event: {detail}", self.secret)[:MAX_MESSAGE]
+            message = safe_message(f"the upstream sent an error event: {detail}", self.secret)
             code = error.get("status") if isinstance(error, dict) else None
             raise ProviderError(ErrorKind.ERROR_EVENT, message, code=str(code) if code else None)
         candidate = first_candidate(data, self.secret)

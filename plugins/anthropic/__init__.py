@@ -5,7 +5,7 @@ The key goes in ``x-api-key``; ``anthropic-version`` is ``2023-06-01`` unless
 ``options.anthropic_version`` says otherwise. ``max_tokens``, which Anthropic
 requires, is the request's, else ``options.max_tokens``, else 1024.
 
-The client's OpenAI request is converted (``plugins.anthropic_convert``) and the
+The client's OpenAI request is converted (``convert.py``) and the
 answer converted back, so /v1/chat/completions relays an OpenAI
 ``chat.completion`` (or its chunks) whichever upstream answered.
 """
@@ -18,30 +18,47 @@ from datetime import datetime, timezone
 
 import orjson
 
-from modelbroker._routing.streaming import single_chunk_stream
-from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, RateLimit, StreamChunk
-from modelbroker._upstream.client import UpstreamHTTP, UpstreamStream, open_event_stream
-from modelbroker._upstream.errors import int_header, snippet, status_error
-from modelbroker._upstream.sse import parse_event, sse_data
-from modelbroker.hookspecs import hookimpl
-from modelbroker.plugins.anthropic_convert import StreamState, parse_message, request_body
+from modelbroker import (
+    ChatRequest,
+    Completion,
+    ErrorKind,
+    ProviderError,
+    RateLimit,
+    StreamChunk,
+    UpstreamHTTP,
+    UpstreamStream,
+    hookimpl,
+    int_header,
+    open_event_stream,
+    parse_event,
+    single_chunk_stream,
+    snippet,
+    sse_data,
+    status_error,
+)
+from modelbroker.plugins.anthropic.convert import StreamState, parse_message, request_body
 
 TYPE = "anthropic"
 DEFAULT_VERSION = "2023-06-01"
 
 
-@hookimpl(trylast=True)
-def adapter_types():
-    return [TYPE]
+class AnthropicMessages:
+    def call_provider(self, provider, request, http):
+        if request.stream:
+            return open_stream(provider, request, http)
+        return complete(provider, request, http)
 
 
-@hookimpl(trylast=True)
-def call_provider(provider, request, http):
-    if provider.type != TYPE:
-        return None
-    if request.stream:
-        return open_stream(provider, request, http)
-    return complete(provider, request, http)
+@hookimpl
+def register_adapters(register):
+    register(TYPE, AnthropicMessages)
+
+
+@hookimpl
+def register_fake_formats(register):
+    from modelbroker.plugins.anthropic.fake import AnthropicFormat
+
+    register(TYPE, AnthropicFormat())
 
 
 def request_headers(api_key: str | None, options: Mapping) -> dict[str, str]:
@@ -125,8 +142,11 @@ def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret:
     its wording for a prompt that does not fit, so the router can try a larger context."""
     error = status_error(status, headers, body, secret)
     error.rate_limit = rate_limit_of(headers) or error.rate_limit
-    if status in (400, 413) and "prompt is too long" in error.message.lower():
+    text = error.message.lower()
+    if status in (400, 413) and "prompt is too long" in text:
         error.code = "context_length_exceeded"
+    elif status in (400, 402, 403, 429) and "credit balance" in text:  # "Your credit balance is too low ..."
+        error.code = "insufficient_quota"
     return error
 
 

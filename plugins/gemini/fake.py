@@ -12,12 +12,13 @@ complete ``usageMetadata``. ``empty_choices`` answers a blocked prompt
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-from modelbroker.fake_upstream.formats import Rejected, Reply, Script, sse
+from modelbroker.fake_upstream.formats import FakeRequest, Rejected, Reply, Script, sse
 
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
@@ -44,11 +45,11 @@ class GeminiCall:
     def __init__(self, payload: Any, headers: Mapping[str, str], query: Mapping[str, list[str]],
                  model: str, stream: bool, number: int) -> None:
         if not headers.get("x-goog-api-key") and not query.get("key"):
-            raise Rejected(403, error_body(403, NO_KEY))
+            raise Rejected(403, error_body(403, NO_KEY), model)
         if not isinstance(payload, dict) or not isinstance(payload.get("contents"), list):
-            raise Rejected(400, error_body(400, "* GenerateContentRequest.contents: contents is not specified"))
+            raise Rejected(400, error_body(400, "* GenerateContentRequest.contents: contents is not specified"), model)
         if stream and query.get("alt") != ["sse"]:
-            raise Rejected(400, error_body(400, "this fake streams only with ?alt=sse"))
+            raise Rejected(400, error_body(400, "this fake streams only with ?alt=sse"), model)
         self.payload = payload
         self.model = model
         self.stream = stream
@@ -119,3 +120,22 @@ class GeminiCall:
 
 def _event(obj: dict) -> bytes:
     return sse(obj, end=b"\r\n\r\n")
+
+
+#: Gemini's ``{version}/models/{model}:{method}`` paths.
+_PATH = re.compile(r"/[^/]+/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)")
+
+
+class GeminiFormat:
+    """``type: gemini`` for the fake upstream: ``POST /{version}/models/{model}:generateContent``
+    and ``:streamGenerateContent``; the provider's endpoint is the models base."""
+
+    def endpoint(self, base_url: str) -> str:
+        return base_url + "/v1beta/models"
+
+    def call(self, request: FakeRequest) -> GeminiCall | None:
+        match = _PATH.fullmatch(request.path) if request.method == "POST" else None
+        if match is None:
+            return None
+        stream = match["method"] == "streamGenerateContent"
+        return GeminiCall(request.payload, request.headers, request.query, match["model"], stream, request.number)

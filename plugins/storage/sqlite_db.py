@@ -27,8 +27,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-from modelbroker.plugins.ledger.database import UniqueViolation, error_from
-from modelbroker.plugins.ledger.urls import DatabaseURL
+from modelbroker.plugins.storage.database import UniqueViolation, error_from
+from modelbroker.plugins.storage.urls import DatabaseURL
 
 T = TypeVar("T")
 

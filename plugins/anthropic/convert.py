@@ -13,8 +13,7 @@ from typing import Any
 
 import orjson
 
-from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from modelbroker._upstream.errors import MAX_MESSAGE, redact
+from modelbroker import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage, safe_message
 
 DEFAULT_MAX_TOKENS = 1024
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -303,7 +302,7 @@ class StreamState:
         error = event.get("error") if isinstance(event.get("error"), dict) else {}
         kind = error.get("type")
         message = f"the upstream sent an error event: {error.get('message') or kind}"
-        raise ProviderError(ErrorKind.ERROR_EVENT, redact(message, self.secret)[:MAX_MESSAGE],
+        raise ProviderError(ErrorKind.ERROR_EVENT, safe_message(message, self.secret),
                             code=str(kind) if kind else None)
 
     def _base(self) -> dict[str, Any]:

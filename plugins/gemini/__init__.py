@@ -6,7 +6,7 @@ the adapter posts to ``{endpoint}/{model}:generateContent``, or for a stream to
 ``x-goog-api-key`` header, never in the URL (URLs end up in logs).
 ``options.max_tokens`` is a default ``maxOutputTokens``.
 
-The client's OpenAI request is converted (``plugins.gemini_convert``) and the
+The client's OpenAI request is converted (``convert.py``) and the
 answer converted back, so /v1/chat/completions relays an OpenAI
 ``chat.completion`` (or its chunks) whichever upstream answered.
 """
@@ -19,28 +19,44 @@ from typing import Any
 
 import orjson
 
-from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
-from modelbroker._upstream.client import UpstreamHTTP, UpstreamStream, open_event_stream
-from modelbroker._upstream.errors import duration_seconds, snippet, status_error
-from modelbroker._upstream.sse import parse_event, sse_data
-from modelbroker.hookspecs import hookimpl
-from modelbroker.plugins.gemini_convert import StreamState, parse_response, request_body
+from modelbroker import (
+    ChatRequest,
+    Completion,
+    ErrorKind,
+    ProviderError,
+    StreamChunk,
+    UpstreamHTTP,
+    UpstreamStream,
+    duration_seconds,
+    hookimpl,
+    open_event_stream,
+    parse_event,
+    snippet,
+    sse_data,
+    status_error,
+)
+from modelbroker.plugins.gemini.convert import StreamState, parse_response, request_body
 
 TYPE = "gemini"
 
 
-@hookimpl(trylast=True)
-def adapter_types():
-    return [TYPE]
+class GeminiGenerateContent:
+    def call_provider(self, provider, request, http):
+        if request.stream:
+            return open_stream(provider, request, http)
+        return complete(provider, request, http)
 
 
-@hookimpl(trylast=True)
-def call_provider(provider, request, http):
-    if provider.type != TYPE:
-        return None
-    if request.stream:
-        return open_stream(provider, request, http)
-    return complete(provider, request, http)
+@hookimpl
+def register_adapters(register):
+    register(TYPE, GeminiGenerateContent)
+
+
+@hookimpl
+def register_fake_formats(register):
+    from modelbroker.plugins.gemini.fake import GeminiFormat
+
+    register(TYPE, GeminiFormat())
 
 
 def model_url(endpoint: str, model: str, stream: bool) -> str:

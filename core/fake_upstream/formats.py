@@ -1,11 +1,14 @@
-"""The wire formats the fake upstream speaks: OpenAI, Anthropic and Gemini.
+"""How the fake upstream speaks a wire format: what an adapter plugin gives it.
 
-Each module has a ``Call`` class, built from one request, that knows how its
-format spells every answer: a whole completion, an empty one, a malformed body,
-an error body, the SSE events of a stream, a mid-stream error event. The
-behaviour kinds in ``modelbroker.fake_upstream`` decide *what* to send and *when*
-(delays, cuts, stalls, resets) and ask the call for the bytes, so every kind
-works the same way in every format.
+The fake upstream itself knows no provider. An adapter plugin that wants its wire format
+spoken (the built-in ``openai``, ``anthropic`` and ``gemini`` do) registers a ``FakeFormat``
+through the ``register_fake_formats`` hook, under its provider type. For each request the
+fake asks each format's ``call``; the format that recognises the request (by method and
+path) gives a ``Call``, which knows how the format spells every answer: a whole completion,
+an empty one, a malformed body, an error body, the SSE events of a stream, a mid-stream
+error event. The behaviour kinds in ``modelbroker.fake_upstream`` decide *what* to send and
+*when* (delays, cuts, stalls, resets) and ask the call for the bytes, so every kind works
+the same way in every format.
 
 The fake assistant's answer itself (``Reply``) is the same in all formats: a
 tool call when the request offers tools, else ``"Fake reply from {model}:
@@ -15,6 +18,7 @@ message), a completion token a word of the reply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,12 +26,28 @@ import orjson
 
 
 class Rejected(Exception):
-    """The request is refused before any behaviour applies (no key, bad body)."""
+    """The request is refused before any behaviour applies (no key, bad body); ``model`` is
+    recorded with it when the request named one."""
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, model: str | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
+        self.model = model
+
+
+@dataclass
+class FakeRequest:
+    """One request to the fake upstream, as a format reads it: ``path`` without its query,
+    ``query`` parsed (name -> values), header names in lower case, ``payload`` the body's
+    JSON (None if it is not JSON), ``number`` unique for the request (for answer ids)."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    payload: Any
+    number: int
 
 
 @dataclass
@@ -63,6 +83,21 @@ class Script:
     opening: list[bytes]
     deltas: list[bytes]
     closing: list[bytes]
+
+
+class FakeFormat(Protocol):
+    """A wire format, as an adapter plugin registers it for the fake upstream."""
+
+    def endpoint(self, base_url: str) -> str:
+        """The ``endpoint`` a provider of this type has on a fake upstream at ``base_url``."""
+
+    def call(self, request: FakeRequest) -> Call | None:
+        """The request in this format, or None if it is not one (another path); raise
+        ``Rejected`` for a request of this format that the real API would refuse."""
+
+
+#: What the ``register_fake_formats`` hook hands each plugin: ``register(type, fake_format)``.
+RegisterFakeFormat = Callable[[str, FakeFormat], None]
 
 
 class Call(Protocol):

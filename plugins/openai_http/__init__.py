@@ -13,29 +13,49 @@ from typing import Any
 
 import orjson
 
-from modelbroker._routing.pricing import estimated_usage
-from modelbroker._routing.streaming import single_chunk_stream
-from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage
-from modelbroker._upstream.client import UpstreamHTTP, UpstreamStream, open_event_stream
-from modelbroker._upstream.errors import rate_limit_of, redact, snippet, status_error
-from modelbroker._upstream.sse import sse_data
-from modelbroker.hookspecs import hookimpl
+from modelbroker import (
+    ChatRequest,
+    Completion,
+    ErrorKind,
+    ProviderError,
+    StreamChunk,
+    UpstreamHTTP,
+    UpstreamStream,
+    Usage,
+    estimated_usage,
+    hookimpl,
+    open_event_stream,
+    rate_limit_of,
+    redact,
+    safe_message,
+    single_chunk_stream,
+    snippet,
+    sse_data,
+    status_error,
+)
 
 TYPE = "openai"
 
 
-@hookimpl(trylast=True)
-def adapter_types():
-    return [TYPE]
+class OpenAIChat:
+    """Calls a chat-completions endpoint: whole, or as a stream when the client asked for one."""
+
+    def call_provider(self, provider, request, http):
+        if request.stream:
+            return open_stream(provider, request, http)
+        return complete(provider, request, http)
 
 
-@hookimpl(trylast=True)
-def call_provider(provider, request, http):
-    if provider.type != TYPE:
-        return None
-    if request.stream:
-        return open_stream(provider, request, http)
-    return complete(provider, request, http)
+@hookimpl
+def register_adapters(register):
+    register(TYPE, OpenAIChat)
+
+
+@hookimpl
+def register_fake_formats(register):
+    from modelbroker.plugins.openai_http.fake import OpenAIFormat
+
+    register(TYPE, OpenAIFormat())
 
 
 def request_body(model: str, request: ChatRequest) -> dict[str, Any]:
@@ -163,7 +183,7 @@ def parse_chunk(data: str, secret: str | None = None) -> StreamChunk:
     if raw.get("error"):
         error = raw["error"]
         message = error.get("message") if isinstance(error, dict) else str(error)
-        raise ProviderError(ErrorKind.ERROR_EVENT, redact(f"the upstream sent an error event: {message}", secret)[:300])
+        raise ProviderError(ErrorKind.ERROR_EVENT, safe_message(f"the upstream sent an error event: {message}", secret))
     text, has_content, finish = "", False, None
     for choice in raw.get("choices") or ():
         delta = choice.get("delta") or {}

@@ -19,8 +19,8 @@ from typing import Any
 
 import asyncpg
 
-from modelbroker.plugins.ledger.database import DatabaseError, DatabaseURLError, UniqueViolation, error_from
-from modelbroker.plugins.ledger.urls import UNPARSED, DatabaseURL
+from modelbroker.plugins.storage.database import DatabaseError, DatabaseURLError, UniqueViolation, error_from
+from modelbroker.plugins.storage.urls import UNPARSED, DatabaseURL
 
 POOL_SIZE = 4
 #: What a connection's death looks like: the pool hands out another one.

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from modelbroker.fake_upstream.formats import Rejected, Reply, Script, sse, text_of
+from modelbroker.fake_upstream.formats import FakeRequest, Rejected, Reply, Script, sse, text_of
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -120,3 +120,15 @@ def _block_start(block: dict) -> bytes:
 
 def _block_delta(delta: dict) -> bytes:
     return sse({"type": "content_block_delta", "index": 0, "delta": delta}, "content_block_delta")
+
+
+class AnthropicFormat:
+    """``type: anthropic`` for the fake upstream: ``POST /v1/messages``."""
+
+    def endpoint(self, base_url: str) -> str:
+        return base_url + "/v1/messages"
+
+    def call(self, request: FakeRequest) -> AnthropicCall | None:
+        if request.method != "POST" or request.path != "/v1/messages":
+            return None
+        return AnthropicCall(request.payload, request.headers, request.number)

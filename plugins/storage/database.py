@@ -1,4 +1,4 @@
-"""The ledger's database: SQLite through the standard library, PostgreSQL through asyncpg.
+"""The shared database: SQLite through the standard library, PostgreSQL through asyncpg.
 
 Both speak the same small interface, so the ledger, its queries and the client keys
 have one code path and write plain SQL with ``?`` placeholders:
@@ -27,9 +27,10 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from modelbroker.plugins.ledger.urls import DatabaseURL, UnsupportedDatabase
+from modelbroker.plugins.storage.urls import DatabaseURL, UnsupportedDatabase
 
-__all__ = ["Connection", "Database", "DatabaseError", "UniqueViolation", "UnsupportedDatabase", "open_database"]
+__all__ = ["Connection", "Database", "DatabaseError", "UniqueViolation", "UnsupportedDatabase", "describe",
+           "open_database"]
 
 #: Seconds an SQLite writer waits for another process's write lock before failing.
 SQLITE_BUSY_TIMEOUT_S = 30.0
@@ -104,10 +105,10 @@ def open_database(url: str) -> Database:
     """The database ``url`` names; raises UnsupportedDatabase for another kind of URL."""
     parsed = DatabaseURL.parse(url)
     if parsed.backend == "sqlite":
-        from modelbroker.plugins.ledger.sqlite_db import SQLiteDatabase
+        from modelbroker.plugins.storage.sqlite_db import SQLiteDatabase
 
         return SQLiteDatabase(parsed, busy_timeout_s=SQLITE_BUSY_TIMEOUT_S)
-    from modelbroker.plugins.ledger.postgres_db import PostgresDatabase
+    from modelbroker.plugins.storage.postgres_db import PostgresDatabase
 
     return PostgresDatabase(parsed, connect_timeout_s=PG_CONNECT_TIMEOUT_S, command_timeout_s=PG_COMMAND_TIMEOUT_S)
 
@@ -115,3 +116,8 @@ def open_database(url: str) -> Database:
 def placeholders(count: int) -> str:
     """``?, ?, ?`` for an ``IN (...)`` of ``count`` values."""
     return ", ".join("?" * count)
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line description of a database error (without the statement and its parameters)."""
+    return str(exc if isinstance(exc, DatabaseError) else error_from(exc))

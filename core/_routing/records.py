@@ -1,0 +1,120 @@
+"""One attempt, or one refused request, as a flat record: built once by the core, handed to
+every logger (app.log, the ledger, metrics each write it their own way).
+
+A slotted dataclass rather than a dict: it is made for every attempt on the event loop,
+and ``orjson`` serializes it as it is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage, unique_id
+
+#: How an attempt ended (``AttemptRecord.outcome``).
+OK, FAILED, PARTIAL, CANCELLED, REJECTED = "ok", "failed", "partial", "cancelled", "rejected"
+OUTCOMES = (OK, FAILED, PARTIAL, CANCELLED, REJECTED)
+_OUTCOME_OF_KIND = {ErrorKind.PARTIAL: PARTIAL, ErrorKind.CANCELLED: CANCELLED}
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    """One attempt at one provider (``attempt`` 1, 2, ...) or a refused request (``attempt`` 0).
+
+    ``time`` is when it ended, in seconds since the epoch. ``outcome`` is ``ok``,
+    ``failed``, ``partial`` (a stream broken after content), ``cancelled`` (the client
+    left) or ``rejected``. The provider fields are None for a refusal; the error fields
+    None for a success. ``error`` holds no secret (adapters remove keys).
+    """
+
+    time: float
+    request_id: str
+    request_uid: str
+    attempt: int
+    route: str | None
+    client: str | None
+    provider: str | None
+    provider_id: str | None
+    model: str | None
+    model_used: str | None
+    outcome: str
+    error_kind: str | None
+    status: int | None
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    tokens_estimated: bool
+    cost: float
+    latency_ms: float | None
+    overhead_ms: float | None
+
+    @property
+    def success(self) -> bool:
+        return self.outcome == OK
+
+
+def result_record(provider, request: ChatRequest, result: Completion, elapsed_ms: float,
+                  attempt: int) -> AttemptRecord:
+    """The record of a successful attempt (positional: it is built for nearly every request)."""
+    usage = result.usage or _NO_USAGE
+    return AttemptRecord(
+        time.time(), request.request_id, request.uid, attempt, request.route, request.client,
+        provider.name, provider.id, provider.model, result.model, OK, None, None, None,
+        usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
+        usage.reasoning_tokens, usage.estimated, result.cost, elapsed_ms, result.overhead_ms,
+    )
+
+
+def failure_record(provider, request: ChatRequest, error: ProviderError, elapsed_ms: float,
+                   attempt: int) -> AttemptRecord:
+    usage = error.usage or _NO_USAGE
+    return AttemptRecord(
+        time.time(), request.request_id, request.uid, attempt, request.route, request.client,
+        provider.name, provider.id, provider.model, None, _OUTCOME_OF_KIND.get(error.kind, FAILED),
+        error.kind.value, error.status, error.message,
+        usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
+        usage.reasoning_tokens, usage.estimated, error.cost, elapsed_ms, None,
+    )
+
+
+def rejected_record(request: ChatRequest | None, request_id: str, route: str, status: int,
+                    reason: str) -> AttemptRecord:
+    """A request refused before any attempt: attempt 0, no provider, no tokens, no cost."""
+    return AttemptRecord(
+        time.time(), request_id, request.uid if request is not None else unique_id(), 0, route,
+        request.client if request is not None else None, None, None, None, None, REJECTED, None, status,
+        reason, 0, 0, 0, None, None, False, 0.0, None, None,
+    )
+
+
+_NO_USAGE = Usage()
+
+
+class AttemptReporter:
+    """Tells every plugin how each attempt went (``on_result``, ``on_failure``) and of each
+    refusal (``on_rejected``), with the record built once, and only if some plugin reads it."""
+
+    def __init__(self, hooks) -> None:
+        self.hooks = hooks
+        self._result_records = hooks.wants("on_result", "record")
+        self._failure_records = hooks.wants("on_failure", "record")
+        self._rejected_records = hooks.wants("on_rejected", "record")
+
+    def result(self, provider, request: ChatRequest, result: Completion, elapsed_ms: float, attempt: int) -> None:
+        record = result_record(provider, request, result, elapsed_ms, attempt) if self._result_records else None
+        self.hooks.notify("on_result", provider=provider, request=request, result=result, elapsed_ms=elapsed_ms,
+                          attempt=attempt, record=record)
+
+    def failure(self, provider, request: ChatRequest, error: ProviderError, elapsed_ms: float, attempt: int) -> None:
+        record = failure_record(provider, request, error, elapsed_ms, attempt) if self._failure_records else None
+        self.hooks.notify("on_failure", provider=provider, request=request, error=error, elapsed_ms=elapsed_ms,
+                          attempt=attempt, record=record)
+
+    def rejected(self, request: ChatRequest | None, request_id: str, route: str, status: int, reason: str) -> None:
+        record = rejected_record(request, request_id, route, status, reason) if self._rejected_records else None
+        self.hooks.notify("on_rejected", request=request, request_id=request_id, route=route, status=status,
+                          reason=reason, record=record)
