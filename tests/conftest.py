@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,48 @@ def _clean_environment():
                 patch.delenv(name)
         patch.delenv("GROQ_API_KEY", raising=False)
         yield
+
+
+def pytest_configure(config):
+    """hypothesis keeps its examples and caches in ``.hypothesis/`` of the working directory: the
+    checkout. Here they go to a temporary directory, removed at the end."""
+    import hypothesis.configuration
+
+    home = tempfile.mkdtemp(prefix="modelbroker-hypothesis-")
+    hypothesis.configuration.set_hypothesis_home_dir(home)
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_left_alone():
+    """At the end of the run: no test wrote into the checkout (a gateway started without a
+    directory of its own writes app.log and modelbroker.db into its working directory, which
+    would be the user's own data), and no module of core/ or plugins/ was imported under a
+    name other than its modelbroker.* one (two copies of a module: two of every class)."""
+    before = _untracked_files()
+    yield
+    written = sorted(_untracked_files() - before)
+    assert not written, f"the tests wrote into the checkout: {written}; give each gateway a directory of its own"
+    twice = sorted(name for name, module in list(sys.modules.items())
+                   if not name.startswith("modelbroker") and _under(getattr(module, "__file__", None),
+                                                                 REPO_ROOT / "core", REPO_ROOT / "plugins"))
+    assert not twice, f"modules of the package imported under other names: {twice}"
+
+
+def _untracked_files() -> set[str]:
+    """Files git does not track in the checkout, ignored ones included (the virtualenv and caches aside)."""
+    try:
+        listed = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+                                cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    paths = {line[3:] for line in listed.stdout.splitlines() if line[:2] in ("??", "!!")}
+    return {path for path in paths if not path.startswith((".venv/", "build/")) and "__pycache__/" not in path
+            and ".egg-info/" not in path}
+
+
+def _under(path: str | None, *folders: Path) -> bool:
+    return path is not None and any(Path(path).resolve().is_relative_to(folder) for folder in folders)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ load: it is reported, in its row or on its own line, and the others are shown.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -17,13 +18,15 @@ from modelbroker._config.providers import GatewayConfig
 from modelbroker._config.settings import Settings
 from modelbroker._plugins.hookcall import HookCalls
 from modelbroker._plugins.manager import PROJECT, PluginManager, make_plugin_manager
+from modelbroker._plugins.registry import Registration, settle_plugin_settings
 from modelbroker._routing.gateway import Gateway, blocked_plugins
 from modelbroker._routing.router import order_by
 from modelbroker._routing.types import ChatRequest
 
 SAMPLE = ChatRequest(messages=[{"role": "user", "content": "Hello, how are you today?"}])
-REGISTRATIONS = {"register_strategies": "strategy", "register_adapters": "adapter",
-                 "register_settings": "settings"}
+#: In this order: the settings first, so that the others see them validated, as in a gateway.
+REGISTRATIONS = {"register_settings": "settings", "register_strategies": "strategy",
+                 "register_adapters": "adapter"}
 
 
 @dataclass
@@ -102,18 +105,28 @@ def _config_if_any(settings: Settings) -> tuple[GatewayConfig | None, str]:
 
 
 def _registered(pm: PluginManager, config: GatewayConfig) -> dict[str, list[str]]:
-    """Plugin name -> ``strategy x``, ``adapter y``, ``settings z``: what each registers."""
+    """Plugin name -> ``strategy x``, ``adapter y``, ``settings z``: what each registers, for
+    ``config`` with the plugins' settings validated as a gateway does (as far as they are valid)."""
     found: dict[str, list[str]] = {}
     hooks = HookCalls(pm)
+    models: dict[str, Registration] = {}
     for hook, what in REGISTRATIONS.items():
         for plugin, function, argnames in hooks.implementations(hook):
             names = found.setdefault(plugin, [])
-            arguments = {"register": lambda name, _value, _names=names, _what=what: _names.append(f"{_what} {name}"),
-                         "config": config}
+
+            def register(name, value, _plugin=plugin, _names=names, _what=what, _hook=hook):
+                _names.append(f"{_what} {name}")
+                if _hook == "register_settings":
+                    models[name] = Registration(name, _plugin, value)
+
+            arguments = {"register": register, "config": config}
             try:
                 function(*map(arguments.__getitem__, argnames))
             except Exception as exc:  # noqa: BLE001 - shown in the row; serve and check refuse it
                 names.append(f"({hook} failed: {type(exc).__name__}: {exc})")
+        if hook == "register_settings":
+            with contextlib.suppress(ConfigError):  # an invalid block: check tells; here a registration may fail
+                config = settle_plugin_settings(config, models)
     return found
 
 

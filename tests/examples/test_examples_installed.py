@@ -15,7 +15,7 @@ EXAMPLES = ["modelbroker-prompt-size", "modelbroker-echo-wire"]
 
 ROWS = {
     "prompt_size": (["prompt_size", "modelbroker-prompt-size", "1.0.0", "modelbroker_prompt_size"],
-                    "strategy prompt_size, settings prompt_size register_settings, register_strategies"),
+                    "settings prompt_size, strategy prompt_size register_settings, register_strategies"),
     "echowire": (["echowire", "modelbroker-echo-wire", "1.0.0", "modelbroker_echo_wire"],
                  "adapter echowire register_adapters"),
 }
