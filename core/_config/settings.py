@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     gc_tuning: bool = True
     #: uvicorn's line per HTTP request on stderr (core/_server/access_log.py); app.log has every attempt.
     access_log: bool = False
+    #: What upstream calls go through (core/_upstream/transport.py): the gateway's own HTTP/1.1
+    #: client, or aiohttp's.
+    upstream_transport: Literal["http1", "aiohttp"] = "http1"
 
     @field_validator("disabled_plugins", mode="before")
     @classmethod

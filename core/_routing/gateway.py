@@ -103,7 +103,7 @@ class Gateway:
         _, store = HookCalls(self.pm).first("state_store", settings=self.settings)
         self.state = store or MemoryState()
         self.client = make_http_client()
-        self.http = UpstreamHTTP()
+        self.http = UpstreamHTTP(self.settings.upstream_transport)
         await self.http.start()
         try:
             await HookCalls(self.pm).each_awaited(

@@ -1,10 +1,10 @@
-"""Upstream calls through an HTTP(S) proxy, on aiohttp.
+"""The ``aiohttp`` transport (``transport.py``): upstream calls on aiohttp's client.
 
-``core/_upstream/http1.py`` connects straight to upstreams; when ``HTTPS_PROXY``/``HTTP_PROXY``
-apply to an endpoint (and ``NO_PROXY`` does not exempt it), ``core/_upstream/client.py`` sends the
-call here instead. The answer has the same shape as ``modelbroker._upstream.http1.Response`` (status,
-headers, ``read``, ``chunks``, ``release``) and failures raise the same
-``TransportError``. aiohttp is imported only when the first proxied call is made.
+It carries the calls to an endpoint that ``HTTPS_PROXY``/``HTTP_PROXY`` apply to (and
+``NO_PROXY`` does not exempt), which the ``http1`` transport does not handle, and every
+call with ``MODELBROKER_UPSTREAM_TRANSPORT=aiohttp``. The answer has the shape of
+``transport.Response`` and failures raise ``TransportError``, as ``http1``'s do.
+aiohttp is imported only when this transport is first made.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from modelbroker._upstream.http1 import TransportError
+from modelbroker._upstream.transport import TransportError
 
 
-class ProxiedResponse:
+class AiohttpResponse:
     def __init__(self, response) -> None:
         self._response = response
         self.status = response.status
@@ -53,8 +53,8 @@ class ProxiedResponse:
         self._response.close()
 
 
-class ProxiedClient:
-    """One aiohttp session, used only for endpoints behind a proxy."""
+class AiohttpTransport:
+    """One aiohttp session for the gateway's calls through it."""
 
     def __init__(self, max_connections: int, keepalive_s: float) -> None:
         import aiohttp
@@ -65,7 +65,7 @@ class ProxiedClient:
         self._timeouts: dict[tuple[float, float], object] = {}
 
     async def request(self, method: str, url: str, body: bytes, headers: Mapping[str, str], *,
-                      read_timeout: float, connect_timeout: float, proxy: str) -> ProxiedResponse:
+                      read_timeout: float, connect_timeout: float, proxy: str | None = None) -> AiohttpResponse:
         import aiohttp
 
         timeout = self._timeouts.get((read_timeout, connect_timeout))
@@ -77,7 +77,7 @@ class ProxiedClient:
                                                    timeout=timeout)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise _transport_error(exc) from None
-        return ProxiedResponse(response)
+        return AiohttpResponse(response)
 
     async def close(self) -> None:
         await self._session.close()

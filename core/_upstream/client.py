@@ -2,12 +2,11 @@
 
 Adapters call upstreams through this small facade. It gives what an adapter
 needs (a whole answer, or a stream of lines), applies the provider's timeouts and
-turns every transport failure into a ``ProviderError`` without secrets. Calls go
-through ``core/_upstream/http1.py``, a small keep-alive HTTP/1.1 client built for this (per
-call it costs a fraction of aiohttp's client, which cost a fraction of httpx's:
-docs/performance.md); calls to an endpoint behind ``HTTPS_PROXY``/``HTTP_PROXY``
-go through aiohttp (``core/_upstream/aiohttp_transport.py``). The httpx client remains on the
-``client`` hook argument for plugins written against it.
+turns every transport failure into a ``ProviderError`` without secrets. The bytes move
+through a ``Transport`` (``transport.py``): ``http1`` by default, aiohttp's for calls
+to an endpoint behind ``HTTPS_PROXY``/``HTTP_PROXY``, or for every call with
+``MODELBROKER_UPSTREAM_TRANSPORT=aiohttp``. The httpx client remains on the
+``client`` argument for adapters written against it.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from dataclasses import dataclass
 
 from modelbroker._routing.types import ErrorKind, ProviderError
 from modelbroker._upstream.errors import MAX_MESSAGE, redact
-from modelbroker._upstream.http1 import Http1Client, TransportError
 from modelbroker._upstream.sse import EventData
+from modelbroker._upstream.transport import Transport, TransportError, make_transport
 
 #: Connections in use at once, over all upstreams; more calls wait for one to be free.
 MAX_CONNECTIONS = 1000
@@ -119,23 +118,24 @@ def _split_lines(pending: bytes) -> tuple[list[bytes], bytes]:
 
 
 class UpstreamHTTP:
-    """The pooled client for every upstream call of a gateway."""
+    """The pooled client for every upstream call of a gateway; ``transport`` names the
+    ``Transport`` direct calls go through (``http1`` or ``aiohttp``)."""
 
-    def __init__(self) -> None:
-        self._client: Http1Client | None = None
-        self._proxied = None  # modelbroker._upstream.aiohttp_transport.ProxiedClient, made on the first proxied call
+    def __init__(self, transport: str = "http1") -> None:
+        self.transport = transport
+        self._direct: Transport | None = None
+        self._proxied: Transport | None = None  # aiohttp's, made on the first call through a proxy
         self._proxies: dict[str, str | None] = {}
 
     async def start(self) -> None:
-        self._client = Http1Client(max_connections=MAX_CONNECTIONS, keepalive_s=KEEPALIVE_S)
+        self._direct = make_transport(self.transport, MAX_CONNECTIONS, KEEPALIVE_S)
+        if self.transport == "aiohttp":
+            self._proxied = self._direct  # one session for both
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
-        if self._proxied is not None:
-            await self._proxied.close()
-            self._proxied = None
+        for transport in {id(t): t for t in (self._direct, self._proxied) if t is not None}.values():
+            await transport.close()
+        self._direct = self._proxied = None
 
     async def __aenter__(self) -> UpstreamHTTP:
         await self.start()
@@ -168,7 +168,7 @@ class UpstreamHTTP:
         try:
             proxy = self._proxy(url)
             if proxy is None:
-                return await self._client.request("POST", url, body, headers, read_timeout=timeout_s,
+                return await self._direct.request("POST", url, body, headers, read_timeout=timeout_s,
                                                   connect_timeout=connect_timeout_s)
             try:
                 return await self._via_proxy().request("POST", url, body, headers, read_timeout=timeout_s,
@@ -182,9 +182,7 @@ class UpstreamHTTP:
 
     def _via_proxy(self):
         if self._proxied is None:
-            from modelbroker._upstream.aiohttp_transport import ProxiedClient
-
-            self._proxied = ProxiedClient(MAX_CONNECTIONS, KEEPALIVE_S)
+            self._proxied = make_transport("aiohttp", MAX_CONNECTIONS, KEEPALIVE_S)
         return self._proxied
 
     def _proxy(self, url: str) -> str | None:

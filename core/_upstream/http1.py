@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import httptools
 
 from modelbroker import __version__
+from modelbroker._upstream.transport import TransportError
 
 #: Body bytes held unread before the socket stops being read (the upstream then waits).
 HIGH_WATER = 256 * 1024
@@ -44,14 +45,6 @@ OWN_HEADERS = frozenset({"host", "content-length"})
 #: Request heads kept (by method, URL and headers): one per provider in practice; a plugin sending
 #: per-request headers would make one each, so the table is emptied when it reaches this size.
 MAX_HEADS = 256
-
-
-class TransportError(Exception):
-    """No complete answer. ``kind`` is ``connect``, ``timeout`` or ``connection``."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 class ResponseHeaders(Mapping[str, str]):
@@ -315,7 +308,7 @@ class Response:
 
 
 class Http1Client:
-    """Pooled connections to any number of origins; one per gateway."""
+    """The ``http1`` transport (``transport.py``): pooled connections to any number of origins."""
 
     def __init__(self, *, max_connections: int = 1000, keepalive_s: float = 30.0,
                  ssl_context: ssl.SSLContext | None = None) -> None:

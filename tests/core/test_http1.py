@@ -30,7 +30,8 @@ from modelbroker._routing.types import ErrorKind, ProviderError
 from modelbroker._upstream import http1
 from modelbroker._upstream import sse as upstream
 from modelbroker._upstream.client import UpstreamHTTP
-from modelbroker._upstream.http1 import Http1Client, Response, TransportError, parse_target
+from modelbroker._upstream.http1 import Http1Client, Response, parse_target
+from modelbroker._upstream.transport import TransportError
 
 #: Bound on every wait of a test for something that should happen (s).
 TIMEOUT = 2.0
