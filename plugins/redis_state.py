@@ -64,7 +64,8 @@ def state_store(settings):
 
 
 def _redis():
-    """redis-py, imported only when a Redis URL is set (it costs ~7 MiB of memory)."""
+    """redis-py, imported only when a Redis URL is set: importing it costs memory
+    (docs/performance.md, 'Measurements behind the code')."""
     import redis.asyncio
     import redis.exceptions
 

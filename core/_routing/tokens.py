@@ -1,6 +1,6 @@
 """Count tokens with tiktoken when an upstream reports no usage (a stream without a usage chunk).
 
-The encoding takes about 75 MiB and 0.3 s to load, and most upstreams report
+The encoding is large and slow to load, and most upstreams report
 usage, so it is loaded only when first needed, in a background thread; counts
 asked for before it is ready use the character estimate.
 
@@ -60,7 +60,7 @@ def _load_in_background() -> None:
 
 @functools.lru_cache(maxsize=1)
 def load_encoding() -> Any:
-    """The tiktoken encoding, loaded once (about 0.3 s: keep it off the event loop)."""
+    """The tiktoken encoding, loaded once (slow to load: keep it off the event loop)."""
     try:
         import tiktoken
 

@@ -19,9 +19,10 @@ def unique_id() -> str:
 
     Unique across requests, processes and replicas (an id, not a secret; no system call).
     Later ids sort later, so a database index on them grows at its end, as one on a time
-    does. Wholly random ids land all over the index: into a SQLite ledger of 200,000
-    rows, a row with two such indexes (request id and uid) cost 42 µs of CPU, 14 µs
-    with ids in time order, and the gap widens as the table grows.
+    does. Wholly random ids land all over the index: in a large SQLite ledger, a row with
+    two such indexes (request id and uid) cost several times the CPU it cost with ids in
+    time order, and the gap widens as the table grows (docs/performance.md, 'Measurements
+    behind the code').
     """
     return f"{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
 

@@ -1,12 +1,13 @@
 """uvicorn's access log: off unless ``MODELBROKER_ACCESS_LOG=true``.
 
 uvicorn writes a line per HTTP request to stderr through ``logging``, on the event
-loop. Measured at 64 connections (``python -m bench.profile``, 2026-11-28): 508-584
-µs of CPU a request without it, 742-803 with it, about 30 % fewer requests a second. The
-gateway already writes a line per attempt to app.log (request id, provider, status,
-latency, tokens, cost) off the loop, so the access line is off by default for
-``modelbroker serve`` and for ``uvicorn main:app`` alike. When it is on, its lines
-leave out query strings: a client may have put a key there (``?api_key=...``).
+loop. Measured with ``python -m bench.profile``, it added much to each request's CPU,
+and the gateway served noticeably fewer requests a second (docs/performance.md,
+'Measurements behind the code'). The gateway already writes a line per attempt to
+app.log (request id, provider, status, latency, tokens, cost) off the loop, so the
+access line is off by default for ``modelbroker serve`` and for ``uvicorn main:app``
+alike. When it is on, its lines leave out query strings: a client may have put a key
+there (``?api_key=...``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 ``POST /generate`` and ``POST /v1/chat/completions`` carry all the traffic; for
 them FastAPI's middleware stack, route matching (a scan of every route, plugins'
-included) and dependency solving cost about a third of the gateway's CPU per
-request (measured with ``python -m bench.profile --py-spy``). ``GatewayApp`` hands
-these two straight to ``core/_server/edge.py`` and then to the endpoint function. Their
+included) and dependency solving were a large share of the gateway's CPU per
+request (measured with ``python -m bench.profile --py-spy``; docs/performance.md,
+'Measurements behind the code'). ``GatewayApp`` hands these two straight to
+``core/_server/edge.py`` and then to the endpoint function. Their
 FastAPI declarations stay, so /openapi.json still describes them; any other
 method or path goes through FastAPI as before.
 

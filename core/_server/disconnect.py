@@ -17,9 +17,9 @@ class ClientGone(Exception):
 
 
 #: Seconds a request's work runs before the gateway starts watching for its client leaving.
-#: The watcher is a task, about 10 µs of CPU (5 % of a request through the gateway); a
-#: request answered sooner never pays for it, and one whose client leaves is cancelled
-#: at most this much later than it could have been.
+#: The watcher is a task, a noticeable share of a request's CPU (docs/performance.md,
+#: 'Measurements behind the code'); a request answered sooner never pays for it, and one
+#: whose client leaves is cancelled at most this much later than it could have been.
 WATCH_AFTER_S = 0.25
 
 

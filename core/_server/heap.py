@@ -1,9 +1,10 @@
 """The garbage collector's settings for a long-running gateway process.
 
-Measured under wrk at c=64 (``python -m bench.profile``): with Python's defaults the
-collector took ~8 % of the gateway's CPU, and each full collection walked the
-~115,000 objects that importing FastAPI, pydantic, SQLAlchemy (then) and the plugins
-leaves behind, pausing every request in flight for ~60 ms (it showed as the p99).
+Measured under wrk (``python -m bench.profile``): with Python's defaults the collector
+took a noticeable share of the gateway's CPU, and each full collection walked the many
+objects that importing FastAPI, pydantic, SQLAlchemy (then) and the plugins leaves
+behind, pausing every request in flight long enough to show as the p99
+(docs/performance.md, 'Measurements behind the code').
 After startup those objects live as long as the process, so they are frozen
 (``gc.freeze``: never walked again), and young objects are collected every 10,000
 net allocations instead of 700: most of a request's objects are freed by reference

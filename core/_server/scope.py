@@ -38,7 +38,8 @@ async def read_body(receive: Receive) -> bytes:
 
     What Starlette's ``request.body()`` does, without the async generator it reads
     through: the event loop tracks every async generator in a WeakSet, and the two
-    together cost ~3 µs a request (2026-11-28, the slow AMD machine).
+    together were a measurable cost per request (docs/performance.md, 'Measurements
+    behind the code').
     """
     chunks: list[bytes] = []
     while True:

@@ -78,7 +78,8 @@ class UpstreamStream:
         given before the error is raised.
 
         One generator where ``sse_data`` over ``lines()`` made two, with two lines of every
-        event passing from one to the other: ~2 % of a streamed request's CPU.
+        event passing from one to the other: a measurable share of a streamed request's CPU
+        (docs/performance.md, 'Measurements behind the code').
         """
         collect = EventData()
         pending = b""

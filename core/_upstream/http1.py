@@ -1,9 +1,10 @@
 """A small HTTP/1.1 client for upstream calls: pooled keep-alive connections, httptools' parser.
 
 Why not aiohttp's client: under the benchmark (``python -m bench.profile --py-spy``)
-aiohttp spent about a quarter of the gateway's CPU, ~200 µs per call; this client,
-an ``asyncio.Protocol`` around the same llhttp parser uvicorn uses, needs a
-fraction of that because it does only what an upstream call needs:
+aiohttp's client was a large share of the gateway's CPU (docs/performance.md,
+'Measurements behind the code'); this client, an ``asyncio.Protocol`` around the same
+llhttp parser uvicorn uses, needs a fraction of that because it does only what an
+upstream call needs:
 
 * a request with a body of bytes; the status and headers once they are in; the body
   whole (``read``) or in pieces as they arrive (``chunks``), with back-pressure;
@@ -51,9 +52,10 @@ class ResponseHeaders(Mapping[str, str]):
     """An answer's headers; lookups accept any case. Repeated headers are joined with ", ".
 
     Kept as the parser gives them, bytes, names in lower case: a value is decoded when it
-    is read. Upstreams send ~25 headers (OpenAI's rate limits, Cloudflare's) and an
-    adapter reads a few; decoding every name and value as it arrived cost ~1 µs a header
-    (2026-11-28, the slow AMD machine), ~25 µs an answer.
+    is read. Upstreams send many headers (OpenAI's rate limits, Cloudflare's) and an
+    adapter reads a few; decoding every name and value as it arrived was measurably
+    slower than decoding the few an adapter reads (docs/performance.md, 'Measurements
+    behind the code').
     """
 
     __slots__ = ("raw",)

@@ -5,17 +5,18 @@ A row is one ``itemgetter`` call per record and the time as the database stores 
 attempt) is ignored, so a batch written twice is harmless.
 
 On SQLite the whole batch is one hand-over to the database's thread: the rows are
-made there (the ~3 ms of Python a batch of 500 costs, mostly formatting times, stays
-off the event loop), and the transaction is begun, filled and committed there. Each
-hand-over, and each statement (sqlite3 lets go of the GIL while SQLite works), makes
-that thread take the GIL back, and while the event loop is busy that waits for
-Python's switch interval, 5 ms: a batch written from the loop statement by statement
-(four hand-overs, a statement per 40 rows and one per leftover row) took ~0.35 s
-under full load, while ~1,000 new rows came in, and the queue grew by ~2 MiB a second.
+made there (the Python a batch costs, mostly formatting times, stays off the event
+loop), and the transaction is begun, filled and committed there. Each hand-over, and
+each statement (sqlite3 lets go of the GIL while SQLite works), makes that thread take
+the GIL back, and while the event loop is busy that waits for Python's switch
+interval: a batch written from the loop statement by statement (four hand-overs, a
+statement per 40 rows and one per leftover row) took longer under full load than the
+new rows took to come in, and the queue kept growing (docs/performance.md,
+'Measurements behind the code').
 One statement inserts ``SQLiteDatabase.rows_per_statement`` rows (64); what is left
 goes in the powers of two below it (500 = 7 x 64 + 32 + 16 + 4: ten statements), so
-sqlite3's statement cache keeps at most seven of them, ~430 KiB together. PostgreSQL
-(asyncpg) sends an ``executemany`` as one pipelined exchange already.
+sqlite3's statement cache keeps at most seven of them. PostgreSQL (asyncpg) sends an
+``executemany`` as one pipelined exchange already.
 """
 
 from __future__ import annotations

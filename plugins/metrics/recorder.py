@@ -20,8 +20,9 @@ log = logging.getLogger("modelbroker")
 #: Seconds between a worker's updates of its health gauges in multiprocess mode.
 HEALTH_REFRESH_S = 2.0
 #: Attempts held in one process before they are added to the instruments (a scrape adds them
-#: at once): bounds the memory when nothing scrapes, and the pause: adding them takes the event
-#: loop ~3.7 µs each (two histogram observations), so 1,000 held up one request by ~3.7 ms.
+#: at once): bounds the memory when nothing scrapes, and the pause: adding each one is two
+#: histogram observations on the event loop, so holding many more made one request wait
+#: noticeably behind them (docs/performance.md, 'Measurements behind the code').
 HELD_MAX = 100
 
 
@@ -34,8 +35,9 @@ class MetricsRecorder:
     In one process, an attempt is held as a tuple (and an ended request as a count) and
     added to the instruments by the next scrape (``flush``), or once ``HELD_MAX`` wait:
     the counters then take one addition per (provider, outcome) instead of six per
-    request, each behind prometheus_client's lock and checks (the hooks cost ~8 % of a
-    request's instructions before). With several workers, values are written as they come,
+    request, each behind prometheus_client's lock and checks (before, the hooks were a
+    noticeable share of a request's instructions; docs/performance.md, 'Measurements behind
+    the code'). With several workers, values are written as they come,
     since a scrape reads the other workers' files, not their memory.
     """
 

@@ -17,7 +17,8 @@ Every driver error comes out as ``DatabaseError`` (``UniqueViolation`` for a bro
 unique key), with a one-line message that never holds the statement's parameters.
 
 Neither SQLAlchemy nor a driver is imported for SQLite: the gateway's memory is paid
-on every replica, and together they held about 26 MiB.
+on every replica, and together they held a large share of it (docs/performance.md,
+'Measurements behind the code').
 """
 
 from __future__ import annotations

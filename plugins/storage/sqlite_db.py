@@ -35,18 +35,20 @@ T = TypeVar("T")
 #: The nice value of a lane's background thread, which writes the ledger's batches while
 #: the writer keeps up (``plugins/ledger/writer.py``). The gateway usually has one core
 #: to itself, and the database thread shares it with the event loop: at nice 0 a batch
-#: of 500 rows (~8 ms of CPU, most of it in SQLite with the GIL let go) held off requests
-#: arriving meanwhile, and at c=1 the gateway's p99 was ~3 ms against ~1.4 ms with the
-#: ledger off (``bench.profile -c 1``); at 19 the event loop's thread takes the core back
-#: as soon as it has work, and the p99 was ~1.6 ms. (A nice value cannot be lowered again
-#: without privileges, hence a second thread for a writer that has fallen behind.)
+#: (most of its CPU in SQLite with the GIL let go) held off requests arriving meanwhile,
+#: and at c=1 the gateway's p99 was well above the one with the ledger off
+#: (``bench.profile -c 1``); at 19 the event loop's thread takes the core back as soon as
+#: it has work, and the p99 came close to the ledger-off one (docs/performance.md,
+#: 'Measurements behind the code'). (A nice value cannot be lowered again without
+#: privileges, hence a second thread for a writer that has fallen behind.)
 BACKGROUND_NICE = 19
 
 # sqlite3 "adapts" every parameter that is not exactly an int, float, str or bytearray: for
 # None and bool it looks up an adapter, finds none, and formats an AttributeError that it
-# then drops, ~0.2 µs a value. A ledger row has eight; a row of eight such values took
-# 3.1 µs to insert, 1.7 µs with these adapters. They give what sqlite3 binds anyway (NULL,
-# an integer), for every user of sqlite3 in the process, so nothing else changes.
+# then drops, for every such value. A ledger row has eight, and with these adapters it is
+# measurably cheaper to insert (docs/performance.md, 'Measurements behind the code'). They
+# give what sqlite3 binds anyway (NULL, an integer), for every user of sqlite3 in the
+# process, so nothing else changes.
 sqlite3.register_adapter(type(None), lambda value: None)
 sqlite3.register_adapter(bool, int)
 
@@ -57,8 +59,9 @@ sqlite3.register_adapter(bool, int)
 def bind_time(moment: datetime) -> str:
     """``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC (a naive datetime is taken as UTC).
 
-    Formatted with ``%`` rather than ``isoformat``, which goes through C's printf: 0.9
-    against 1.4 µs, once for every ledger row."""
+    Formatted with ``%`` rather than ``isoformat``, which goes through C's printf and is
+    measurably slower; this runs once for every ledger row (docs/performance.md,
+    'Measurements behind the code')."""
     if moment.tzinfo is not None and moment.tzinfo is not timezone.utc:
         moment = moment.astimezone(timezone.utc)
     return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (
@@ -75,9 +78,9 @@ class SQLiteDatabase:
     dialect = "sqlite"
     #: Rows in one multi-row INSERT (``plugins/ledger/bulk.py``), a power of two: 64 x 24
     #: columns = 1,536 parameters, which SQLite allows from 3.32 on (32,766; 999 before).
-    #: Past 16 rows a statement an insert costs about the same per row (~10 µs with the
-    #: four indexes); a larger statement saves GIL hand-overs and costs its size in
-    #: sqlite3's statement cache (64 rows: ~200 KiB).
+    #: Past a modest number of rows a statement an insert costs about the same per row; a
+    #: larger statement saves GIL hand-overs and costs its size in sqlite3's statement cache
+    #: (docs/performance.md, 'Measurements behind the code').
     rows_per_statement = 64 if sqlite3.sqlite_version_info >= (3, 32) else 32
 
     def __init__(self, url: DatabaseURL, *, busy_timeout_s: float) -> None:

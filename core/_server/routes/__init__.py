@@ -1,1 +1,1 @@
-"""HTTP routes, one module per resource."""
+"""The gateway's own routes, one module per resource."""

@@ -48,8 +48,8 @@ class ChatCompletionBody(TypedDict):
     Strict: ``"stream": "false"`` or ``"max_tokens": "5"`` is refused (as OpenAI
     does), since the body is passed on as sent, not as pydantic would coerce it.
     A TypedDict, not a model: the body is only checked (the route reads the parsed
-    dict), and pydantic checks into plain dicts 2-3 times faster than into model
-    instances (~9 against ~24 µs for twenty messages), once per request.
+    dict), and pydantic checks into plain dicts markedly faster than into model
+    instances, once per request (docs/performance.md, 'Measurements behind the code').
     """
 
     model: NotRequired[Annotated[str, Field(min_length=1, json_schema_extra={"default": "auto"})]]
