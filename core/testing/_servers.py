@@ -59,7 +59,8 @@ class GatewayServer:
     holds every file the gateway writes (a new temporary directory by default, removed when
     the interpreter exits); ``log_file`` and the other settings (``MODELBROKER_*`` names in
     lower case) override. ``plugins`` (name -> module or object) are registered besides the
-    installed ones, or alone with ``load_installed=False``.
+    installed ones, or alone with ``load_installed=False``; ``pm``, a plugin manager built
+    by the caller, replaces all of that (modelbroker's own tests use it).
     """
 
     def __init__(self, config: str | Path | Mapping[str, Any], *, directory: str | Path | None = None,

@@ -335,3 +335,29 @@ def test_openai_client_plain_and_stream(upstream):
     assert text == "Fake reply from gpt-fake: hello big world"
     assert chunks[-1].usage.total_tokens == 12
     assert upstream.requests[-1]["headers"]["authorization"] == "Bearer x"
+
+
+def test_python_m_runs_it_from_a_shell(free_port, subprocess_env, tmp_path):
+    """``python -m modelbroker.fake_upstream``: the fake for curl, with every installed adapter's endpoint."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "modelbroker.fake_upstream", "--port", str(free_port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                               env=subprocess_env())
+    try:
+        banner = [process.stdout.readline() for _ in range(4)]
+        assert banner[0].strip() == (f"fake upstream listening on http://127.0.0.1:{free_port}; "
+                                     "endpoints by provider type:")
+        endpoints = dict(line.split() for line in banner[1:])
+        assert endpoints == {"anthropic": f"http://127.0.0.1:{free_port}/v1/messages",
+                             "gemini": f"http://127.0.0.1:{free_port}/v1beta/models",
+                             "openai": f"http://127.0.0.1:{free_port}/v1/chat/completions"}
+        started = time.monotonic()
+        answer = httpx.post(endpoints["openai"], json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                            timeout=10)
+        assert answer.json()["choices"][0]["message"]["content"] == "Fake reply from m: hi"
+        assert time.monotonic() - started < 10
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
