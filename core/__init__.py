@@ -19,12 +19,14 @@ from modelbroker._routing.errors import APIError
 from modelbroker._routing.health import Health
 from modelbroker._routing.pricing import cost_of, estimate_tokens, estimated_cost, estimated_usage
 from modelbroker._routing.records import AttemptRecord
+from modelbroker._routing.router import Routed
 from modelbroker._routing.state import MemoryState, SharedState
-from modelbroker._routing.streaming import single_chunk_stream
+from modelbroker._routing.streaming import StreamEnd, single_chunk_stream
 from modelbroker._routing.types import (
     ChatRequest,
     Completion,
     ErrorKind,
+    Native,
     Principal,
     ProviderError,
     RateLimit,
@@ -32,7 +34,11 @@ from modelbroker._routing.types import (
     Usage,
 )
 from modelbroker._routing.view import GatewayView, gateway_of
+from modelbroker._server.bodies import invalid_fields, json_object
+from modelbroker._server.openapi import request_body_schema
 from modelbroker._server.responses import error_responses
+from modelbroker._server.sse import sse_event
+from modelbroker._server.surfaces import Incoming, Surface
 from modelbroker._upstream.client import UpstreamHTTP, UpstreamReply, UpstreamStream, open_event_stream
 from modelbroker._upstream.errors import (
     duration_seconds,
@@ -58,6 +64,7 @@ __all__ = [
     "ChatRequest",
     "Completion",
     "ErrorKind",
+    "Native",
     "Principal",
     "ProviderError",
     "RateLimit",
@@ -96,6 +103,15 @@ __all__ = [
     "rate_limit_of",
     "duration_seconds",
     "int_header",
+    # surfaces: the APIs clients speak
+    "Surface",
+    "Incoming",
+    "Routed",
+    "StreamEnd",
+    "json_object",
+    "invalid_fields",
+    "request_body_schema",
+    "sse_event",
     # state shared by replicas
     "SharedState",
     "MemoryState",

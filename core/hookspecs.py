@@ -96,6 +96,24 @@ def register_adapters(register: Register, config: GatewayConfig) -> None:
 
 
 @hookspec
+def register_surfaces(register: Register, config: GatewayConfig) -> None:
+    """Register surfaces: APIs that clients speak, each over the one router.
+
+    :param register: ``register(name, factory)``. ``factory`` is called as for a strategy
+        and returns the surface (see ``modelbroker.Surface``): the POST paths it answers,
+        how it reads a request into a ``ChatRequest``, and how it writes an answer, a
+        stream and an error in its own format. The name is recorded with every attempt
+        (``AttemptRecord.surface``, app.log, the ledger).
+    :param config: the providers.yaml the gateway is started with.
+
+    Called on every plugin once, when a gateway is created (a reload keeps the surfaces:
+    their paths are routes). A name or a path registered twice stops the gateway with
+    both plugins named. The built-in ``/v1/chat/completions``, ``/v1/responses``,
+    ``/v1/messages``, ``/v1/embeddings`` and ``/generate`` are surfaces registered so.
+    """
+
+
+@hookspec
 def register_fake_formats(register: RegisterFakeFormat) -> None:
     """Teach the fake upstream (``modelbroker.fake_upstream``) an adapter's wire format.
 

@@ -89,7 +89,7 @@ class FileLogWriter:
             # cheaper than the steps; docs/performance.md, 'Measurements behind the code').
             line = {
                 "time": self._time_text(record.time), "request_id": record.request_id, "attempt": record.attempt,
-                "provider": record.provider, "provider_id": record.provider_id, "model": record.model,
+                "surface": record.surface, "provider": record.provider, "provider_id": record.provider_id, "model": record.model,
                 "latency_ms": round(record.latency_ms, 2), "success": True, "model_used": record.model_used,
                 "overhead_ms": round(record.overhead_ms, 3), "prompt_tokens": record.prompt_tokens,
                 "completion_tokens": record.completion_tokens, "total_tokens": record.total_tokens,
@@ -142,6 +142,7 @@ class FileLogWriter:
             "time": self._time_text(record.time),
             "request_id": record.request_id,
             "attempt": record.attempt,
+            "surface": record.surface,
             "provider": record.provider,
             "provider_id": record.provider_id,
             "model": record.model,

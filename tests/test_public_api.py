@@ -29,6 +29,8 @@ PUBLIC = {
     "snippet", "retry_after_seconds", "rate_limit_of", "duration_seconds", "int_header",
     "SharedState", "MemoryState",
     "GatewayView", "gateway_of", "error_responses", "format_table",
+    "Native", "Surface", "Incoming", "Routed", "StreamEnd", "json_object", "invalid_fields",
+    "request_body_schema", "sse_event",
     "__version__",
 }
 #: The public modules besides ``modelbroker`` itself.

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 
 class ProviderConfig(BaseModel):
@@ -26,6 +26,8 @@ class ProviderConfig(BaseModel):
     cost_per_1k_output_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     api_key: SecretStr | None = None
     type: str = "openai"
+    #: ``chat`` (chat completions, responses, messages, /generate) or ``embeddings``.
+    kind: Literal["chat", "embeddings"] = "chat"
     id: str = ""
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -38,6 +40,19 @@ class ProviderConfig(BaseModel):
     tpm: int | None = Field(default=None, gt=0)
     disabled_reason: str | None = Field(default=None, exclude=True)
     options: dict[str, Any] = Field(default_factory=dict)
+    #: Features this provider can or cannot carry beyond what its adapter states
+    #: (``{tools: false, images: true}``); see ``_routing/features.py``.
+    capabilities: dict[str, bool] = Field(default_factory=dict)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _known_features(cls, value: dict[str, bool]) -> dict[str, bool]:
+        from modelbroker._routing.features import FEATURES
+
+        unknown = sorted(set(value) - set(FEATURES))
+        if unknown:
+            raise ValueError(f"unknown feature {unknown[0]!r}; the features are: {', '.join(FEATURES)}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:

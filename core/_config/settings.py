@@ -41,11 +41,13 @@ class Settings(BaseSettings):
     #: What upstream calls go through (core/_upstream/transport.py): the gateway's own HTTP/1.1
     #: client, or aiohttp's.
     upstream_transport: Literal["http1", "aiohttp"] = "http1"
+    #: Browser origins allowed to call the gateway (CORS); empty: none. ``*`` allows any page.
+    cors_origins: Annotated[list[str], NoDecode] = []
 
-    @field_validator("disabled_plugins", mode="before")
+    @field_validator("disabled_plugins", "cors_origins", mode="before")
     @classmethod
     def _names(cls, value: Any) -> Any:
-        """``cost,latency`` or ``["cost", "latency"]``."""
+        """``cost,latency`` or ``["cost", "latency"]`` (origins alike)."""
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

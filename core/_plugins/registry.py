@@ -127,7 +127,7 @@ def _collect(pm: PluginManager, hooks: HookCalls, hook: str, config: GatewayConf
     """Ask every implementation of ``hook`` to register; a name given twice is refused."""
     found: dict[str, Registration] = {}
     what = {"register_strategies": "strategy", "register_adapters": "adapter type",
-            "register_settings": "settings block"}[hook]
+            "register_settings": "settings block", "register_surfaces": "surface"}[hook]
 
     def register_for(plugin: str) -> Callable[[str, Any], None]:
         def register(name: str, value: Any) -> None:
@@ -240,3 +240,67 @@ def check_installed(config: GatewayConfig, strategies: list[str], adapters: list
                 f"type {provider.type!r} (provider {provider.name!r}); "
                 f"installed adapter types: {', '.join(adapters) or 'none'}"
             )
+
+
+@dataclass(slots=True)
+class BuiltSurface:
+    """A surface built from its registration: its name, plugin and object, and its paths."""
+
+    name: str
+    plugin: str
+    obj: Any
+    paths: tuple[str, ...]
+    error_paths: tuple[str, ...]
+
+
+#: Paths the core answers itself, which no surface may take.
+CORE_PATHS = frozenset({"/health", "/v1/models", "/models", "/openapi.json", "/docs", "/redoc", "/metrics"})
+
+
+def build_surfaces(pm: PluginManager, hooks: HookCalls, config: GatewayConfig) -> dict[str, BuiltSurface]:
+    """Collect every ``register_surfaces`` registration and build each surface once.
+
+    Surfaces are built when the gateway is created, not again on reload: their paths are
+    the app's routes. A path claimed twice, or a surface without what it needs, raises
+    ConfigError naming the plugins.
+    """
+    built: dict[str, BuiltSurface] = {}
+    owner: dict[str, str] = {}
+    for name, registration in _collect(pm, hooks, "register_surfaces", config).items():
+        plugin, factory = registration.plugin, registration.value
+        where = f"plugin {plugin!r} ({pm.source_of(plugin)}), surface {name!r}"
+        if not callable(factory):
+            raise ConfigError(f"{where}: register() takes a factory (a class or a function that returns the "
+                              f"surface), not a {type(factory).__name__}")
+        args = _declared(factory, FACTORY_ARGUMENTS, f"{where}: its factory")
+        try:
+            obj = factory(**{argument: config for argument in args})
+        except Exception as exc:  # noqa: BLE001
+            raise ConfigError(f"{where}: its factory failed: {type(exc).__name__}: {exc}") from exc
+        missing = [method for method in ("parse", "answer", "stream") if not callable(getattr(obj, method, None))]
+        if missing:
+            raise ConfigError(f"{where}: the factory gave a {type(obj).__name__}, which has no "
+                              f"{', '.join(missing)} method (see modelbroker.Surface)")
+        paths = _paths(getattr(obj, "paths", None), f"{where}: paths")
+        error_paths = _paths(getattr(obj, "error_paths", ()) or (), f"{where}: error_paths", empty=True)
+        for path in paths:
+            if path in CORE_PATHS:
+                raise ConfigError(f"{where}: path {path!r} is the gateway's own; choose another")
+            if path in owner:
+                raise ConfigError(f"path {path!r} is claimed by two surfaces: {owner[path]} and {where}; "
+                                  "uninstall or disable one of the plugins")
+            owner[path] = where
+        built[name] = BuiltSurface(name, plugin, obj, paths, error_paths)
+    return built
+
+
+def _paths(value: Any, what: str, empty: bool = False) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, (list, tuple, frozenset, set)):
+        raise ConfigError(f"{what} must be a list of paths such as ['/v1/things'], not {value!r}")
+    paths = tuple(value)
+    if not paths and not empty:
+        raise ConfigError(f"{what} is empty; give at least one path such as '/v1/things'")
+    for path in paths:
+        if not isinstance(path, str) or not path.startswith("/") or (path != "/" and path.endswith("/")):
+            raise ConfigError(f"{what}: {path!r} is not a path: it must start with '/' and not end with one")
+    return paths

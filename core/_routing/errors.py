@@ -14,7 +14,8 @@ class APIError(Exception):
 
     def __init__(
         self, status: int, message: str, *, code: str | None = None,
-        param: str | None = None, headers: dict[str, str] | None = None, **details: Any,
+        param: str | None = None, headers: dict[str, str] | None = None, type: str | None = None,
+        **details: Any,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -22,6 +23,8 @@ class APIError(Exception):
         self.code = code
         self.param = param
         self.headers = headers
+        #: The error's ``type`` in the answer; None: the usual one for ``status``.
+        self.type = type
         self.details = details
 
 
@@ -36,11 +39,18 @@ class AttemptSummary:
     kind: str | None = None
     status: int | None = None
     message: str | None = None
+    code: str | None = None
+    #: The upstream's own message, type and param, and whether the request itself was at
+    #: fault (a 400, 413 or 422, or a prompt too long), for the answer when all attempts were.
+    detail: str | None = None
+    error_type: str | None = None
+    param: str | None = None
+    request_fault: bool = False
 
     def public(self) -> dict:
         return {k: v for k, v in (
             ("provider", self.provider), ("model", self.model), ("ok", self.ok),
-            ("error", self.kind), ("status", self.status), ("message", self.message),
+            ("error", self.kind), ("status", self.status), ("code", self.code), ("message", self.message),
             ("elapsed_ms", round(self.elapsed_ms, 1)),
         ) if v is not None}
 

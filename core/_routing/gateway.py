@@ -17,8 +17,9 @@ from modelbroker._config.providers import GatewayConfig, ProviderConfig
 from modelbroker._config.settings import Settings, load_settings
 from modelbroker._plugins.hookcall import HookCalls, PluginError
 from modelbroker._plugins.manager import PROJECT, PluginManager, make_plugin_manager
-from modelbroker._plugins.registry import Registry, build_registry
-from modelbroker._routing.errors import NoProviderAvailable, UnknownModel
+from modelbroker._plugins.registry import Registry, build_registry, build_surfaces
+from modelbroker._routing.errors import APIError, NoProviderAvailable, UnknownModel
+from modelbroker._routing.features import ALL_FEATURES, FEATURES, provider_features, request_features
 from modelbroker._routing.health import HealthTracker
 from modelbroker._routing.router import Router
 from modelbroker._routing.state import MemoryState, SharedState
@@ -44,7 +45,11 @@ class Gateway:
         self._registering = HookCalls(pm)
         self.registry, self.config = build_registry(pm, self._registering, config)
         self._join(self.registry)
-        self._by_target = target_index(config.providers)
+        #: The APIs clients speak (name -> BuiltSurface), built once: their paths are routes.
+        self.surfaces = build_surfaces(pm, self._registering, self.config)
+        self._join_surfaces()
+        self._by_target = targets_by_kind(config.providers)
+        self._features = feature_table(self.registry, self.config)
         self.health = HealthTracker(config.reliability)
         self.client: httpx.AsyncClient | None = None
         self.router: Router | None = None
@@ -91,6 +96,15 @@ class Gateway:
                     self.pm.register(built.obj, name=_joined_name(built))
                 except (ValueError, pluggy.PluginValidationError) as exc:
                     raise ConfigError(f"plugin {built.plugin!r}: the object of {built.name!r} cannot take part "
+                                      f"in the hooks: {' '.join(str(exc).split())}") from None
+
+    def _join_surfaces(self) -> None:
+        for surface in self.surfaces.values():
+            if _has_hookimpls(surface.obj):
+                try:
+                    self.pm.register(surface.obj, name=_joined_name(surface))
+                except (ValueError, pluggy.PluginValidationError) as exc:
+                    raise ConfigError(f"plugin {surface.plugin!r}: the surface {surface.name!r} cannot take part "
                                       f"in the hooks: {' '.join(str(exc).split())}") from None
 
     def _leave(self, registry: Registry) -> None:
@@ -173,7 +187,8 @@ class Gateway:
         self.health.policy = config.reliability
         self.config = config
         self.registry = registry
-        self._by_target = target_index(config.providers)
+        self._by_target = targets_by_kind(config.providers)
+        self._features = feature_table(registry, config)
         self.hooks = HookCalls(self.pm)
         self.router = Router(self.hooks, registry, self.client, config, self.health, self.http)
         log.warning("reloaded %s: %d providers, strategy %r", config.source, len(config.providers), config.strategy)
@@ -200,19 +215,50 @@ class Gateway:
         UnknownModel, or NoProviderAvailable with the reason.
         """
         target = request.model
+        by_target = self._by_target.get(request.kind)
+        if by_target is None:
+            raise NoProviderAvailable(f"no provider of kind {request.kind!r} is configured in {self.config.source}; "
+                                      f"add one with 'kind: {request.kind}' under 'providers:'")
         if target is None or target == "auto":
-            matches = self.config.providers
-        elif target in self._by_target:
-            matches = self._by_target[target]
+            matches = by_target[ALL]
+        elif target in by_target:
+            matches = by_target[target]
         elif target in self.strategies:
             request.strategy = request.strategy or target
-            matches = self.config.providers
+            matches = by_target[ALL]
         else:
-            raise UnknownModel(target, self.model_names())
+            raise UnknownModel(target, self.model_names(request.kind))
         enabled = [p for p in matches if p.enabled]
-        if enabled:
-            return enabled
-        raise NoProviderAvailable(self.why_no_provider(matches))
+        if not enabled:
+            raise NoProviderAvailable(self.why_no_provider(matches))
+        if self._features is not None:
+            return self._able(request, enabled)
+        return enabled
+
+    def _able(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
+        """``providers`` less those that cannot carry what ``request`` needs (noted in
+        ``request.skipped``); raises APIError 400 when none can."""
+        needs = request_features(request)
+        if not needs:
+            return providers
+        able, skipped = [], {}
+        for provider in providers:
+            lacking = needs - self._features.get(provider.id, ALL_FEATURES)
+            if lacking:
+                skipped[provider.id] = [feature for feature in FEATURES if feature in lacking]
+            else:
+                able.append(provider)
+        if skipped:
+            request.skipped = skipped
+        if able:
+            return able
+        feature = next(feature for feature in FEATURES if any(feature in lack for lack in skipped.values()))
+        lacking = [provider_id for provider_id, lack in skipped.items() if feature in lack]
+        raise APIError(400, f"no provider here can carry this request's {feature}: {', '.join(lacking)} "
+                       f"cannot (their adapters do not support it, or providers.yaml says so under "
+                       f"'capabilities:'); leave {feature} out, or ask for a model that has it",
+                       code="unsupported_feature", param=FEATURE_PARAMS.get(feature, feature),
+                       skipped=skipped)
 
     async def admit(self, request: ChatRequest) -> None:
         """Let every ``admit`` plugin refuse ``request`` (an APIError) before it is routed."""
@@ -229,9 +275,12 @@ class Gateway:
                 pass
         return time.monotonic() + timeout
 
-    def model_names(self) -> list[str]:
-        """Everything a client may put in ``model``: ids, model names, ``auto`` and strategies."""
-        return [*self._by_target, "auto", *self.strategies]
+    def model_names(self, kind: str | None = None) -> list[str]:
+        """Everything a client may put in ``model`` (for requests of ``kind``, else of any):
+        ids, model names, provider names, ``auto`` and strategies."""
+        kinds = [kind] if kind is not None else list(self._by_target)
+        names = dict.fromkeys(name for k in kinds for name in self._by_target.get(k, {}) if name is not ALL)
+        return [*names, "auto", *self.strategies]
 
     def why_no_provider(self, providers: list[ProviderConfig]) -> str:
         if not providers:
@@ -246,6 +295,42 @@ class Gateway:
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or [])
             rows.append({"name": name, "hooks": hooks})
         return rows
+
+
+def feature_table(registry: Registry, config: GatewayConfig) -> dict[str, frozenset[str]] | None:
+    """provider id -> what it can carry; None when every provider can carry everything
+    (the common case: then no request pays for the check)."""
+    table = {}
+    for provider in config.providers:
+        adapter = registry.adapters.get(provider.type)
+        stated = getattr(adapter.obj, "features", None) if adapter is not None else None
+        table[provider.id] = provider_features(stated, provider.capabilities)
+    if all(features >= ALL_FEATURES for features in table.values()):
+        return None
+    return table
+
+
+#: The request field each feature comes from, for an error's ``param``.
+FEATURE_PARAMS = {"json_object": "response_format", "json_schema": "response_format", "images": "messages",
+                  "audio": "modalities"}
+
+
+#: The key, in a kind's target index, of all that kind's providers (an object: no name equals it).
+ALL: Any = object()
+
+
+def targets_by_kind(providers: list[ProviderConfig]) -> dict[str, dict[Any, list[ProviderConfig]]]:
+    """kind -> its ``target_index``, with ``ALL`` -> the kind's providers. A kind with no
+    provider has no entry, but ``chat`` always has one (the seed's requests are chat)."""
+    kinds: dict[str, list[ProviderConfig]] = {"chat": []}
+    for provider in providers:
+        kinds.setdefault(provider.kind, []).append(provider)
+    indexes: dict[str, dict[Any, list[ProviderConfig]]] = {}
+    for kind, members in kinds.items():
+        index: dict[Any, list[ProviderConfig]] = dict(target_index(members))
+        index[ALL] = members
+        indexes[kind] = index
+    return indexes
 
 
 def target_index(providers: list[ProviderConfig]) -> dict[str, list[ProviderConfig]]:

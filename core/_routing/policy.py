@@ -26,6 +26,9 @@ QUOTA_CODES = frozenset({"insufficient_quota", "quota_exceeded", "billing_hard_l
 QUOTA_STATUSES = frozenset({400, 402, 403, 429})
 #: Codes of a prompt that does not fit the model's context window.
 CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
+#: Codes that put a 400 on the provider's side, not the request's: a key the upstream does not
+#: take (Gemini answers a bad key with 400), an account or region the API is not open to.
+PROVIDER_SIDE_CODES = frozenset({"invalid_api_key", "FAILED_PRECONDITION"})
 
 
 def quota_exhausted(error: ProviderError) -> bool:
@@ -52,12 +55,13 @@ def rate_limited(error: ProviderError) -> bool:
 
 def is_request_fault(error: ProviderError) -> bool:
     """The request's fault, not the provider's: the failure does not count against it."""
-    return (error.status in CLIENT_FAULT or context_too_long(error)) and not quota_exhausted(error)
+    return ((error.status in CLIENT_FAULT or context_too_long(error)) and not quota_exhausted(error)
+            and error.code not in PROVIDER_SIDE_CODES)
 
 
 def cools_at_once(error: ProviderError) -> bool:
     """A failure after which the provider cools down without waiting for the threshold."""
-    return error.status in COOL_AT_ONCE or quota_exhausted(error) or (
+    return error.status in COOL_AT_ONCE or quota_exhausted(error) or error.code in PROVIDER_SIDE_CODES or (
         error.status == 429 and error.retry_after is not None)
 
 

@@ -51,6 +51,8 @@ class AttemptRecord:
     cost: float
     latency_ms: float | None
     overhead_ms: float | None
+    #: The API the request came in through (``chat``, ``messages``, ...; ``ChatRequest.surface``).
+    surface: str | None = None
 
     @property
     def success(self) -> bool:
@@ -65,7 +67,7 @@ def result_record(provider, request: ChatRequest, result: Completion, elapsed_ms
         time.time(), request.request_id, request.uid, attempt, request.route, request.client,
         provider.name, provider.id, provider.model, result.model, OK, None, None, None,
         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
-        usage.reasoning_tokens, usage.estimated, result.cost, elapsed_ms, result.overhead_ms,
+        usage.reasoning_tokens, usage.estimated, result.cost, elapsed_ms, result.overhead_ms, request.surface,
     )
 
 
@@ -77,17 +79,19 @@ def failure_record(provider, request: ChatRequest, error: ProviderError, elapsed
         provider.name, provider.id, provider.model, None, _OUTCOME_OF_KIND.get(error.kind, FAILED),
         error.kind.value, error.status, error.message,
         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens, usage.cached_tokens,
-        usage.reasoning_tokens, usage.estimated, error.cost, elapsed_ms, None,
+        usage.reasoning_tokens, usage.estimated, error.cost, elapsed_ms, None, request.surface,
     )
 
 
 def rejected_record(request: ChatRequest | None, request_id: str, route: str, status: int,
-                    reason: str) -> AttemptRecord:
+                    reason: str, surface: str | None = None) -> AttemptRecord:
     """A request refused before any attempt: attempt 0, no provider, no tokens, no cost."""
+    if request is not None:
+        surface = request.surface
     return AttemptRecord(
         time.time(), request_id, request.uid if request is not None else unique_id(), 0, route,
         request.client if request is not None else None, None, None, None, None, REJECTED, None, status,
-        reason, 0, 0, 0, None, None, False, 0.0, None, None,
+        reason, 0, 0, 0, None, None, False, 0.0, None, None, surface,
     )
 
 
@@ -114,7 +118,9 @@ class AttemptReporter:
         self.hooks.notify("on_failure", provider=provider, request=request, error=error, elapsed_ms=elapsed_ms,
                           attempt=attempt, record=record)
 
-    def rejected(self, request: ChatRequest | None, request_id: str, route: str, status: int, reason: str) -> None:
-        record = rejected_record(request, request_id, route, status, reason) if self._rejected_records else None
+    def rejected(self, request: ChatRequest | None, request_id: str, route: str, status: int, reason: str,
+                 surface: str | None = None) -> None:
+        record = (rejected_record(request, request_id, route, status, reason, surface)
+                  if self._rejected_records else None)
         self.hooks.notify("on_rejected", request=request, request_id=request_id, route=route, status=status,
                           reason=reason, record=record)

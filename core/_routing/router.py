@@ -15,7 +15,7 @@ import asyncio
 import inspect
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,8 +36,8 @@ from modelbroker._routing.errors import (
 from modelbroker._routing.health import HealthTracker
 from modelbroker._routing.pricing import cost_of, estimate_tokens
 from modelbroker._routing.records import AttemptReporter
-from modelbroker._routing.streaming import StreamAttempt, single_chunk_stream
-from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError
+from modelbroker._routing.streaming import StreamAttempt, StreamEnd, single_chunk_stream
+from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
 from modelbroker._upstream.client import UpstreamHTTP
 
 
@@ -53,6 +53,11 @@ class Routed:
     completion: Completion | None
     attempts: list[AttemptSummary]
     stream: StreamAttempt | None = None
+
+    def relay(self) -> AsyncIterator[StreamChunk | StreamEnd]:
+        """A streamed answer: its chunks as they come, then one ``StreamEnd`` (the completion,
+        or the error that cut the stream). Read it inside ``contextlib.aclosing``."""
+        return self.stream.relay()
 
 
 class Router:
@@ -359,5 +364,7 @@ def overhead_ms(request: ChatRequest, upstream_ms: float) -> float:
 def _failed(provider: ProviderConfig, error: ProviderError, started: float) -> AttemptSummary:
     return AttemptSummary(
         provider.id, provider.model, False, (time.perf_counter() - started) * 1000,
-        kind=error.kind.value, status=error.status, message=error.message,
+        kind=error.kind.value, status=error.status, message=error.message, code=error.code,
+        detail=error.detail, error_type=error.error_type, param=error.param,
+        request_fault=error.kind == ErrorKind.STATUS and policy.is_request_fault(error),
     )

@@ -42,6 +42,15 @@ class ChatRequest:
     ``user`` field, else None), for accounting; ``route`` the path it came in on.
     ``uid`` is the gateway's own id for the request: unlike ``request_id``, which is
     the client's ``x-request-id`` when it sent one, it is never shared by two requests.
+
+    ``surface`` names the API the request came in through (``chat``, ``messages``,
+    ``responses``, ``embeddings``, ``generate``, or a plugin's); ``kind`` is ``chat`` or
+    ``embeddings``, and a request is routed only among providers of its kind. An
+    embeddings request has no messages: its ``input`` is in ``extra["input"]``.
+    ``native`` is the request as its surface received it, when that format is one an
+    adapter may speak natively (the Anthropic Messages API): such an adapter sends it
+    without a round trip through the chat format, and answers with ``Completion.native``
+    and ``StreamChunk.native``. Every other adapter reads ``messages`` and ``extra``.
     """
 
     messages: list[dict[str, Any]]
@@ -58,9 +67,18 @@ class ChatRequest:
     stream: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     uid: str = field(default_factory=unique_id)
+    surface: str | None = None
+    kind: str = "chat"
+    native: Native | None = None
+    #: Providers left out because they cannot carry a feature the request needs
+    #: (provider id -> the features), set by the gateway when it chooses the candidates.
+    skipped: dict[str, list[str]] | None = None
 
     def prompt_text(self) -> str:
-        """The text of all messages joined, for token estimates and logs."""
+        """The text of all messages joined (an embeddings request: its input), for token
+        estimates and logs."""
+        if self.kind == EMBEDDINGS:
+            return _input_text(self.extra.get("input"))
         parts: list[str] = []
         for message in self.messages:
             content = message.get("content")
@@ -69,6 +87,33 @@ class ChatRequest:
             elif isinstance(content, list):
                 parts.extend(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
         return "\n".join(parts)
+
+
+#: The two kinds of request (``ChatRequest.kind``) and of provider (``kind:`` in providers.yaml).
+CHAT, EMBEDDINGS = "chat", "embeddings"
+
+
+def _input_text(value: Any) -> str:
+    """An embeddings ``input`` as text: strings joined; token arrays as their numbers (one
+    token each, which is what they are)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        if value and all(isinstance(item, int) for item in value):
+            return " ".join("0" for _ in value)
+        return "\n".join(_input_text(item) for item in value)
+    return ""
+
+
+@dataclass(slots=True)
+class Native:
+    """A request or an answer in a wire format other than OpenAI chat, kept whole.
+
+    ``format`` names it (``"anthropic.messages"``); ``body`` is the JSON object.
+    """
+
+    format: str
+    body: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -130,6 +175,8 @@ class Completion:
     cost: float = 0.0
     overhead_ms: float = 0.0
     rate_limit: RateLimit | None = None
+    #: The upstream's answer in the request's native format, when the adapter spoke it.
+    native: Native | None = None
 
 
 @dataclass(slots=True)
@@ -140,7 +187,9 @@ class StreamChunk:
     for other wire formats convert). ``text`` is its content delta.
     ``has_content`` is true when the chunk carries content or a tool call: once
     such a chunk reaches the client, the request can no longer fall back.
-    ``usage`` is set on the chunk that reports the stream's token usage.
+    ``usage`` is set on the chunk that reports the stream's token usage. ``native``
+    is the upstream's event in the request's native format (``ChatRequest.native``),
+    when the adapter spoke it; ``raw`` may then be empty.
     """
 
     raw: dict[str, Any]
@@ -149,6 +198,7 @@ class StreamChunk:
     usage: Usage | None = None
     model: str | None = None
     finish_reason: str | None = None
+    native: dict[str, Any] | None = None
 
 
 class ErrorKind(str, enum.Enum):
@@ -183,6 +233,9 @@ class ProviderError(Exception):
         usage: Usage | None = None,
         code: str | None = None,
         rate_limit: RateLimit | None = None,
+        detail: str | None = None,
+        error_type: str | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = ErrorKind(kind)
@@ -196,6 +249,11 @@ class ProviderError(Exception):
         #: The upstream's error code, e.g. ``insufficient_quota``, ``context_length_exceeded``.
         self.code = code
         self.rate_limit = rate_limit
+        #: The upstream's own error message, type and parameter (secrets masked), as the
+        #: client is told them when the request itself was at fault (docs/reliability.md).
+        self.detail = detail
+        self.error_type = error_type
+        self.param = param
 
     @property
     def quota_exhausted(self) -> bool:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import pluggy
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from modelbroker import __version__
 from modelbroker._config.messages import ConfigError
@@ -21,9 +22,10 @@ from modelbroker._routing.gateway import Gateway
 from modelbroker._server.access_log import keep_query_strings_out, silence_uvicorn_access_log
 from modelbroker._server.direct import DirectRoutes, GatewayApp
 from modelbroker._server.edge import Edge
-from modelbroker._server.errors import GENERATION_ROUTES, install_error_handlers
+from modelbroker._server.errors import install_error_handlers
 from modelbroker._server.heap import settle_after_startup
-from modelbroker._server.routes import admin, generate, health, openai_chat
+from modelbroker._server.routes import admin, health, models
+from modelbroker._server.surfaces import SurfaceRoute
 
 log = logging.getLogger("modelbroker")
 
@@ -62,21 +64,58 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
 
     app = GatewayApp(title="modelbroker", version=__version__, lifespan=lifespan)
     app.state.gateway = gateway
-    for routes in (generate, openai_chat, health, admin):
+    for routes in (health, models, admin):
         app.include_router(routes.router)
+    endpoints = mount_surfaces(app, gateway)
     for _, routers in HookCalls(gateway.pm).each("api_routes"):
         for plugin_router in routers:
             app.include_router(plugin_router)
 
     def refused(path: str, request_id: str, error: APIError) -> None:
-        if path in GENERATION_ROUTES and gateway.router is not None:
-            gateway.router.report.rejected(None, request_id, path, error.status, error.message)
+        surface = app.surface_at.get(path)
+        if surface is not None and gateway.router is not None:
+            gateway.router.report.rejected(None, request_id, path, error.status, error.message, surface.name)
     install_error_handlers(app)
-    edge = {"gateway": gateway, "max_body_bytes": gateway.settings.max_body_bytes, "on_refusal": refused}
-    app.add_middleware(Edge, **edge)
-    direct = DirectRoutes({"/generate": generate.generate, "/v1/chat/completions": openai_chat.chat_completions})
+    edge = {"gateway": gateway, "max_body_bytes": gateway.settings.max_body_bytes, "on_refusal": refused,
+            "error_shapes": app.error_shapes, "known_path": app.has_route}
+    app.add_middleware(Edge, stamp_request_id=True, **edge)
+    direct = DirectRoutes(endpoints)
     app.serve_directly(Edge(direct, **edge), frozenset(direct.routes))
+    if gateway.settings.cors_origins:
+        app.allow_origins(gateway.settings.cors_origins)
     return app
+
+
+def mount_surfaces(app: GatewayApp, gateway: Gateway) -> dict[str, SurfaceRoute]:
+    """Each surface's POST paths: an endpoint each (served directly), declared to FastAPI for
+    /openapi.json (the first path of each; the others are aliases)."""
+    endpoints: dict[str, SurfaceRoute] = {}
+    for surface in gateway.surfaces.values():
+        endpoint = SurfaceRoute(surface.name, surface.obj)
+        openapi = dict(getattr(surface.obj, "openapi", None) or {})
+        responses = openapi.pop("responses", None)
+        for number, path in enumerate(surface.paths):
+            endpoints[path] = endpoint
+            app.surface_at[path] = surface
+            app.error_shapes[path] = surface.obj
+            app.add_api_route(path, _declared_only(endpoint), methods=["POST"], name=f"{surface.name}:{path}",
+                              summary=getattr(surface.obj, "summary", None), description=_doc(surface.obj),
+                              openapi_extra=openapi or None, responses=responses, include_in_schema=number == 0)
+        for path in surface.error_paths:
+            app.error_shapes.setdefault(path, surface.obj)
+    return endpoints
+
+
+def _declared_only(endpoint: SurfaceRoute):
+    async def surface_endpoint(request: Request):
+        return await endpoint(request)
+
+    return surface_endpoint
+
+
+def _doc(obj: object) -> str | None:
+    doc = type(obj).__doc__
+    return inspect.cleandoc(doc) if doc else None
 
 
 def reload_on_sighup(gateway: Gateway) -> None:

@@ -13,6 +13,7 @@ One layer rather than three: each ASGI layer costs a few microseconds on every r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,15 +25,25 @@ from modelbroker._server.errors import handle
 from modelbroker._server.request_ids import request_id
 from modelbroker._server.responses import error_response
 from modelbroker._server.scope import header, state
+from modelbroker._server.surfaces import error_body_of
 
 
 class Edge:
+    """``error_shapes`` maps a path to the surface whose ``error`` renders errors there;
+    ``known_path(scope)`` says whether a route answers it (a body refused on a path no
+    route answers is a 404, not a 415). With ``stamp_request_id``, every response gets an
+    ``x-request-id`` if its route gave none (the surfaces give their own)."""
+
     def __init__(self, app: ASGIApp, gateway, max_body_bytes: int,
-                 on_refusal: Callable[[str, str, APIError], None]) -> None:
+                 on_refusal: Callable[[str, str, APIError], None], error_shapes: dict[str, Any] | None = None,
+                 known_path: Callable[[Scope], bool] | None = None, stamp_request_id: bool = False) -> None:
         self.app = app
         self.gateway = gateway
         self.body_rules = BodyRules(max_body_bytes)
         self.on_refusal = on_refusal
+        self.error_shapes = error_shapes if error_shapes is not None else {}
+        self.known_path = known_path
+        self.stamp_request_id = stamp_request_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -41,15 +52,21 @@ class Edge:
         try:
             count_body = await self._admit(scope)
         except APIError as refusal:
+            if refusal.status == 415 and self.known_path is not None and not self.known_path(scope):
+                refusal = APIError(404, f"no route answers {scope['method']} {scope['path']}", code="not_found")
             await self._refuse(scope, receive, send, refusal)
             return
         if count_body:
             receive = self.body_rules.counting(receive)
         started = False
+        stamp = self.stamp_request_id
 
         async def tracked(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if stamp:
+                    _stamp(scope, message)
             await send(message)
 
         try:
@@ -72,6 +89,26 @@ class Edge:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, refusal: APIError) -> None:
         rid = request_id(header(scope, b"x-request-id"))
+        state(scope)["request_id"] = rid
         refusal.headers = {**(refusal.headers or {}), "x-request-id": rid}
         self.on_refusal(scope["path"], rid, refusal)
-        await error_response(refusal)(scope, receive, send)
+        shape = self.error_shapes.get(scope["path"])
+        body = error_body_of(shape, refusal) if shape is not None else None
+        await error_response(refusal, body)(scope, receive, send)
+
+
+def _stamp(scope: Scope, message: Message) -> None:
+    """Add ``x-request-id`` to a response's head unless it has one (the request's own id,
+    made here if no route made it)."""
+    headers = message.setdefault("headers", [])
+    for name, _ in headers:
+        if name == b"x-request-id":
+            return
+    kept = state(scope)
+    rid = kept.get("request_id")
+    if rid is None:
+        rid = kept["request_id"] = request_id(header(scope, b"x-request-id"))
+    if isinstance(headers, list):
+        headers.append((b"x-request-id", rid.encode("latin-1")))
+    else:
+        message["headers"] = [*headers, (b"x-request-id", rid.encode("latin-1"))]

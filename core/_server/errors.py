@@ -21,6 +21,7 @@ from modelbroker._routing.errors import (
     AllProvidersBusy,
     AllProvidersFailed,
     APIError,
+    AttemptSummary,
     NoProviderAvailable,
     UnknownModel,
     UnknownStrategy,
@@ -28,11 +29,10 @@ from modelbroker._routing.errors import (
 from modelbroker._server.disconnect import ClientGone
 from modelbroker._server.request_ids import request_id_of
 from modelbroker._server.responses import error_response
+from modelbroker._server.scope import state
+from modelbroker._server.surfaces import error_body_of
 
 log = logging.getLogger("modelbroker")
-
-GENERATION_ROUTES = frozenset({"/generate", "/v1/chat/completions"})
-
 
 def all_failed_error(exc: AllProvidersFailed) -> APIError:
     """502 (504 past the deadline, 429 if every attempt was rate-limited), listing each attempt.
@@ -41,6 +41,8 @@ def all_failed_error(exc: AllProvidersFailed) -> APIError:
     done the retrying, so they do not multiply it.
     """
     attempts = [a.public() for a in exc.attempts]
+    if exc.attempts and not exc.deadline and all(a.request_fault for a in exc.attempts):
+        return request_fault_error(exc.attempts[-1], attempts)
     summary = "; ".join(
         f"{a['provider']}: {a.get('error')}{' ' + str(a['status']) if 'status' in a else ''}" for a in attempts
     )
@@ -55,6 +57,15 @@ def all_failed_error(exc: AllProvidersFailed) -> APIError:
         return APIError(429, message, code="rate_limited", headers=headers, attempts=attempts)
     message = f"all {len(attempts)} provider attempts failed: {summary}"
     return APIError(502, message, code="all_providers_failed", headers=headers, attempts=attempts)
+
+
+def request_fault_error(last: AttemptSummary, attempts: list[dict]) -> APIError:
+    """Every provider tried refused the request itself: the client is told what the last one
+    said (its status, message, type, code and param), as it would be told calling it directly."""
+    status = last.status if last.status in (400, 413, 422) else 400
+    return APIError(status, last.detail or last.message or "the request was refused as invalid",
+                    code=last.code, param=last.param, type=last.error_type or "invalid_request_error",
+                    headers={"x-should-retry": "false"}, attempts=attempts)
 
 
 def as_api_error(request: Request, exc: Exception) -> APIError:
@@ -94,14 +105,18 @@ async def handle(request: Request, exc: Exception) -> Response:
     error = as_api_error(request, exc)
     rid = request_id_of(request)
     error.headers = {**(error.headers or {}), "x-request-id": rid}
+    app = request.app
+    path = request.scope["path"]
     # Attempts were told to on_result/on_failure; a request refused before any is told here.
     tried = isinstance(exc, AllProvidersFailed) and exc.attempts
-    if request.scope["path"] in GENERATION_ROUTES and not tried:
-        gateway = request.app.state.gateway
+    surface = getattr(app, "surface_at", {}).get(path)
+    if surface is not None and not tried:
+        gateway = app.state.gateway
         if gateway.router is not None:
-            gateway.router.report.rejected(getattr(request.state, "chat", None), rid, request.scope["path"],
-                                           error.status, error.message)
-    return error_response(error)
+            gateway.router.report.rejected(state(request.scope).get("chat"), rid, path, error.status,
+                                           error.message, surface.name)
+    shape = getattr(app, "error_shapes", {}).get(path)
+    return error_response(error, error_body_of(shape, error) if shape is not None else None)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -40,15 +40,21 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-def error_response(error: APIError) -> JSONResponse:
-    body: dict[str, Any] = {
+def openai_error_body(error: APIError) -> dict[str, Any]:
+    """``{"error": {"message", "type", "code", "param", ...}}``: OpenAI's shape, the gateway's own."""
+    return {"error": {
         "message": error.message,
-        "type": ERROR_TYPES.get(error.status, "error"),
+        "type": error.type or ERROR_TYPES.get(error.status, "error"),
         "code": error.code,
         "param": error.param,
         **error.details,
-    }
-    return JSONResponse({"error": body}, status_code=error.status, headers=error.headers)
+    }}
+
+
+def error_response(error: APIError, body: dict[str, Any] | None = None) -> JSONResponse:
+    """``error`` answered with ``body`` (a surface's shape), else in OpenAI's shape."""
+    return JSONResponse(body if body is not None else openai_error_body(error), status_code=error.status,
+                        headers=error.headers)
 
 
 class ErrorDetail(BaseModel):

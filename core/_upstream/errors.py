@@ -6,6 +6,7 @@ import email.utils
 import re
 import time
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import httpx
 import orjson
@@ -68,7 +69,8 @@ def status_error(
     status: int, headers: Mapping[str, str], body: bytes, secret: str | None = None
 ) -> ProviderError:
     """A ProviderError for a non-2xx answer, with the upstream's own message when it gave one."""
-    detail, code = error_message(body, secret)
+    fields = error_fields(body, secret)
+    detail, code = fields.message, fields.code
     message = f"upstream answered {status}" + (f": {detail}" if detail else "")
     if status in CONTEXT_STATUSES and code not in CONTEXT_CODES and _CONTEXT_WORDING.search(detail):
         code = CONTEXT_CODE
@@ -79,7 +81,14 @@ def status_error(
         retry_after=retry_after_seconds(headers),
         code=code,
         rate_limit=rate_limit_of(headers),
+        detail=redact(detail, secret)[:MAX_DETAIL] if detail else None,
+        error_type=fields.type,
+        param=fields.param,
     )
+
+
+#: The longest upstream message kept whole for the client (the client's own request was at fault).
+MAX_DETAIL = 2000
 
 
 #: The code the retry policy reads for a prompt too long for the model (``_routing/policy.py``).
@@ -100,17 +109,38 @@ def error_message(body: bytes | str, secret: str | None = None) -> tuple[str, st
     ``{"msg": ...}``, any of these as the first item of a JSON array, and a body that is not
     JSON as its start. The secret is masked in the message; either part may be empty or None.
     """
+    fields = error_fields(body, secret)
+    return fields.message, fields.code
+
+
+class ErrorFields(NamedTuple):
+    """What an upstream's error body says: message, code, and (OpenAI's shape) type and param."""
+
+    message: str
+    code: str | None
+    type: str | None = None
+    param: str | None = None
+
+
+def error_fields(body: bytes | str, secret: str | None = None) -> ErrorFields:
+    """``error_message``'s message and code, with the error's ``type`` and ``param`` when the
+    body has OpenAI's or Anthropic's shape (``{"error": {"type", "param"}}``)."""
     raw = body.encode("utf-8", "replace") if isinstance(body, str) else body
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return snippet(raw, secret, 120).strip(), None
+        return ErrorFields(snippet(raw, secret, 120).strip(), None)
     if isinstance(data, list) and data:
         data = data[0]
     if not isinstance(data, dict):
-        return "", None
+        return ErrorFields("", None)
     message, code = _message_of(data)
-    return redact(message, secret), code
+    error = data.get("error")
+    kind = param = None
+    if isinstance(error, dict):
+        kind = error.get("type") if isinstance(error.get("type"), str) else None
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+    return ErrorFields(redact(message, secret), code, kind, param)
 
 
 def _message_of(data: dict) -> tuple[str, str | None]:

@@ -82,7 +82,8 @@ class Behavior:
     Anthropic's error ``type`` or Gemini's ``status`` name (default: from ``status``).
     ``chunks`` splits the reply into stream deltas, ``cut_after`` counts the deltas
     sent before a cut, stall or error event; ``times`` reverts to the default after
-    that many requests.
+    that many requests. ``body``, for ``status``, is the error body to send instead of the
+    format's own (a dict is sent as JSON): an upstream's exact words, type and param.
     """
 
     kind: str = "ok"
@@ -95,6 +96,7 @@ class Behavior:
     cut_after: int = 2
     reply: str | None = None
     times: int | None = None
+    body: Any = None
 
     @classmethod
     def coerce(cls, value: Behavior | dict | str) -> Behavior:
@@ -453,7 +455,11 @@ class FakeUpstream:
     _kind_slow_first_byte = _kind_ok
 
     async def _kind_status(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:
-        await conn.respond(b.status, call.error(b.status, b.error_code), b.headers)
+        if b.body is not None:
+            body = b.body if isinstance(b.body, bytes) else orjson.dumps(b.body)
+        else:
+            body = call.error(b.status, b.error_code)
+        await conn.respond(b.status, body, b.headers)
         return True
 
     async def _kind_malformed(self, call: Call, reply: Reply, b: Behavior, conn: _Conn) -> bool:

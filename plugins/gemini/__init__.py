@@ -161,11 +161,21 @@ def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret:
         return error
     if detail.get("status"):
         error.code = str(detail["status"])
+    if _reason(detail.get("details")) == "API_KEY_INVALID":  # a 400 INVALID_ARGUMENT, but the key's fault
+        error.code = "invalid_api_key"
     if error.retry_after is None:
         error.retry_after = _retry_delay(detail.get("details"))
     if "exceeds the maximum number of tokens" in error.message:
         error.code = "context_length_exceeded"
     return error
+
+
+def _reason(details: Any) -> str | None:
+    """The ``reason`` of Google's ``ErrorInfo`` detail (``API_KEY_INVALID``), if any."""
+    for item in details if isinstance(details, list) else ():
+        if isinstance(item, dict) and isinstance(item.get("reason"), str):
+            return item["reason"]
+    return None
 
 
 def _google_error(body: bytes) -> dict[str, Any] | None:

@@ -99,16 +99,23 @@ async def _key_rows_by_request_uid(conn: Connection) -> None:
     await conn.execute("CREATE INDEX ix_attempts_request_id ON attempts (request_id)")
 
 
+async def _add_surface(conn: Connection) -> None:
+    """Migration 3: the API each request came in through (``chat``, ``messages``, ...); rows
+    written before it have none."""
+    await conn.execute("ALTER TABLE attempts ADD COLUMN surface TEXT")
+
+
 #: Version N of the schema is the first N of these, applied in order.
 MIGRATIONS: list[Migration] = [
     ("create the attempts table", _create_attempts),
     ("key attempts by the gateway's request uid", _key_rows_by_request_uid),
+    ("record the surface of each request", _add_surface),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The columns a record fills (all but the surrogate key), in the latest shape.
-RECORD_COLUMNS = (*_V1_RECORD_COLUMNS, "request_uid")
+RECORD_COLUMNS = (*_V1_RECORD_COLUMNS, "request_uid", "surface")
 
 
 LEDGER = Schema("the ledger's tables", MIGRATIONS, VERSION_TABLE, MIGRATION_LOCK_KEY,

@@ -24,9 +24,11 @@ from modelbroker._routing.errors import APIError
 from modelbroker._routing.gateway import Gateway
 from modelbroker._routing.types import Completion, Usage
 from modelbroker.hookspecs import hookimpl
-from modelbroker.plugins import cost, file_log, openai_http, priority
+from modelbroker.plugins import chat_completions, cost, file_log, generate, openai_http, priority
 
 BUILTINS = {
+    "chat": chat_completions,
+    "generate": generate,
     "priority": priority,
     "cost": cost,
     "openai": openai_http,

@@ -22,7 +22,7 @@ from modelbroker._config.providers import GatewayConfig
 from modelbroker._plugins.manager import make_plugin_manager
 from modelbroker._routing.records import failure_record, result_record
 from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError
-from modelbroker.plugins import metrics, openai_http, priority
+from modelbroker.plugins import chat_completions, generate, metrics, openai_http, priority
 from modelbroker.plugins.metrics.outcomes import RequestOutcomes
 from modelbroker.plugins.metrics.recorder import MetricsRecorder
 from modelbroker.testing import free_port
@@ -33,7 +33,8 @@ BAD_JSON = b"{not json"
 
 def make_pm():
     pm = make_plugin_manager(load_entrypoints=False)
-    for name, plugin in {"priority": priority, "openai": openai_http, "metrics": metrics}.items():
+    for name, plugin in {"chat": chat_completions, "generate": generate, "priority": priority, "openai": openai_http,
+                         "metrics": metrics}.items():
         pm.register(plugin, name=name)
     return pm
 

@@ -37,7 +37,7 @@ class Native:
     no_key: tuple[int, str]  # status and code when the request carries no key
     no_key_says: tuple[str, ...]  # what the message for it must hold
     overloaded: tuple[int, str]  # a status the upstream answers, and the code read from its body
-    leak_status: int  # an upstream error status; with no other provider the gateway answers 502
+    leak: dict[str, Any]  # an upstream error that names the key; with no other provider the gateway answers 502
     generate: dict[str, Any]  # /generate fields beyond prompt and max_tokens=20 ...
     generate_sent: tuple[str, Any]  # ... and the field of the upstream body they must give
     complete_failures: list[tuple[str, str, ErrorKind]]  # (id, behavior, kind)
@@ -56,7 +56,9 @@ ANTHROPIC = Native(
     plugin=anthropic, type="anthropic", name="claude", model="claude-t",
     secret="sk-ant-adapter-test-SECRET-0123456789abcdef", key_header="x-api-key",
     no_key=(401, "authentication_error"), no_key_says=("x-api-key header is required",),
-    overloaded=(529, "overloaded_error"), leak_status=401,
+    overloaded=(529, "overloaded_error"),
+    leak={"kind": "status", "status": 401, "body": {"type": "error", "error": {
+        "type": "authentication_error", "message": "invalid x-api-key: sk-ant-adapter-test-SECRET-0123456789abcdef"}}},
     generate={}, generate_sent=("max_tokens", 20),
     complete_failures=[("malformed", "malformed", ErrorKind.MALFORMED)],
     stream_failures=STREAM_FAILURES,
@@ -72,7 +74,12 @@ GEMINI = Native(
     plugin=gemini, type="gemini", name="gem", model="gem-t",
     secret="AIza-gemini-adapter-test-SECRET-0123456789", key_header="x-goog-api-key",
     no_key=(403, "PERMISSION_DENIED"), no_key_says=(),
-    overloaded=(503, "UNAVAILABLE"), leak_status=400,
+    overloaded=(503, "UNAVAILABLE"),
+    # Google answers a bad key 400 INVALID_ARGUMENT, which only its reason tells from the client's fault.
+    leak={"kind": "status", "status": 400, "body": {"error": {
+        "code": 400, "status": "INVALID_ARGUMENT",
+        "message": "API key not valid. Please pass a valid API key: AIza-gemini-adapter-test-SECRET-0123456789",
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID"}]}}},
     generate={"temperature": 0.5}, generate_sent=("generationConfig", {"maxOutputTokens": 20, "temperature": 0.5}),
     complete_failures=[("malformed", "malformed", ErrorKind.MALFORMED),
                        ("empty_choices", "empty_choices", ErrorKind.STATUS)],
@@ -234,10 +241,11 @@ def test_missing_key_is_refused_and_falls_back(native_gateway, provider, upstrea
 
 
 def test_the_key_never_reaches_responses_or_the_log(native_gateway, upstream, adapter):
-    upstream.set_behavior(adapter.model, {"kind": "status", "status": adapter.leak_status})
+    upstream.set_behavior(adapter.model, adapter.leak)
     gw = native_gateway()
     r = gw.generate({"prompt": "hi"})
-    assert r.status_code == 502
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "all_providers_failed"
     assert adapter.secret not in r.text and adapter.secret[:12] not in r.text
     gw.stop()
     log = gw.log_file.read_text()

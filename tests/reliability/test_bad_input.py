@@ -314,7 +314,8 @@ def test_the_published_chat_schema_says_what_the_check_enforces(gw):
     assert schema["required"] == ["messages"]
     assert schema["additionalProperties"] is True
     assert fields["model"]["default"] == "auto" and fields["model"]["minLength"] == 1
-    assert fields["stream"]["default"] is False
+    assert fields["stream"]["anyOf"][0] == {"type": "boolean", "default": False}
+    assert {"type": "null"} in fields["stream"]["anyOf"]  # nullable, as in OpenAI's schema
     assert fields["messages"]["minItems"] == 1
     assert fields["messages"]["items"]["required"] == ["role"]
     assert "user" in fields["messages"]["items"]["properties"]["role"]["enum"]

@@ -102,10 +102,10 @@ DEADLINES = [
     ("stream-stall_before_content", (True, {"kind": "stream_stall", "cut_after": 0})),
 ]
 #: What an answer with nothing in it is: OpenAI's ``choices: []`` is malformed, Gemini's blocked
-#: prompt a 400 the prompt is to blame for. (Anthropic's ``content: []`` is a valid, empty answer:
-#: test_an_empty_anthropic_message_is_an_empty_answer.)
+#: prompt a 400 the prompt is to blame for, answered as such when no provider is left.
+#: (Anthropic's ``content: []`` is a valid, empty answer: test_an_empty_anthropic_message_is_an_empty_answer.)
 EMPTY = {"openai": Failure({"kind": "empty_choices"}, "malformed"),
-         "gemini": Failure({"kind": "empty_choices"}, "status", 400)}
+         "gemini": Failure({"kind": "empty_choices"}, "status", 400, alone=400, code="prompt_blocked")}
 
 BEFORE_CONTENT = {
     "500": status(500),
@@ -407,7 +407,7 @@ def test_failure_after_content_ends_the_stream_with_an_error_event(gateways, ups
     assert "[DONE]" not in answer.events
     assert not any(isinstance(e, dict) and ("error" in e or e.get("done")) for e in relayed)
     assert set(last) == {"error"}
-    assert set(last["error"]) == {"message", "type", "code"}
+    assert set(last["error"]) == {"message", "type", "param", "code"}
     assert (last["error"]["type"], last["error"]["code"]) == ("upstream_error", "stream_interrupted")
     assert upstream.calls[adapter.first] == 1
     assert upstream.calls[adapter.second] == 0  # no fallback once content was sent

@@ -137,13 +137,23 @@ def test_other_4xx_fall_back_at_once(gateway, provider, upstream, status):
 
 
 @pytest.mark.parametrize("status", NOT_RETRIED)
-def test_other_4xx_alone_give_502_at_once(gateway, provider, upstream, status):
+def test_other_4xx_alone_are_answered_at_once(gateway, provider, upstream, status):
+    """Not retried; the request's own fault (400, 422) is told as the upstream told it, the
+    operator's (401, 403, 404: the provider's key or model) as the gateway's 502."""
     upstream.set_behavior("a", fails(status))
     gw = gateway(config(provider("a"), retries=3))
     answer = gw.generate({"prompt": "hi"})
-    assert answer.status_code == 502, answer.text
+    error = answer.json()["error"]
+    if status in (400, 422):
+        assert answer.status_code == status, answer.text
+        assert error["message"] == f"fake upstream error {status}"
+        assert error["type"] == "invalid_request_error"
+    else:
+        assert answer.status_code == 502, answer.text
+        assert error["code"] == "all_providers_failed"
     assert answer.headers["x-should-retry"] == "false"
-    assert [a["status"] for a in answer.json()["error"]["attempts"]] == [status]
+    assert [a["status"] for a in error["attempts"]] == [status]
+    assert upstream.calls["a"] == 1
 
 
 def test_retries_default_to_one(gateway, provider, upstream):
@@ -385,12 +395,14 @@ def test_a_context_length_error_falls_back_to_a_larger_context_window(gateway, p
     assert dict(upstream.calls) == {"small": 1, "big": 1}
 
 
-def test_a_context_length_error_with_no_larger_window_gives_502(gateway, provider, upstream):
+def test_a_context_length_error_with_no_larger_window_is_the_clients_400(gateway, provider, upstream):
     upstream.set_behavior("small", fails(400, error_code="context_length_exceeded"))
     gw = gateway(config(provider("small", context_window=8000, priority=1),
                         provider("smaller", context_window=4000, priority=2)))
     answer = gw.generate({"prompt": "a long prompt"})
-    assert answer.status_code == 502
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "context_length_exceeded"
+    assert answer.headers["x-should-retry"] == "false"
     assert dict(upstream.calls) == {"small": 1}
 
 

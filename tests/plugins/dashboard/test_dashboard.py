@@ -15,7 +15,7 @@ import pytest
 from modelbroker._plugins.manager import make_plugin_manager
 from modelbroker._routing.errors import APIError
 from modelbroker.hookspecs import hookimpl
-from modelbroker.plugins import dashboard, openai_http, priority
+from modelbroker.plugins import chat_completions, dashboard, generate, openai_http, priority
 
 from .stub_ledger import StubLedger, history
 
@@ -25,7 +25,8 @@ DAYS = 7  # the page shows the last 7 days by default
 
 def make_pm(**extra):
     pm = make_plugin_manager(load_entrypoints=False)
-    for name, plugin in {"priority": priority, "openai": openai_http, "dashboard": dashboard, **extra}.items():
+    for name, plugin in {"chat": chat_completions, "generate": generate, "priority": priority, "openai": openai_http,
+                         "dashboard": dashboard, **extra}.items():
         pm.register(plugin, name=name)
     return pm
 

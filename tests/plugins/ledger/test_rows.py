@@ -179,7 +179,7 @@ def test_a_row_has_every_column_from_the_cores_record():
     from modelbroker.plugins.ledger.schema import RECORD_COLUMNS
 
     provider = NS(name="p", id="p/m", model="m")
-    request = ChatRequest(messages=[], request_id="r-1", route="/generate", client="team-a")
+    request = ChatRequest(messages=[], request_id="r-1", route="/generate", client="team-a", surface="generate")
     result = Completion(text="", model="m-2025", usage=Usage(3, 4, 7, cached_tokens=1, reasoning_tokens=2,
                                                                estimated=True), cost=0.25, overhead_ms=0.12345)
     ok = row_of(result_record(provider, request, result, 12.34567, 2))
@@ -189,16 +189,17 @@ def test_a_row_has_every_column_from_the_cores_record():
         "provider_id": "p/m", "model": "m", "model_used": "m-2025", "success": True, "outcome": "ok",
         "error_kind": None, "status": None, "error": None, "prompt_tokens": 3, "completion_tokens": 4,
         "total_tokens": 7, "cached_tokens": 1, "reasoning_tokens": 2, "tokens_estimated": True, "cost": 0.25,
-        "latency_ms": 12.346, "overhead_ms": 0.123, "request_uid": request.uid}
+        "latency_ms": 12.346, "overhead_ms": 0.123, "request_uid": request.uid, "surface": "generate"}
     error = ProviderError(ErrorKind.PARTIAL, "x" * 600, status=502, usage=Usage(1, 2, 3))
     failed = row_of(failure_record(provider, request, error, 5.0, 1))
     assert (failed["success"], failed["outcome"], failed["error_kind"], failed["status"]) == (
         False, "partial", "partial", 502)
     assert len(failed["error"]) == MAX_ERROR_CHARS and failed["error"].endswith("…")
     assert (failed["total_tokens"], failed["model_used"], failed["overhead_ms"]) == (3, None, None)
-    refused = row_of(rejected_record(None, "r-2", "/generate", 401, "no key"))
-    assert (refused["attempt"], refused["outcome"], refused["status"], refused["provider"]) == (
-        0, "rejected", 401, None)
+    assert failed["surface"] == "generate"
+    refused = row_of(rejected_record(None, "r-2", "/generate", 401, "no key", "generate"))
+    assert (refused["attempt"], refused["outcome"], refused["status"], refused["provider"], refused["surface"]) == (
+        0, "rejected", 401, None, "generate")
     for row in (ok | {"time": None}, failed, refused):
         assert set(row) == set(RECORD_COLUMNS)
 
