@@ -287,7 +287,7 @@ def on_rejected(
     reason: str,
     record: AttemptRecord,
 ) -> None:
-    """A request to a generation route was refused before any attempt was made.
+    """A request to a surface (a generation route) was refused before any attempt was made.
 
     :param request: the parsed request, or None if it was refused before parsing
         (bad JSON, too large, wrong content type, no valid key).

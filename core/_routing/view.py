@@ -1,4 +1,4 @@
-"""What a plugin's own route sees of the gateway that serves it."""
+"""What a plugin's own route, or a surface's ``parse``, sees of the gateway that serves it."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ class GatewayView(Protocol):
 
     ``config`` is the providers.yaml in force (a reload replaces it); ``pm`` finds an
     object a plugin registered in ``on_startup`` (``pm.get_plugin("myplugin.state")``);
-    ``state`` is None until the server has started.
+    ``state`` is None until the server has started; ``strategies`` are the registered
+    strategy names, sorted.
     """
 
     settings: Settings
@@ -26,6 +27,7 @@ class GatewayView(Protocol):
     pm: pluggy.PluginManager
     health: Health
     state: SharedState | None
+    strategies: list[str]
 
 
 def gateway_of(request: Any) -> GatewayView:

@@ -107,14 +107,17 @@ async def handle(request: Request, exc: Exception) -> Response:
     error.headers = {**(error.headers or {}), "x-request-id": rid}
     app = request.app
     path = request.scope["path"]
+    chat = state(request.scope).get("chat")
     # Attempts were told to on_result/on_failure; a request refused before any is told here.
     tried = isinstance(exc, AllProvidersFailed) and exc.attempts
     surface = getattr(app, "surface_at", {}).get(path)
     if surface is not None and not tried:
         gateway = app.state.gateway
         if gateway.router is not None:
-            gateway.router.report.rejected(state(request.scope).get("chat"), rid, path, error.status,
+            gateway.router.report.rejected(chat, rid, path, error.status,
                                            error.message, surface.name)
+    if chat is not None and chat.skipped and error.status >= 429:
+        error.details.setdefault("skipped", chat.skipped)  # left out for what they cannot carry, not tried
     shape = getattr(app, "error_shapes", {}).get(path)
     return error_response(error, error_body_of(shape, error) if shape is not None else None)
 
