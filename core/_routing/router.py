@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -364,7 +365,24 @@ def overhead_ms(request: ChatRequest, upstream_ms: float) -> float:
 def _failed(provider: ProviderConfig, error: ProviderError, started: float) -> AttemptSummary:
     return AttemptSummary(
         provider.id, provider.model, False, (time.perf_counter() - started) * 1000,
-        kind=error.kind.value, status=error.status, message=error.message, code=error.code,
+        kind=error.kind.value, status=error.status, message=without_endpoint(error.message, provider), code=error.code,
         detail=error.detail, error_type=error.error_type, param=error.param,
         request_fault=error.kind == ErrorKind.STATUS and policy.is_request_fault(error),
     )
+
+
+def without_endpoint(message: str, provider: ProviderConfig) -> str:
+    """``message`` with the provider's endpoint (its URL, origin and host) left out: the client
+    is told which provider failed, by id, and how, not where the operator's upstreams are.
+    app.log and the ledger keep the whole message."""
+    parts = urllib.parse.urlsplit(provider.endpoint)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = ""
+    host = parts.hostname or ""
+    for where in (provider.endpoint, f"{parts.scheme}://{host}:{port}", f"{parts.scheme}://{parts.netloc}",
+                  f"{host}:{port}", parts.netloc, host):
+        if where and where in message:
+            message = message.replace(where, "the provider's endpoint")
+    return message

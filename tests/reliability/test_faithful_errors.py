@@ -108,3 +108,16 @@ def test_generate_tells_it_in_the_gateways_shape(start, upstream):
     assert answer.status_code == 400
     assert answer.json()["error"]["message"] == "bad max_tokens"
     assert answer.json()["error"]["param"] == "max_tokens"
+
+
+def test_a_connection_failure_names_the_provider_not_its_endpoint(gateway, free_port):
+    endpoint = f"http://127.0.0.1:{free_port}/v1/chat/completions"
+    gw = gateway({"reliability": {"retries": 0}, "providers": [
+        {"name": "gone", "endpoint": endpoint, "model": "m", "cost_per_1k_tokens": 0}]})
+    answer = gw.chat("hi")
+    assert answer.status_code == 502
+    [attempt] = answer.json()["error"]["attempts"]
+    assert attempt["provider"] == "gone/m" and attempt["error"] == "connect"
+    assert str(free_port) not in answer.text and "127.0.0.1" not in answer.text
+    assert "the provider's endpoint" in attempt["message"]
+    assert str(free_port) in gw.log_lines()[0]["error"]  # the operator's log keeps where
