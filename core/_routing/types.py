@@ -94,13 +94,14 @@ CHAT, EMBEDDINGS = "chat", "embeddings"
 
 
 def _input_text(value: Any) -> str:
-    """An embeddings ``input`` as text: strings joined; token arrays as their numbers (one
-    token each, which is what they are)."""
+    """An embeddings ``input`` as text: strings joined; a token array as four characters a
+    token, which ``estimate_tokens`` counts as one each (the surface checked the shape, so
+    the first item tells a token array)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list):
-        if value and all(isinstance(item, int) for item in value):
-            return " ".join("0" for _ in value)
+    if isinstance(value, list) and value:
+        if isinstance(value[0], int):
+            return "0000" * len(value)
         return "\n".join(_input_text(item) for item in value)
     return ""
 

@@ -7,8 +7,13 @@ the adapter posts to ``{endpoint}/{model}:generateContent``, or for a stream to
 ``options.max_tokens`` is a default ``maxOutputTokens``.
 
 The client's OpenAI request is converted (``convert.py``) and the
-answer converted back, so /v1/chat/completions relays an OpenAI
-``chat.completion`` (or its chunks) whichever upstream answered.
+answer converted back (``answer.py``), so /v1/chat/completions relays an OpenAI
+``chat.completion`` (or its chunks) whichever upstream answered. The features
+Gemini can carry are stated (``FEATURES``), so a request needing another (audio)
+goes to a provider that has it instead of losing it here.
+
+A provider of ``kind: embeddings`` calls ``{endpoint}/{model}:embedContent`` or
+``:batchEmbedContents`` (``embeddings.py``), with the same endpoint, key and errors.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from modelbroker import (
     UpstreamHTTP,
     UpstreamStream,
     duration_seconds,
+    estimated_usage,
     hookimpl,
     open_event_stream,
     parse_event,
@@ -35,13 +41,25 @@ from modelbroker import (
     sse_data,
     status_error,
 )
-from modelbroker.plugins.gemini.convert import StreamState, parse_response, request_body
+from modelbroker.plugins.gemini import embeddings
+from modelbroker.plugins.gemini.answer import StreamState, parse_response
+from modelbroker.plugins.gemini.convert import request_body
 
 TYPE = "gemini"
+#: What ``convert.py`` carries to Gemini (core/_routing/features.py names them): ``response_format``
+#: as ``responseMimeType`` and ``responseJsonSchema``, ``n`` as ``candidateCount``, ``seed``,
+#: ``logprobs``/``top_logprobs`` as ``responseLogprobs``/``logprobs`` (and back into each
+#: choice), images as inline data. Not audio.
+FEATURES = frozenset({"tools", "parallel_tool_calls", "json_object", "json_schema", "images", "n", "seed",
+                      "logprobs"})
 
 
 class GeminiGenerateContent:
+    features = FEATURES
+
     def call_provider(self, provider, request, http):
+        if request.kind == "embeddings":
+            return embed(provider, request, http)
         if request.stream:
             return open_stream(provider, request, http)
         return complete(provider, request, http)
@@ -60,11 +78,15 @@ def register_fake_formats(register):
 
 
 def model_url(endpoint: str, model: str, stream: bool) -> str:
-    """The method URL for ``model`` (a ``models/`` prefix in the model name is allowed)."""
-    model = model.removeprefix("models/")
+    """The generation URL for ``model`` (a ``models/`` prefix in the model name is allowed)."""
     if stream:
-        return f"{endpoint.rstrip('/')}/{model}:streamGenerateContent?alt=sse"
-    return f"{endpoint.rstrip('/')}/{model}:generateContent"
+        return method_url(endpoint, model, "streamGenerateContent") + "?alt=sse"
+    return method_url(endpoint, model, "generateContent")
+
+
+def method_url(endpoint: str, model: str, method: str) -> str:
+    """The URL of one of ``model``'s methods (``generateContent``, ``embedContent``...)."""
+    return f"{endpoint.rstrip('/')}/{model.removeprefix('models/')}:{method}"
 
 
 def request_headers(api_key: str | None) -> dict[str, str]:
@@ -98,6 +120,35 @@ async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Comple
     completion = parse_response(data, provider.model, secret)
     completion.upstream_ms = upstream_ms
     return completion
+
+
+async def embed(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
+    """The embeddings of ``request``'s input, in as many calls as its length needs; the first
+    failure fails the attempt, as one call's would. The tokens are estimated (Gemini reports none)."""
+    secret = provider.secret()
+    calls = embeddings.embed_calls(request, provider.model, provider.options, provider.id)
+    headers = request_headers(secret)
+    vectors: list[list[float]] = []
+    upstream_ms = 0.0
+    for method, body in calls:
+        started = time.perf_counter()
+        response = await http.post(method_url(provider.endpoint, provider.model, method), orjson.dumps(body), headers,
+                                   timeout_s=provider.timeout_s, connect_timeout_s=provider.connect_timeout_s,
+                                   secret=secret)
+        upstream_ms += (time.perf_counter() - started) * 1000
+        if response.status >= 300:
+            raise upstream_error(response.status, response.headers, response.body, secret)
+        try:
+            data = orjson.loads(response.body)
+        except orjson.JSONDecodeError:
+            raise ProviderError(ErrorKind.MALFORMED,
+                                f"not a Gemini response (body starts {snippet(response.body, secret)!r})") from None
+        expected = len(body["requests"]) if method == embeddings.BATCH else 1
+        vectors.extend(embeddings.read_vectors(data, method, expected))
+    model = provider.model.removeprefix("models/")
+    usage = estimated_usage(request, "")
+    return Completion(text="", model=model, usage=usage, raw=embeddings.embeddings_list(vectors, model, usage),
+                      upstream_ms=upstream_ms)
 
 
 async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:

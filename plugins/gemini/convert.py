@@ -1,27 +1,20 @@
-"""OpenAI chat format <-> Google Gemini ``generateContent``, for ``plugins.gemini``.
+"""OpenAI chat requests -> Google Gemini ``generateContent``, for ``plugins.gemini``.
 
-Pure functions on dicts, no I/O: the request body from a ``ChatRequest``; a
-``GenerateContentResponse`` as an OpenAI ``chat.completion``; streamed
-responses as OpenAI ``chat.completion.chunk`` pieces (``StreamState``). Not a
-plugin itself: ``plugins.gemini`` imports it.
+Pure functions on dicts, no I/O: the request body from a ``ChatRequest``, every OpenAI
+field Gemini has carried over (``answer.py`` converts the answer back). Not a plugin
+itself: ``plugins.gemini`` imports it.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
 
-from modelbroker import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage, safe_message
+from modelbroker import ChatRequest, ErrorKind, ProviderError
 
-FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
-                      "IMAGE_SAFETY", "LANGUAGE"})
 #: JSON Schema keywords Gemini's OpenAPI-style ``parameters`` rejects.
 UNSUPPORTED_SCHEMA_KEYS = frozenset({"$schema", "additionalProperties", "$id", "$defs", "definitions"})
-
-
-# --- request ------------------------------------------------------------------------
 
 
 def request_body(request: ChatRequest, options: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +36,11 @@ def request_body(request: ChatRequest, options: dict[str, Any]) -> dict[str, Any
     return body
 
 
+#: OpenAI sampling fields Gemini has under another name in ``generationConfig``.
+SAMPLING = (("top_p", "topP"), ("seed", "seed"), ("presence_penalty", "presencePenalty"),
+            ("frequency_penalty", "frequencyPenalty"))
+
+
 def generation_config(request: ChatRequest, options: dict[str, Any]) -> dict[str, Any]:
     extra = request.extra
     config: dict[str, Any] = {}
@@ -51,11 +49,36 @@ def generation_config(request: ChatRequest, options: dict[str, Any]) -> dict[str
         config["maxOutputTokens"] = max_tokens
     if request.temperature is not None:
         config["temperature"] = request.temperature
-    if extra.get("top_p") is not None:
-        config["topP"] = extra["top_p"]
+    for name, gemini_name in SAMPLING:
+        if extra.get(name) is not None:
+            config[gemini_name] = extra[name]
     stop = extra.get("stop")
     if stop:
         config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    n = extra.get("n")
+    if isinstance(n, int) and n > 1:
+        config["candidateCount"] = n
+    top = extra.get("top_logprobs")
+    if extra.get("logprobs") or top:
+        config["responseLogprobs"] = True
+        if isinstance(top, int) and top > 0:
+            config["logprobs"] = top
+    config.update(response_format(extra.get("response_format")))
+    return config
+
+
+def response_format(value: Any) -> dict[str, Any]:
+    """OpenAI's ``response_format`` as Gemini's: JSON output, and for ``json_schema`` the schema as
+    ``responseJsonSchema``, which takes JSON Schema as OpenAI clients write it (``additionalProperties``,
+    ``$defs``/``$ref``, ``anyOf``, type lists); ``responseSchema``, Gemini's OpenAPI subset, refuses those."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in ("json_object", "json_schema"):
+        return {}
+    config: dict[str, Any] = {"responseMimeType": "application/json"}
+    spec = value.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if kind == "json_schema" and isinstance(schema, dict):
+        config["responseJsonSchema"] = schema
     return config
 
 
@@ -92,7 +115,9 @@ def convert_messages(messages: list[dict[str, Any]]) -> tuple[str, list[dict[str
 
 
 def content_parts(content: Any) -> list[dict[str, Any]]:
-    """Text parts, and inline images from ``data:`` URLs (other image URLs are dropped)."""
+    """Text parts, and inline images from ``data:`` URLs. Gemini fetches no image by URL (its
+    ``fileData`` takes files uploaded to Google), so an http(s) image is refused, not dropped:
+    a 400 of this attempt, which another provider may take."""
     if isinstance(content, str):
         return [{"text": content}] if content else []
     parts = []
@@ -107,6 +132,12 @@ def content_parts(content: Any) -> list[dict[str, Any]]:
             if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
                 mime, _, data = url[5:].partition(";base64,")
                 parts.append({"inlineData": {"mimeType": mime, "data": data}})
+            else:
+                raise ProviderError(
+                    ErrorKind.STATUS, "the gemini adapter sends images only as data: URLs (base64); Gemini "
+                    "fetches no image from a URL: send the image inline, or route the request elsewhere",
+                    status=400, code="unsupported_input", param="messages",
+                    detail="images must be sent as data: URLs (base64) to this model")
     return parts
 
 
@@ -174,166 +205,3 @@ def convert_tool_choice(choice: Any) -> dict[str, Any] | None:
         name = (choice.get("function") or {}).get("name")
         return {"mode": "ANY", "allowedFunctionNames": [name]} if name else None
     return {"auto": {"mode": "AUTO"}, "required": {"mode": "ANY"}, "none": {"mode": "NONE"}}.get(choice)
-
-
-# --- response -------------------------------------------------------------------------
-
-
-def parse_usage(meta: Any) -> Usage:
-    """``usageMetadata``. Thinking tokens count as completion tokens (they are billed as
-    output, and OpenAI counts its reasoning tokens so) and are also kept apart."""
-    if not isinstance(meta, dict):
-        return Usage()
-    prompt = _int(meta.get("promptTokenCount")) + _int(meta.get("toolUsePromptTokenCount"))
-    thoughts = meta.get("thoughtsTokenCount")
-    completion = _int(meta.get("candidatesTokenCount")) + _int(thoughts)
-    cached = meta.get("cachedContentTokenCount")
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=_int(meta.get("totalTokenCount")) or prompt + completion,
-        cached_tokens=cached if isinstance(cached, int) else None,
-        reasoning_tokens=thoughts if isinstance(thoughts, int) else None,
-    )
-
-
-def openai_usage(usage: Usage) -> dict[str, Any]:
-    out: dict[str, Any] = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
-                           "total_tokens": usage.total_tokens}
-    if usage.cached_tokens is not None:
-        out["prompt_tokens_details"] = {"cached_tokens": usage.cached_tokens}
-    if usage.reasoning_tokens is not None:
-        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
-    return out
-
-
-def first_candidate(data: Any, secret: str | None = None) -> dict[str, Any] | None:
-    """The first candidate; None for a chunk with none. A blocked prompt raises ProviderError:
-    a 400 (the prompt is at fault, not the provider) with code ``prompt_blocked``."""
-    if not isinstance(data, dict):
-        raise ProviderError(ErrorKind.MALFORMED, "not a Gemini response (not a JSON object)")
-    candidates = data.get("candidates")
-    if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
-        return candidates[0]
-    feedback = data.get("promptFeedback")
-    reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
-    if reason:
-        message = f"the upstream answered 200 with no candidates: it blocked the prompt (blockReason {reason})"
-        raise ProviderError(ErrorKind.STATUS, safe_message(message, secret), status=400,
-                            code="prompt_blocked")
-    return None
-
-
-def candidate_parts(candidate: dict[str, Any], first_call: int = 0) -> tuple[str, list[dict[str, Any]]]:
-    """The answer text (thoughts left out) and the function calls as OpenAI tool calls."""
-    content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
-    parts = [p for p in content.get("parts") or () if isinstance(p, dict)]
-    text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
-    calls = []
-    for part in parts:
-        call = part.get("functionCall")
-        if isinstance(call, dict):
-            arguments = orjson.dumps(call.get("args") or {}).decode()
-            calls.append({"id": str(call.get("id") or f"call_{first_call + len(calls)}"), "type": "function",
-                          "function": {"name": str(call.get("name", "")), "arguments": arguments}})
-    return text, calls
-
-
-def finish_reason(reason: Any, tool_calls: bool) -> str | None:
-    if not reason:
-        return None
-    if reason == "MAX_TOKENS":
-        return "length"
-    if reason in FILTERED:
-        return "content_filter"
-    return "tool_calls" if tool_calls else "stop"
-
-
-def parse_response(data: Any, fallback_model: str, secret: str | None = None) -> Completion:
-    """A whole GenerateContentResponse as a Completion whose ``raw`` is an OpenAI chat.completion."""
-    candidate = first_candidate(data, secret)
-    if candidate is None:
-        raise ProviderError(ErrorKind.MALFORMED, "not a Gemini response (no candidates, no promptFeedback)")
-    text, calls = candidate_parts(candidate)
-    model = str(data.get("modelVersion") or fallback_model)
-    usage = parse_usage(data.get("usageMetadata"))
-    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
-    if calls:
-        message["tool_calls"] = calls
-    finish = finish_reason(candidate.get("finishReason"), bool(calls)) or "stop"
-    raw = {
-        "id": str(data.get("responseId") or "gemini"), "object": "chat.completion", "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": openai_usage(usage),
-    }
-    return Completion(text=text, model=model, usage=usage, raw=raw)
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value >= 0 else 0
-
-
-# --- stream ------------------------------------------------------------------------------
-
-
-class StreamState:
-    """Turns one stream's responses into OpenAI chunks. Gemini sends no end marker: the
-    stream is complete once a candidate has a ``finishReason``. Usage comes with every
-    response, growing; the last one seen becomes the usage chunk (``usage_chunk``)."""
-
-    def __init__(self, model: str, secret: str | None = None) -> None:
-        self.secret = secret
-        self.id = "gemini"
-        self.model = model
-        self.created = int(time.time())
-        self.started = False
-        self.calls = 0
-        self.finished = False
-        self.usage: Usage | None = None
-
-    def feed(self, data: Any) -> list[StreamChunk]:
-        """The chunk for one response (none if it holds nothing); raises for an error event."""
-        if isinstance(data, dict) and data.get("error"):
-            error = data["error"]
-            detail = error.get("message") or error.get("status") if isinstance(error, dict) else error
-            message = safe_message(f"the upstream sent an error event: {detail}", self.secret)
-            code = error.get("status") if isinstance(error, dict) else None
-            raise ProviderError(ErrorKind.ERROR_EVENT, message, code=str(code) if code else None)
-        candidate = first_candidate(data, self.secret)
-        self.id = str(data.get("responseId") or self.id)
-        self.model = str(data.get("modelVersion") or self.model)
-        if isinstance(data.get("usageMetadata"), dict):
-            self.usage = parse_usage(data["usageMetadata"])
-        if candidate is None:
-            return []
-        return self._chunks(candidate)
-
-    def _chunks(self, candidate: dict[str, Any]) -> list[StreamChunk]:
-        text, calls = candidate_parts(candidate, self.calls)
-        delta: dict[str, Any] = {}
-        if not self.started:
-            delta["role"] = "assistant"
-            self.started = True
-        if text:
-            delta["content"] = text
-        if calls:
-            delta["tool_calls"] = [{"index": self.calls + i, **call} for i, call in enumerate(calls)]
-            self.calls += len(calls)
-        finish = finish_reason(candidate.get("finishReason"), self.calls > 0)
-        self.finished = self.finished or finish is not None
-        if not delta and finish is None:
-            return []
-        raw = {**self._base(), "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-        return [StreamChunk(raw=raw, text=text, has_content=bool(text or calls), model=self.model,
-                            finish_reason=finish)]
-
-    def usage_chunk(self) -> StreamChunk | None:
-        """The usage chunk (``choices: []``) for the end of the stream, if usage was reported."""
-        if self.usage is None:
-            return None
-        raw = {**self._base(), "choices": [], "usage": openai_usage(self.usage)}
-        return StreamChunk(raw=raw, usage=self.usage, model=self.model)
-
-    def _base(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}

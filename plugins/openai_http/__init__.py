@@ -2,7 +2,9 @@
 
 Groq, OpenAI, Together, Fireworks, DeepSeek, a local vLLM or Ollama (``/v1``)
 all speak this wire format. The request's extra OpenAI fields are passed
-through untouched; ``model`` is always the provider's.
+through untouched; ``model`` is always the provider's. A provider of ``kind: embeddings``
+is an OpenAI-compatible embeddings endpoint (``embeddings.py``). The adapter states no
+``features``: it passes every field through, so a provider carries whatever its model does.
 """
 
 from __future__ import annotations
@@ -33,14 +35,18 @@ from modelbroker import (
     sse_data,
     status_error,
 )
+from modelbroker.plugins.openai_http import embeddings
 
 TYPE = "openai"
 
 
 class OpenAIChat:
-    """Calls a chat-completions endpoint: whole, or as a stream when the client asked for one."""
+    """Calls a chat-completions endpoint (whole, or as a stream when the client asked for one),
+    or, for an embeddings request, an embeddings endpoint."""
 
     def call_provider(self, provider, request, http):
+        if request.kind == "embeddings":
+            return embed(provider, request, http)
         if request.stream:
             return open_stream(provider, request, http)
         return complete(provider, request, http)
@@ -102,6 +108,27 @@ async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Comple
     completion.rate_limit = rate_limit_of(reply.headers)
     if completion.raw is not None and not isinstance(completion.raw.get("usage"), dict):
         completion.usage = estimated_usage(request, completion.text)
+    return completion
+
+
+async def embed(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
+    """One embeddings call; raises ProviderError for every kind of failure, as ``complete`` does."""
+    secret = provider.secret()
+    body = embeddings.request_body(provider.model, request, provider.options)
+    started = time.perf_counter()
+    reply = await http.post(
+        provider.endpoint, orjson.dumps(body), request_headers(secret),
+        timeout_s=provider.timeout_s, connect_timeout_s=provider.connect_timeout_s, secret=secret,
+    )
+    upstream_ms = (time.perf_counter() - started) * 1000
+    if reply.status >= 300:
+        raise status_error(reply.status, reply.headers, reply.body, secret)
+    count = embeddings.input_count(body.get("input"))
+    completion = embeddings.parse_embeddings(reply.body, provider.model, count, secret)
+    completion.upstream_ms = upstream_ms
+    completion.rate_limit = rate_limit_of(reply.headers)
+    if not isinstance(completion.raw.get("usage"), dict):
+        completion.usage = estimated_usage(request, "")
     return completion
 
 

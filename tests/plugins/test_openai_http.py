@@ -2,8 +2,9 @@
 
 Pure functions (parse_chunk, parse_usage, stream_body, request_body, parse_completion)
 are tested with plain dicts and strings, because the fake upstream never reports
-cached or reasoning tokens. ``open_stream`` and ``complete`` are then run against the
-real fake upstream on loopback with the gateway's own client (``modelbroker._upstream.client.UpstreamHTTP``).
+cached or reasoning tokens. ``open_stream``, ``complete`` and ``embed`` (embeddings, with
+``embeddings.py``) are then run against the real fake upstream on loopback with the gateway's
+own client (``modelbroker._upstream.client.UpstreamHTTP``), with every failure it can make.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from modelbroker._routing.types import ChatRequest, ErrorKind, ProviderError, Us
 from modelbroker._upstream.client import UpstreamHTTP
 from modelbroker.plugins.openai_http import (
     complete,
+    embed,
+    embeddings,
     open_stream,
     parse_chunk,
     parse_completion,
@@ -359,3 +362,93 @@ async def test_complete_passes_extra_and_reads_usage(upstream):
     body = upstream.requests[-1]["json"]
     assert body["seed"] == 3 and body["foo"] == {"bar": 1} and body["max_tokens"] == 9
     assert "stream" not in body
+
+
+# --- embeddings (embeddings.py, and embed() against the fake upstream) ---------------------------------
+
+
+def embeddings_request(value="hello world", **fields) -> ChatRequest:
+    return ChatRequest(messages=[], kind="embeddings", extra={"input": value, **fields})
+
+
+def embedder_config(upstream, model: str = "e", **fields) -> ProviderConfig:
+    return ProviderConfig(name="e", kind="embeddings", endpoint=upstream.url + "/v1/embeddings", model=model,
+                          cost_per_1k_tokens=0.0, api_key=SECRET, **fields)
+
+
+@pytest.mark.parametrize("value, count", [("one", 1), ([1, 2, 3], 1), (["a", "b"], 2), ([[1], [2], [3]], 3)])
+def test_input_count(value, count):
+    assert embeddings.input_count(value) == count
+
+
+def test_embeddings_body_is_the_clients_with_the_providers_model_and_forced_format():
+    request = embeddings_request(["a"], dimensions=8, encoding_format="base64", user="u")
+    assert embeddings.request_body("m", request, {}) == {"input": ["a"], "dimensions": 8,
+                                                         "encoding_format": "base64", "user": "u", "model": "m"}
+    assert embeddings.request_body("m", request, {"encoding_format": "float"})["encoding_format"] == "float"
+    assert request.extra["encoding_format"] == "base64"  # the request itself is left alone
+
+
+@pytest.mark.parametrize("content", [b"not json", b"[]", b'{"data": {}}', b'{"data": [{"vector": [1]}]}',
+                                     b'{"data": [{"embedding": 3}]}', b'{"object": "list"}'])
+def test_parse_embeddings_not_a_list_is_malformed(content):
+    with pytest.raises(ProviderError) as caught:
+        embeddings.parse_embeddings(content, "m", 1)
+    assert caught.value.kind is ErrorKind.MALFORMED
+
+
+def test_parse_embeddings_counts_the_vectors_and_reads_usage():
+    body = orjson.dumps({"data": [{"embedding": [0.5]}, {"embedding": "AAAAPw=="}], "model": "served",
+                         "usage": {"prompt_tokens": 7, "total_tokens": 7}})
+    completion = embeddings.parse_embeddings(body, "fallback", 2)
+    assert completion.model == "served" and completion.usage == Usage(7, 0, 7) and completion.text == ""
+    with pytest.raises(ProviderError, match="answered 2 embeddings for 3 inputs"):
+        embeddings.parse_embeddings(body, "fallback", 3)
+
+
+async def test_embed_sends_the_key_and_reads_the_list(upstream):
+    async with UpstreamHTTP() as client:
+        completion = await embed(embedder_config(upstream), embeddings_request(["a b", "c"], dimensions=3), client)
+    sent = upstream.requests[-1]
+    assert sent["path"] == "/v1/embeddings" and sent["headers"]["authorization"] == f"Bearer {SECRET}"
+    assert sent["json"] == {"input": ["a b", "c"], "dimensions": 3, "model": "e"}
+    assert [len(item["embedding"]) for item in completion.raw["data"]] == [3, 3]
+    assert completion.usage == Usage(3, 0, 3) and completion.upstream_ms > 0
+
+
+async def test_embed_without_usage_estimates_it(upstream):
+    upstream.set_behavior("e", {"kind": "status", "status": 200, "body": {"data": [{"embedding": [1.0]}]}})
+    async with UpstreamHTTP() as client:
+        completion = await embed(embedder_config(upstream), embeddings_request("twelve chars"), client)
+    assert completion.usage.estimated and completion.usage.prompt_tokens == 3 and completion.model == "e"
+
+
+@pytest.mark.parametrize("behavior, kind", [
+    ({"kind": "status", "status": 503}, ErrorKind.STATUS),
+    ({"kind": "malformed"}, ErrorKind.MALFORMED),
+    ({"kind": "empty_choices"}, ErrorKind.MALFORMED),
+    ({"kind": "stream_error_event", "cut_after": 1}, ErrorKind.MALFORMED),
+    ({"kind": "stream_cut", "cut_after": 1}, ErrorKind.CONNECTION),
+    ({"kind": "reset_mid_body"}, ErrorKind.CONNECTION),
+    ({"kind": "drop"}, ErrorKind.CONNECTION),
+    ({"kind": "stream_stall", "cut_after": 1}, ErrorKind.TIMEOUT),
+    ({"kind": "slow_first_byte", "delay_s": 2}, ErrorKind.TIMEOUT),
+], ids=lambda value: value["kind"] if isinstance(value, dict) else None)
+async def test_embed_failures_are_provider_errors(upstream, behavior, kind):
+    upstream.set_behavior("e", behavior)
+    async with UpstreamHTTP() as client:
+        with pytest.raises(ProviderError) as caught:
+            await embed(embedder_config(upstream, timeout_s=0.3), embeddings_request(), client)
+    assert caught.value.kind is kind
+    assert SECRET[:12] not in str(caught.value)
+
+
+async def test_embed_error_status_keeps_the_upstreams_words_for_the_client(upstream):
+    body = {"error": {"message": "This model's maximum context length is 8192 tokens", "type": "invalid_request_error",
+                      "param": "input", "code": None}}
+    upstream.set_behavior("e", {"kind": "status", "status": 400, "body": body})
+    async with UpstreamHTTP() as client:
+        with pytest.raises(ProviderError) as caught:
+            await embed(embedder_config(upstream), embeddings_request(), client)
+    error = caught.value
+    assert error.status == 400 and error.param == "input" and error.code == "context_length_exceeded"
