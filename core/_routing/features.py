@@ -12,6 +12,10 @@ The router skips a provider that cannot carry what the request needs (a skip, no
 failure: the provider's health is untouched), and when none can, the request is
 refused with 400 naming the feature and the providers that lack it. Nothing is dropped
 silently. Only requests that reach a provider with a narrower set pay for the check.
+
+A request that only its own wire format can carry (``Native.required``: a server tool
+of Anthropic's, say) needs one more feature, named by that format; an adapter that
+speaks it natively lists the format among its ``features``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ def request_features(request: Any) -> frozenset[str]:
     """The features ``request`` (a ``ChatRequest``) needs of the provider that answers it."""
     extra = request.extra
     found: set[str] = set()
+    native = request.native
+    if native is not None and native.required:
+        found.add(native.format)
     if extra:
         if extra.get("tools"):
             found.add(TOOLS)

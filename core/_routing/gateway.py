@@ -231,7 +231,7 @@ class Gateway:
         enabled = [p for p in matches if p.enabled]
         if not enabled:
             raise NoProviderAvailable(self.why_no_provider(matches))
-        if self._features is not None:
+        if self._features is not None or (request.native is not None and request.native.required):
             return self._able(request, enabled)
         return enabled
 
@@ -241,19 +241,26 @@ class Gateway:
         needs = request_features(request)
         if not needs:
             return providers
+        table = self._features or {}
+        order = [*FEATURES, *sorted(needs - ALL_FEATURES)]  # the chat features, then a native format
         able, skipped = [], {}
         for provider in providers:
-            lacking = needs - self._features.get(provider.id, ALL_FEATURES)
+            lacking = needs - table.get(provider.id, ALL_FEATURES)
             if lacking:
-                skipped[provider.id] = [feature for feature in FEATURES if feature in lacking]
+                skipped[provider.id] = [feature for feature in order if feature in lacking]
             else:
                 able.append(provider)
         if skipped:
             request.skipped = skipped
         if able:
             return able
-        feature = next(feature for feature in FEATURES if any(feature in lack for lack in skipped.values()))
+        feature = next(feature for feature in order if any(feature in lack for lack in skipped.values()))
         lacking = [provider_id for provider_id, lack in skipped.items() if feature in lack]
+        native = request.native
+        if native is not None and feature == native.format:
+            raise APIError(400, f"{native.required}, which only a provider that speaks {feature} natively can "
+                           f"carry, and none here does: {', '.join(lacking)} cannot; leave it out, or add such "
+                           "a provider", code="unsupported_feature", skipped=skipped)
         raise APIError(400, f"no provider here can carry this request's {feature}: {', '.join(lacking)} "
                        f"cannot (their adapters do not support it, or providers.yaml says so under "
                        f"'capabilities:'); leave {feature} out, or ask for a model that has it",

@@ -111,10 +111,15 @@ class Native:
     """A request or an answer in a wire format other than OpenAI chat, kept whole.
 
     ``format`` names it (``"anthropic.messages"``); ``body`` is the JSON object.
+    ``required``, on a request, says why only an adapter that speaks ``format`` can carry
+    it (``"tools[0] is Anthropic's server tool web_search_20250305"``): the router then
+    skips providers whose adapter does not list ``format`` in its ``features``. None when
+    the chat form (``messages``, ``extra``) carries the request as well.
     """
 
     format: str
     body: dict[str, Any]
+    required: str | None = None
 
 
 @dataclass(slots=True)

@@ -7,7 +7,10 @@ requires, is the request's, else ``options.max_tokens``, else 1024.
 
 The client's OpenAI request is converted (``convert.py``) and the
 answer converted back, so /v1/chat/completions relays an OpenAI
-``chat.completion`` (or its chunks) whichever upstream answered.
+``chat.completion`` (or its chunks) whichever upstream answered; a
+``response_format`` becomes a forced tool (``json_mode.py``). A request that came
+in Anthropic's own format (the ``messages`` surface) is sent as it came, and
+its answer given back as the upstream wrote it (``native.py``).
 """
 
 from __future__ import annotations
@@ -37,12 +40,27 @@ from modelbroker import (
     status_error,
 )
 from modelbroker.plugins.anthropic.convert import StreamState, parse_message, request_body
+from modelbroker.plugins.anthropic.json_mode import JsonTool, json_tool
+from modelbroker.plugins.anthropic.native import (
+    FORMAT,
+    NativeStream,
+    is_native,
+    message_events,
+    native_body,
+    native_completion,
+    native_headers,
+)
 
 TYPE = "anthropic"
 DEFAULT_VERSION = "2023-06-01"
 
 
 class AnthropicMessages:
+    #: What a chat request may need that this adapter carries (``json_mode.py`` for the JSON
+    #: ones); not ``n``, ``seed``, ``logprobs`` or ``audio``, which the Messages API lacks.
+    #: And the Messages API's own requests, which only it can carry (a server tool, say).
+    features = frozenset({"tools", "parallel_tool_calls", "json_object", "json_schema", "images", FORMAT})
+
     def call_provider(self, provider, request, http):
         if request.stream:
             return open_stream(provider, request, http)
@@ -72,9 +90,13 @@ def request_headers(api_key: str | None, options: Mapping) -> dict[str, str]:
 
 
 def _payload(provider, request: ChatRequest, secret: str | None) -> tuple[str, bytes, dict[str, str]]:
-    """URL, body and headers of the upstream request."""
+    """URL, body and headers of the upstream request: the client's own body if it came in
+    Anthropic's format, else the chat request converted."""
+    headers = request_headers(secret, provider.options)
+    if is_native(request):
+        return provider.endpoint, orjson.dumps(native_body(provider.model, request)), native_headers(request, headers)
     body = orjson.dumps(request_body(provider.model, request, provider.options))
-    return provider.endpoint, body, request_headers(secret, provider.options)
+    return provider.endpoint, body, headers
 
 
 async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Completion:
@@ -87,20 +109,27 @@ async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Comple
     upstream_ms = (time.perf_counter() - started) * 1000
     if response.status >= 300:
         raise upstream_error(response.status, response.headers, response.body, secret)
-    completion = parse_body(response.body, provider.model, secret)
+    completion = parse_body(response.body, provider.model, secret, request)
     completion.upstream_ms = upstream_ms
     completion.rate_limit = rate_limit_of(response.headers)
     return completion
 
 
-def parse_body(content: bytes, model: str, secret: str | None) -> Completion:
-    """An Anthropic message body as a Completion; raises ProviderError(malformed) if it is none."""
+def parse_body(content: bytes, model: str, secret: str | None, request: ChatRequest | None = None) -> Completion:
+    """An Anthropic message body as a Completion (kept whole in ``native`` for a native
+    request); raises ProviderError(malformed) if it is none."""
+    data = _message_of(content, secret)
+    if request is not None and is_native(request):
+        return native_completion(data, model)
+    return parse_message(data, model, json_tool(request.extra) if request is not None else None)
+
+
+def _message_of(content: bytes, secret: str | None):
     try:
-        data = orjson.loads(content)
+        return orjson.loads(content)
     except orjson.JSONDecodeError:
         raise ProviderError(ErrorKind.MALFORMED,
                             f"not an Anthropic message (body starts {snippet(content, secret)!r})") from None
-    return parse_message(data, model)
 
 
 async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:
@@ -108,14 +137,20 @@ async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> Asy
     secret = provider.secret()
     url, body, headers = _payload(provider, request, secret)
     stream = await open_event_stream(http, provider, url, body, headers, upstream_error)
+    native = is_native(request)
     if stream.is_json:
-        return _whole_answer_as_stream(stream, provider.model, secret)
-    return read_stream(stream, provider.model, secret)
+        if native:
+            return _whole_message_as_events(stream, provider.model, secret)
+        return _whole_answer_as_stream(stream, provider.model, secret, json_tool(request.extra))
+    if native:
+        return read_native_stream(stream, provider.model, secret)
+    return read_stream(stream, provider.model, secret, json_tool(request.extra))
 
 
-async def read_stream(response: UpstreamStream, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+async def read_stream(response: UpstreamStream, model: str, secret: str | None,
+                      answer_tool: JsonTool | None = None) -> AsyncIterator[StreamChunk]:
     """The upstream's events as OpenAI chunks; a stream that stops before ``message_stop`` raises."""
-    state = StreamState(model, secret)
+    state = StreamState(model, secret, answer_tool)
     try:
         async for data in sse_data(response):
             for chunk in state.feed(parse_event(data, secret)):
@@ -128,13 +163,39 @@ async def read_stream(response: UpstreamStream, model: str, secret: str | None) 
         raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, before message_stop")
 
 
-async def _whole_answer_as_stream(response: UpstreamStream, model: str,
-                                  secret: str | None) -> AsyncIterator[StreamChunk]:
+async def read_native_stream(response: UpstreamStream, model: str, secret: str | None) -> AsyncIterator[StreamChunk]:
+    """One chunk per upstream event, ping included, the event kept in ``native``; a stream
+    that stops before ``message_stop`` raises."""
+    reader = NativeStream(model, secret)
+    try:
+        async for data in sse_data(response):
+            yield reader.chunk(parse_event(data, secret))
+            if reader.done:
+                break
+    finally:
+        await response.close()
+    if not reader.done:
+        raise ProviderError(ErrorKind.CONNECTION, "the stream ended early, before message_stop")
+
+
+async def _whole_answer_as_stream(response: UpstreamStream, model: str, secret: str | None,
+                                  answer_tool: JsonTool | None = None) -> AsyncIterator[StreamChunk]:
     """An upstream (or proxy) that ignored ``stream: true`` and answered whole: one chunk."""
     async with response:
         content = await response.read()
-    async for chunk in single_chunk_stream(parse_body(content, model, secret)):
+    async for chunk in single_chunk_stream(parse_message(_message_of(content, secret), model, answer_tool)):
         yield chunk
+
+
+async def _whole_message_as_events(response: UpstreamStream, model: str,
+                                   secret: str | None) -> AsyncIterator[StreamChunk]:
+    """The same for a native request: the message told as the events a stream of it has."""
+    async with response:
+        content = await response.read()
+    message = native_completion(_message_of(content, secret), model).native.body  # checked: a message
+    reader = NativeStream(model, secret)
+    for event in message_events(message):
+        yield reader.chunk(event)
 
 
 def upstream_error(status: int, headers: Mapping[str, str], body: bytes, secret: str | None) -> ProviderError:

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from modelbroker import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk, Usage, safe_message
+from modelbroker.plugins.anthropic.json_mode import JsonTool, force, json_tool
 
 DEFAULT_MAX_TOKENS = 1024
 FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length",
@@ -48,6 +49,9 @@ def request_body(model: str, request: ChatRequest, options: dict[str, Any]) -> d
         choice = convert_tool_choice(extra.get("tool_choice"), extra.get("parallel_tool_calls"))
         if choice is not None:
             body["tool_choice"] = choice
+    answer_tool = json_tool(extra)
+    if answer_tool is not None:
+        force(body, answer_tool)
     if isinstance(extra.get("user"), str):
         body["metadata"] = {"user_id": extra["user"]}
     if request.stream:
@@ -197,23 +201,33 @@ def openai_usage(usage: Usage) -> dict[str, Any]:
     return out
 
 
-def parse_message(data: Any, fallback_model: str) -> Completion:
-    """An Anthropic message as a Completion whose ``raw`` is an OpenAI chat.completion."""
+def parse_message(data: Any, fallback_model: str, answer_tool: JsonTool | None = None) -> Completion:
+    """An Anthropic message as a Completion whose ``raw`` is an OpenAI chat.completion.
+
+    ``answer_tool``: the tool that carries the request's ``response_format``; its input is
+    the answer's text.
+    """
     if not isinstance(data, dict) or not isinstance(data.get("content"), list):
         raise ProviderError(ErrorKind.MALFORMED, "not an Anthropic message (no content list)")
     blocks = [b for b in data["content"] if isinstance(b, dict)]
-    text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
-    calls = [_tool_call(b) for b in blocks if b.get("type") == "tool_use"]
+    uses = [b for b in blocks if b.get("type") == "tool_use"]
+    answer = next((b for b in uses if b.get("name") == answer_tool.name), None) if answer_tool else None
+    if answer is not None:
+        text = answer_tool.text(answer.get("input"))
+        uses.remove(answer)
+    else:
+        text = "".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text")
+    calls = [_tool_call(b) for b in uses]
     model = str(data.get("model") or fallback_model)
     usage = parse_usage(data.get("usage"))
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
     if calls:
         message["tool_calls"] = calls
+    finish = "stop" if answer is not None and not calls else finish_reason(data.get("stop_reason"))
     raw = {
         "id": str(data.get("id") or "msg"), "object": "chat.completion", "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": finish_reason(data.get("stop_reason"))}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": openai_usage(usage),
     }
     return Completion(text=text, model=model, usage=usage, raw=raw)
@@ -241,7 +255,7 @@ class StreamState:
     the message id and model, the prompt usage from ``message_start``, which content block
     is which tool call, and whether ``message_stop`` has come."""
 
-    def __init__(self, model: str, secret: str | None = None) -> None:
+    def __init__(self, model: str, secret: str | None = None, answer_tool: JsonTool | None = None) -> None:
         self.secret = secret
         self.id = "msg"
         self.model = model
@@ -249,6 +263,11 @@ class StreamState:
         self.start_usage: dict[str, Any] = {}
         self.tools: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
         self.done = False
+        #: The tool carrying ``response_format`` (its input is streamed as the answer's text),
+        #: its content block's index once it starts, and its input so far if it must be unwrapped.
+        self.answer_tool = answer_tool
+        self.answer_index: int | None = None
+        self.answer_parts: list[str] = []
 
     def feed(self, event: dict[str, Any]) -> list[StreamChunk]:
         """The chunks for one event; raises ProviderError for an ``error`` event."""
@@ -264,6 +283,9 @@ class StreamState:
 
     def _on_content_block_start(self, event: dict[str, Any]) -> list[StreamChunk]:
         block = event.get("content_block") if isinstance(event.get("content_block"), dict) else {}
+        if block.get("type") == "tool_use" and self.answer_tool and block.get("name") == self.answer_tool.name:
+            self.answer_index = _int(event.get("index"))
+            return []
         if block.get("type") == "tool_use":
             index = self.tools.setdefault(_int(event.get("index")), len(self.tools))
             call = {"index": index, "id": str(block.get("id", "")), "type": "function",
@@ -278,16 +300,39 @@ class StreamState:
         if delta.get("type") == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]}, text=delta["text"])]
         if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+            if self.answer_index is not None and _int(event.get("index")) == self.answer_index:
+                return self._answer_piece(delta["partial_json"])
             index = self.tools.get(_int(event.get("index")), 0)
             call = {"index": index, "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]}, has_content=True)]
         return []  # thinking and signature deltas are not part of an OpenAI answer
 
+    def _answer_piece(self, partial_json: str) -> list[StreamChunk]:
+        """The answer tool's input as text: as it comes, or whole at its end if it must be unwrapped."""
+        if self.answer_tool.wrapped:
+            self.answer_parts.append(partial_json)
+            return []
+        return [self._chunk({"content": partial_json}, text=partial_json)]
+
+    def _on_content_block_stop(self, event: dict[str, Any]) -> list[StreamChunk]:
+        if not self.answer_parts or _int(event.get("index")) != self.answer_index:
+            return []
+        try:
+            arguments = orjson.loads("".join(self.answer_parts))
+        except orjson.JSONDecodeError:
+            raise ProviderError(ErrorKind.MALFORMED, "the answer tool's streamed input is not JSON") from None
+        self.answer_parts = []
+        text = self.answer_tool.text(arguments)
+        return [self._chunk({"content": text}, text=text)]
+
     def _on_message_delta(self, event: dict[str, Any]) -> list[StreamChunk]:
         delta = event.get("delta") if isinstance(event.get("delta"), dict) else {}
         chunks = []
         if delta.get("stop_reason"):
-            chunks.append(self._chunk({}, finish=finish_reason(delta["stop_reason"])))
+            finish = finish_reason(delta["stop_reason"])
+            if self.answer_index is not None and not self.tools:
+                finish = "stop"  # the model answered through the tool the request's response_format became
+            chunks.append(self._chunk({}, finish=finish))
         if isinstance(event.get("usage"), dict):  # cumulative; may repeat the input counts
             usage = parse_usage({**self.start_usage, **event["usage"]})
             raw = {**self._base(), "choices": [], "usage": openai_usage(usage)}

@@ -5,7 +5,9 @@ Like the real API, a request without ``x-api-key`` gets 401 and one without
 ``{"type": "error", "error": {"type", "message"}}``. A stream is the real event
 sequence: ``message_start``, ``content_block_start``, ``ping``, one
 ``content_block_delta`` per piece, ``content_block_stop``, ``message_delta``
-(stop reason and output tokens), ``message_stop``.
+(stop reason and output tokens), ``message_stop``. Offered tools, it calls the first with
+an empty input; made to call one (``tool_choice`` ``{"type": "tool", "name"}``), it calls
+that one with an input made from its ``input_schema``, streamed in pieces.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from modelbroker.fake_upstream.formats import FakeRequest, Rejected, Reply, Script, sse, text_of
+from modelbroker.fake_upstream.formats import FakeRequest, Rejected, Reply, Script, split, sse, text_of
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
@@ -58,12 +60,25 @@ class AnthropicCall:
         tools = self.payload.get("tools")
         if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
             return None
-        return str(tools[0].get("name", "tool"))
+        forced = self._forced_tool()
+        return str(forced["name"] if forced is not None else tools[0].get("name", "tool"))
 
-    @staticmethod
-    def _content(reply: Reply) -> list[dict]:
+    def _forced_tool(self) -> dict | None:
+        """The tool ``tool_choice`` names, if it names one that is offered."""
+        choice = self.payload.get("tool_choice")
+        if not isinstance(choice, dict) or choice.get("type") != "tool":
+            return None
+        return next((t for t in self.payload.get("tools") or () if isinstance(t, dict)
+                     and t.get("name") == choice.get("name")), None)
+
+    def _tool_input(self) -> dict:
+        forced = self._forced_tool()
+        value = example_of(forced.get("input_schema")) if forced is not None else {}
+        return value if isinstance(value, dict) else {}
+
+    def _content(self, reply: Reply) -> list[dict]:
         if reply.tool is not None:
-            return [{"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": {}}]
+            return [{"type": "tool_use", "id": "toolu_fake_1", "name": reply.tool, "input": self._tool_input()}]
         return [{"type": "text", "text": reply.text}]
 
     @staticmethod
@@ -97,7 +112,10 @@ class AnthropicCall:
         if reply.tool is not None:
             block = {**self._content(reply)[0], "input": {}}
             opening = [start]
-            deltas = [_block_start(block), _block_delta({"type": "input_json_delta", "partial_json": "{}"})]
+            text = orjson.dumps(self._tool_input()).decode()
+            pieces = [p for p in split(text, 3) if p] if self._forced_tool() is not None else [text]
+            deltas = [_block_start(block), *(_block_delta({"type": "input_json_delta", "partial_json": piece})
+                                             for piece in pieces)]
         else:
             opening = [start, _block_start({"type": "text", "text": ""}), sse({"type": "ping"}, "ping")]
             deltas = [_block_delta({"type": "text_delta", "text": piece}) for piece in reply.pieces]
@@ -112,6 +130,26 @@ class AnthropicCall:
     def error_event(self) -> bytes:
         return sse({"type": "error", "error": {"type": "overloaded_error", "message": "fake mid-stream error"}},
                    "error")
+
+
+def example_of(schema: Any) -> Any:
+    """A value of the shape ``schema`` describes: every property of an object, one item of an
+    array, the first of an ``enum`` or of an ``anyOf``."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return example_of(schema[key][0])
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), "null") if isinstance(kind, list) else kind
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        return {name: example_of(sub) for name, sub in properties.items()}
+    if kind == "array":
+        return [example_of(schema.get("items"))]
+    return {"string": "fake", "integer": 1, "number": 1.5, "boolean": True}.get(kind)
 
 
 def _block_start(block: dict) -> bytes:

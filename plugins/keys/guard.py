@@ -10,7 +10,7 @@ from pathlib import Path
 
 from modelbroker import APIError, Principal, hookimpl
 from modelbroker.plugins.keys.cache import KeyCache
-from modelbroker.plugins.keys.keygen import bearer_token
+from modelbroker.plugins.keys.keygen import presented_key
 from modelbroker.plugins.keys.limits import DAY, MONTH, Limits, period_start
 from modelbroker.plugins.keys.store import ClientKey, ledger_spend
 from modelbroker.plugins.storage.database import Database, describe
@@ -27,7 +27,8 @@ OPEN_PATHS = frozenset({"/dashboard"})
 #: Seconds startup waits for the key table; past that, requests are refused until it is read.
 STARTUP_TIMEOUT_S = 10.0
 
-MISSING = "this gateway needs a client key: send 'Authorization: Bearer <key>' (the OpenAI SDKs' api_key)"
+MISSING = ("this gateway needs a client key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>' "
+           "(the api_key of the OpenAI and Anthropic SDKs)")
 UNKNOWN = "the client key is not valid"
 REVOKED = "the client key has been revoked"
 UNAVAILABLE = ("the gateway cannot read its client keys from its database, so it refuses every request "
@@ -65,7 +66,7 @@ class KeyGuard:
             return _refuse(APIError(503, UNAVAILABLE, code="keys_unavailable"))
         if not self.cache.enforcing:
             return None
-        token = bearer_token(headers.get("authorization"))
+        token = presented_key(headers.get("authorization"), headers.get("x-api-key"))
         key = self.cache.lookup(token) if token is not None else None
         if key is None or key.revoked:
             message, code = (MISSING, "missing_api_key") if token is None else (

@@ -49,6 +49,15 @@ def check_name(name: str) -> str:
     return name
 
 
+def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+    """The key a request presents: ``Authorization: Bearer <key>`` (the OpenAI SDKs), else
+    ``x-api-key: <key>`` (the Anthropic SDKs and Claude Code's ``ANTHROPIC_API_KEY``); None if neither."""
+    token = bearer_token(authorization)
+    if token is None and x_api_key:
+        token = x_api_key.strip() or None
+    return token
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header, or None."""
     if not authorization:
