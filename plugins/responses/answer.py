@@ -1,0 +1,108 @@
+"""The Response object: the request's echoed fields, the output items, the status and usage,
+from a chat completion (``Completion.raw``, whichever adapter answered)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from modelbroker import Completion, Usage
+from modelbroker.plugins.responses.request import ResponseCall
+
+#: A chat finish_reason that cut the answer short, as the Response's ``incomplete_details.reason``.
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def response_object(call: ResponseCall, model: str, status: str, output: list[dict[str, Any]],
+                    usage: Usage | None, *, reason: str | None = None,
+                    error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A whole Response; ``status`` ``in_progress`` (no usage yet), ``completed``,
+    ``incomplete`` (with ``reason``) or ``failed`` (with ``error``)."""
+    response = {
+        "id": call.response_id,
+        "object": "response",
+        "created_at": call.created_at,
+        "status": status,
+        "completed_at": int(time.time()) if status == "completed" else None,
+        "background": False,
+        "error": error,
+        "incomplete_details": {"reason": reason} if reason else None,
+        **call.echo,
+        "model": model,
+        "output": output,
+    }
+    if usage is not None:  # absent until the end: the published schema has no null usage
+        response["usage"] = usage_of(usage)
+    return response
+
+
+def usage_of(usage: Usage) -> dict[str, Any]:
+    """Chat usage in the Responses API's words; counts the upstream did not give are 0."""
+    return {
+        "input_tokens": usage.prompt_tokens,
+        "input_tokens_details": {"cached_tokens": usage.cached_tokens or 0, "cache_write_tokens": 0},
+        "output_tokens": usage.completion_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
+        "total_tokens": usage.total_tokens,
+    }
+
+
+def whole_response(call: ResponseCall, completion: Completion) -> dict[str, Any]:
+    """The Response for a whole (not streamed) answer."""
+    choices = (completion.raw or {}).get("choices") or ()
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    reason = INCOMPLETE.get(choice.get("finish_reason"))
+    item_status = "incomplete" if reason else "completed"
+    text = message.get("content") if message else completion.text
+    output = output_items(call.response_id, _text_of(text), message.get("refusal"), message.get("tool_calls"),
+                          item_status)
+    return response_object(call, completion.model, "incomplete" if reason else "completed", output,
+                           completion.usage, reason=reason)
+
+
+def output_items(response_id: str, text: str, refusal: Any, tool_calls: Any, status: str) -> list[dict[str, Any]]:
+    """A message item (unless the answer is only tool calls), then a function_call item per call."""
+    calls = [call for call in tool_calls or () if isinstance(call, dict)]
+    output = []
+    if text or refusal or not calls:
+        content = [output_text(text)] if text or not refusal else []
+        if refusal:
+            content.append({"type": "refusal", "refusal": str(refusal)})
+        output.append(message_item(response_id, content, status))
+    for index, call in enumerate(calls):
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        output.append(function_call_item(response_id, index, call.get("id"), function.get("name"),
+                                         function.get("arguments"), "completed"))
+    return output
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(response_id: str, content: list[dict[str, Any]], status: str, number: int = 0) -> dict[str, Any]:
+    """An assistant message item; ``number`` tells apart the messages of one answer (rare: text
+    after tool calls)."""
+    suffix = f"_{number}" if number else ""
+    return {"id": f"msg_{response_id[5:]}{suffix}", "type": "message", "status": status, "role": "assistant",
+            "content": content}
+
+
+def function_call_item(response_id: str, index: int, call_id: Any, name: Any, arguments: Any,
+                       status: str) -> dict[str, Any]:
+    """A function_call item; a call the upstream gave no id gets one, which the client sends back."""
+    suffix = f"{response_id[5:]}_{index}"
+    return {"id": f"fc_{suffix}", "type": "function_call", "status": status,
+            "arguments": arguments if isinstance(arguments, str) else "",
+            "call_id": call_id if isinstance(call_id, str) and call_id else f"call_{suffix}",
+            "name": name if isinstance(name, str) else ""}
+
+
+def _text_of(content: Any) -> str:
+    """A chat message's content as text: a string, or the text of its parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""

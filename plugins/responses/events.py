@@ -1,0 +1,185 @@
+"""A streamed Response: chat chunks in, the Responses API's server-sent events out.
+
+The events, as OpenAI's API sends them, each with ``type`` and a ``sequence_number``
+counting from 0::
+
+    response.created, response.in_progress
+    per output item:  response.output_item.added
+      a message:        response.content_part.added, response.output_text.delta...,
+                        response.output_text.done, response.content_part.done
+      a function call:  response.function_call_arguments.delta..., ...arguments.done
+                        response.output_item.done
+    response.completed | response.incomplete (max_output_tokens) | response.failed
+
+A stream cut after content ends with ``response.failed``, the partial output in its
+response and ``error.code`` ``server_error``: the event OpenAI ends a failed response
+with, on which the SDKs' stream helpers report the failure (``get_final_response()``
+raises) and Codex stops the turn with the message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelbroker import ProviderError, Usage, sse_event
+from modelbroker.plugins.responses.answer import (
+    INCOMPLETE,
+    function_call_item,
+    message_item,
+    output_text,
+    response_object,
+)
+from modelbroker.plugins.responses.request import ResponseCall
+
+
+class ResponseEvents:
+    """The events of one streamed Response, in order; ``output`` is what it has said so far."""
+
+    def __init__(self, call: ResponseCall, model: str) -> None:
+        self.call = call
+        self.model = model
+        self.sequence = 0
+        self.output: list[dict[str, Any]] = []
+        self.message: dict[str, Any] | None = None  # the open message item, if any
+        self.calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its open function_call item
+        self.positions: dict[str, int] = {}  # item id -> output_index
+        self.messages = 0  # message items so far
+        self.finish_reason: str | None = None
+
+    def event(self, kind: str, payload: dict[str, Any]) -> bytes:
+        payload = {"type": kind, "sequence_number": self.sequence, **payload}
+        self.sequence += 1
+        return sse_event(payload, event=kind)
+
+    def opening(self) -> list[bytes]:
+        response = response_object(self.call, self.model, "in_progress", [], None)
+        return [self.event("response.created", {"response": response}),
+                self.event("response.in_progress", {"response": response})]
+
+    # --- chunks -------------------------------------------------------------------------
+
+    def chunk(self, raw: dict[str, Any]) -> list[bytes]:
+        """The events for one ``chat.completion.chunk``."""
+        events: list[bytes] = []
+        choices = raw.get("choices")
+        if not choices or not isinstance(choices[0], dict):
+            return events  # the usage chunk: the total comes with the end
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        if delta.get("content"):
+            self._text(delta["content"], "output_text", events)
+        if delta.get("refusal"):
+            self._text(delta["refusal"], "refusal", events)
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                self._tool_call(call, events)
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        return events
+
+    def _text(self, text: str, kind: str, events: list[bytes]) -> None:
+        """A piece of the answer's text (``output_text``) or of a refusal (``refusal``)."""
+        if self.message is None:
+            self.message = message_item(self.call.response_id, [], "in_progress", self.messages)
+            self.messages += 1
+            self._add_item(self.message, events)
+        content = self.message["content"]
+        if not content or content[-1]["type"] != kind:
+            part = output_text("") if kind == "output_text" else {"type": "refusal", "refusal": ""}
+            content.append(part)
+            events.append(self.event("response.content_part.added", {
+                **self._at(self.message), "content_index": len(content) - 1, "part": part}))
+        if not text:
+            return
+        part = content[-1]
+        part["text" if kind == "output_text" else "refusal"] += text
+        where = {**self._at(self.message), "content_index": len(content) - 1, "delta": text}
+        if kind == "output_text":
+            where["logprobs"] = []
+        events.append(self.event(f"response.{kind}.delta", where))
+
+    def _tool_call(self, call: dict[str, Any], events: list[bytes]) -> None:
+        index = call.get("index", 0)
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        item = self.calls.get(index)
+        if item is None:
+            self._close_message(events, "completed")  # the output's order: the text, then the calls
+            item = function_call_item(self.call.response_id, len(self.calls), call.get("id"), function.get("name"),
+                                      "", "in_progress")
+            if not call.get("id"):
+                item["call_id"] = ""  # it may come in a later piece; else one is made at the end
+            self.calls[index] = item
+            self._add_item(item, events)
+        else:  # pieces of the id or name, from upstreams that split them (OpenAI sends them whole)
+            if not item["call_id"] and isinstance(call.get("id"), str):
+                item["call_id"] = call["id"]
+            if not item["name"] and isinstance(function.get("name"), str):
+                item["name"] = function["name"]
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            item["arguments"] += arguments
+            events.append(self.event("response.function_call_arguments.delta", {**self._at(item), "delta": arguments}))
+
+    def _add_item(self, item: dict[str, Any], events: list[bytes]) -> None:
+        """Each event is encoded as it is made, so an item may change after it was sent."""
+        self.positions[item["id"]] = len(self.output)
+        self.output.append(item)
+        events.append(self.event("response.output_item.added", {"output_index": len(self.output) - 1, "item": item}))
+
+    def _at(self, item: dict[str, Any]) -> dict[str, Any]:
+        return {"item_id": item["id"], "output_index": self.positions[item["id"]]}
+
+    # --- the end ------------------------------------------------------------------------
+
+    def _close_message(self, events: list[bytes], status: str) -> None:
+        message, self.message = self.message, None
+        if message is None:
+            return
+        for index, part in enumerate(message["content"]):
+            where = {**self._at(message), "content_index": index}
+            if part["type"] == "output_text":
+                events.append(self.event("response.output_text.done", {**where, "text": part["text"],
+                                                                       "logprobs": []}))
+            else:
+                events.append(self.event("response.refusal.done", {**where, "refusal": part["refusal"]}))
+            events.append(self.event("response.content_part.done", {**where, "part": part}))
+        message["status"] = status
+        events.append(self.event("response.output_item.done", {"output_index": self._at(message)["output_index"],
+                                                               "item": message}))
+
+    def _close_calls(self, events: list[bytes]) -> None:
+        for item in self.calls.values():
+            where = self._at(item)
+            if not item["call_id"]:
+                item["call_id"] = "call_" + item["id"][3:]
+            events.append(self.event("response.function_call_arguments.done", {
+                **where, "name": item["name"], "arguments": item["arguments"]}))
+            item["status"] = "completed"
+            events.append(self.event("response.output_item.done", {"output_index": where["output_index"],
+                                                                   "item": item}))
+        self.calls = {}
+
+    def finished(self, usage: Usage) -> tuple[list[bytes], dict[str, Any]]:
+        """The closing events and the whole Response of a stream that ended as it should."""
+        reason = INCOMPLETE.get(self.finish_reason)
+        events: list[bytes] = []
+        if not self.output:  # an empty answer is an empty message, as in a whole answer
+            self._text("", "output_text", events)
+        self._close_message(events, "incomplete" if reason else "completed")
+        self._close_calls(events)
+        status = "incomplete" if reason else "completed"
+        response = response_object(self.call, self.model, status, self.output, usage, reason=reason)
+        events.append(self.event(f"response.{status}", {"response": response}))
+        return events, response
+
+    def failed(self, error: ProviderError) -> tuple[list[bytes], dict[str, Any]]:
+        """The event that ends a stream the upstream broke after content, and its Response."""
+        for item in self.output:
+            if item["status"] == "in_progress":
+                item["status"] = "incomplete"
+            if item["type"] == "function_call" and not item["call_id"]:
+                item["call_id"] = "call_" + item["id"][3:]
+        message = f"the upstream failed mid-stream; the answer is incomplete: {error.message}"
+        response = response_object(self.call, self.model, "failed", self.output, error.usage,
+                                   error={"code": "server_error", "message": message})
+        return [self.event("response.failed", {"response": response})], response

@@ -1,0 +1,195 @@
+"""Stored responses: kept in memory at once, written to the database in the background.
+
+``add`` runs on the event loop for every response with ``store`` not false, and only
+puts it in memory: a request never waits for the disk. A background task writes what
+waits in batches (``writer.py``), purges expired rows at startup and then periodically,
+and everything left is written at shutdown. A response is found by the very next
+request, before its batch is written: the ones waiting to be written and the most
+recently used are looked up in memory first, the database only for older ones.
+
+A conversation's responses are kept until ``retention_days`` after its latest response:
+continuing one extends the lifetime of those before it, so a long conversation never
+loses its beginning while it goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelbroker import hookimpl
+from modelbroker.plugins.responses import tables
+from modelbroker.plugins.responses.writer import ResponseWriter
+from modelbroker.plugins.storage.database import Database, describe
+
+#: The name the per-gateway ``ResponseStore`` is registered under in the plugin manager.
+STORE_NAME = "responses.store"
+#: Responses kept in memory once written, the most recently used first.
+RECENT = 1_024
+#: Seconds a read from the database may take before the request is answered 503.
+READ_TIMEOUT_S = 5.0
+#: A continued conversation's earlier rows are written a new expiry only when theirs falls
+#: this share of the retention short of it: an active conversation does not rewrite its
+#: whole history on every turn.
+EXTEND_SLACK = 0.01
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    """One stored response: its own input items, the Response object, and its links."""
+
+    id: str
+    previous_id: str | None
+    owner: str | None
+    expires_at: float  # seconds since the epoch
+    input: list[dict[str, Any]]
+    response: dict[str, Any]
+
+    def row(self, bind_time) -> tuple[Any, ...]:
+        """The table's row (run in the database's thread for SQLite: the JSON is made there)."""
+        return (self.id, self.previous_id, self.owner, bind_time(_utc(self.response["created_at"])),
+                bind_time(_utc(self.expires_at)), orjson.dumps(self.input).decode(),
+                orjson.dumps(self.response).decode())
+
+    def visible_to(self, owner: str | None) -> bool:
+        """A response made for a client key is that key's alone (404 to anyone else)."""
+        return self.owner is None or self.owner == owner
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be read now; the message says why (one line, no secret)."""
+
+
+class ResponseStore:
+    """Registered in the plugin manager by the surface's ``on_startup``: one per gateway."""
+
+    def __init__(self, db: Database, *, sqlite_file: Path | None = None, purge_interval_s: float = 3600.0) -> None:
+        self.db = db
+        self.sqlite_file = sqlite_file
+        #: Not yet written, in the order made.
+        self.pending: dict[str, StoredResponse] = {}
+        #: Written (or read back), the most recently used last.
+        self.recent: OrderedDict[str, StoredResponse] = OrderedDict()
+        self.writer = ResponseWriter(self, purge_interval_s)
+
+    async def start(self) -> None:
+        if self.sqlite_file is not None:
+            await asyncio.to_thread(self.sqlite_file.parent.mkdir, parents=True, exist_ok=True)
+        await self.writer.start()
+
+    @hookimpl
+    async def on_shutdown(self) -> None:
+        """Write what waits, then close the database."""
+        await self.writer.stop()
+        await self.db.close()
+
+    # --- on the event loop, for every stored response -----------------------------------
+
+    def add(self, stored: StoredResponse, ancestors: list[StoredResponse]) -> None:
+        """Keep ``stored``, and its conversation as long as it (never blocks, never raises)."""
+        self.pending[stored.id] = stored
+        slack = (stored.expires_at - time.time()) * EXTEND_SLACK
+        for ancestor in ancestors:
+            if ancestor.expires_at < stored.expires_at - slack:
+                ancestor.expires_at = stored.expires_at
+                self.writer.extend(ancestor.id, stored.expires_at)
+        self.writer.added()
+
+    def written(self, batch: list[StoredResponse]) -> None:
+        """A batch is in the database: from the pending ones to the recent ones."""
+        for stored in batch:
+            if self.pending.pop(stored.id, None) is not None:
+                self._remember(stored)
+
+    def _remember(self, stored: StoredResponse) -> None:
+        self.recent[stored.id] = stored
+        self.recent.move_to_end(stored.id)
+        while len(self.recent) > RECENT:
+            self.recent.popitem(last=False)
+
+    def _in_memory(self, response_id: str) -> StoredResponse | None:
+        found = self.pending.get(response_id)
+        if found is None:
+            found = self.recent.get(response_id)
+            if found is not None:
+                self.recent.move_to_end(response_id)
+        return found
+
+    # --- lookups ------------------------------------------------------------------------
+
+    async def get(self, response_id: str, owner: str | None) -> StoredResponse | None:
+        """The stored response, if it exists, has not expired and ``owner`` may see it."""
+        now = time.time()
+        found = self._in_memory(response_id)
+        if found is None:
+            row = await self._read(tables.one, response_id)
+            found = self._from_row(row) if row is not None else None
+        if found is None or found.expires_at <= now or not found.visible_to(owner):
+            return None
+        return found
+
+    async def conversation(self, response_id: str, owner: str | None) -> list[StoredResponse] | None:
+        """The stored response and every one it continues, oldest first; None if it is unknown,
+        expired, or not ``owner``'s. Raises StoreUnavailable if the database must be read and cannot."""
+        now = time.time()
+        found: list[StoredResponse] = []
+        current: str | None = response_id
+        while current is not None and (stored := self._in_memory(current)) is not None:
+            if stored.expires_at <= now:
+                break
+            found.append(stored)
+            current = stored.previous_id
+        if current is not None and (not found or found[-1].expires_at > now):
+            found.extend(self._from_row(row) for row in await self._read(tables.chain, current))
+        if not found or found[0].id != response_id or not found[0].visible_to(owner):
+            return None
+        found.reverse()
+        return found
+
+    async def delete(self, response_id: str, owner: str | None) -> bool:
+        """Forget a stored response; False if there was none ``owner`` may see."""
+        if await self.get(response_id, owner) is None:
+            return False
+        async with self.writer.busy:  # not while a batch holding it is being written
+            self.pending.pop(response_id, None)
+            self.recent.pop(response_id, None)
+            await self._run(lambda conn, now: tables.delete(conn, response_id), writing=True)
+        return True
+
+    async def _read(self, query, response_id: str) -> Any:
+        return await self._run(lambda conn, now: query(conn, response_id, now))
+
+    async def _run(self, work, *, writing: bool = False) -> Any:
+        """``work(conn, now)`` in a transaction; StoreUnavailable if the database fails or is slow."""
+        now = datetime.now(timezone.utc)
+
+        async def run() -> Any:
+            await self.writer.migrated()
+            async with self.db.writing() if writing else self.db.reading() as conn:
+                return await work(conn, now)
+
+        try:
+            return await asyncio.wait_for(run(), READ_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused, timed out: answered 503
+            raise StoreUnavailable(describe(exc) if str(exc) else f"{type(exc).__name__}: no answer in time") from None
+
+    def _from_row(self, row: Any) -> StoredResponse:
+        """A row read back, kept among the recent ones (the next turn reads it from memory)."""
+        stored = StoredResponse(
+            id=row["id"], previous_id=row["previous_response_id"], owner=row["owner"],
+            expires_at=self.db.read_time(row["expires_at"]).timestamp(), input=orjson.loads(row["input"]),
+            response=orjson.loads(row["response"]))
+        if stored.id not in self.pending:
+            self._remember(stored)
+        return stored
+
+
+def _utc(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, timezone.utc)

@@ -1,0 +1,197 @@
+"""The background task of the stored responses: batches written, expired rows purged.
+
+Every ``flush_interval_s`` (sooner once ``batch_size`` responses wait), what waits is
+written in one transaction per batch, with the new expiry of the conversations it
+continues. When the database fails, the responses stay in memory (they are still
+found there) and the writer retries with backoff, logging once when the outage starts
+and once when it ends; past ``max_pending`` the oldest are dropped, with an error in the
+log. Expired rows are deleted at startup and every ``purge_interval_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timezone
+from itertools import islice
+from typing import TYPE_CHECKING
+
+from modelbroker.plugins.responses import tables
+from modelbroker.plugins.storage.database import DatabaseURLError, describe
+from modelbroker.plugins.storage.migrations import SchemaTooNew
+
+if TYPE_CHECKING:
+    from modelbroker.plugins.responses.store import ResponseStore
+
+log = logging.getLogger("modelbroker")
+
+#: Seconds startup waits for the database; past that the gateway starts and the writer catches up.
+STARTUP_TIMEOUT_S = 10.0
+#: Seconds the writer may spend at shutdown writing what is left.
+SHUTDOWN_WRITE_S = 10.0
+
+
+class ResponseWriter:
+    """Moves the store's pending responses to the database."""
+
+    flush_interval_s = 0.2
+    batch_size = 200
+    max_pending = 10_000
+    retry_initial_s = 0.5
+    retry_max_s = 5.0
+
+    def __init__(self, store: ResponseStore, purge_interval_s: float) -> None:
+        self.store = store
+        self.db = store.db
+        self.purge_interval_s = purge_interval_s
+        #: Rows already written (or about to be) that a newer response keeps alive: id -> new expiry.
+        self.extensions: dict[str, float] = {}
+        self.busy = asyncio.Lock()  # one writer at a time: the task, stop() or a delete
+        self.outage: str | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        self.next_purge = 0.0
+        self.dropped = 0
+        self._migrated = False
+        self._migrating = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task | None = None
+
+    # --- on the event loop ----------------------------------------------------------------
+
+    def added(self) -> None:
+        pending = self.store.pending
+        if len(pending) > self.max_pending:
+            del pending[next(iter(pending))]
+            self.dropped += 1
+            if self.dropped == 1:
+                log.error("stored responses: %d wait to be written to %s; the oldest are dropped from now on, "
+                          "and cannot be continued with previous_response_id", self.max_pending, self.db.url.safe)
+        if len(pending) >= self.batch_size:
+            self._wake.set()
+
+    def extend(self, response_id: str, until: float) -> None:
+        self.extensions[response_id] = max(until, self.extensions.get(response_id, 0.0))
+
+    async def migrated(self) -> None:
+        """The table exists (made on first need, once: startup may have found the database away)."""
+        if self._migrated:
+            return
+        async with self._migrating:
+            if not self._migrated:
+                await tables.migrate(self.db)
+                self._migrated = True
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            await asyncio.wait_for(self.migrated(), STARTUP_TIMEOUT_S)
+        except (SchemaTooNew, DatabaseURLError):  # no retry can help: a version or a setting to change
+            await self.db.close()
+            raise
+        except Exception as exc:  # noqa: BLE001 - unreachable or slow: the task retries
+            self._failed(exc, at_startup=True)
+        self._task = asyncio.create_task(self._run(), name="modelbroker-responses")
+
+    async def stop(self, timeout: float = SHUTDOWN_WRITE_S) -> None:
+        """Write what is left, for up to ``timeout`` seconds; say what could not be."""
+        give_up = time.monotonic() + timeout
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout)
+        async with self.busy:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._write_all(), max(0.0, give_up - time.monotonic()))
+        if self.store.pending:
+            log.error("stored responses: %d could not be written to %s (%s); they cannot be retrieved or continued "
+                      "after this restart", len(self.store.pending), self.db.url.safe, self.outage or "no time left")
+
+    # --- the task ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
+            self._wake.clear()
+            if self._stopping:
+                return
+            try:
+                async with self.busy:
+                    await self._cycle()
+            except Exception:  # a bug here must not stop the writer for good
+                log.exception("stored responses: the writer failed; it goes on")
+
+    async def _cycle(self) -> None:
+        if self.outage is not None and time.monotonic() < self.retry_at:
+            return
+        if time.monotonic() >= self.next_purge and not await self._purge():
+            return
+        await self._write_all()
+
+    async def _write_all(self) -> bool:
+        """Write every pending response and extension, a batch per transaction; False at a failure."""
+        bind = self.db.bind_time
+        while self.store.pending or self.extensions:
+            batch = list(islice(self.store.pending.values(), self.batch_size))
+            extensions, self.extensions = self.extensions, {}
+            try:
+                await self.migrated()
+                async with self.db.writing() as conn:
+                    if batch:  # rows made as the database takes them (for SQLite, in its own thread)
+                        await tables.insert(conn, (stored.row(bind) for stored in batch))
+                    if extensions:
+                        until = datetime.fromtimestamp(max(extensions.values()), timezone.utc)
+                        await tables.extend(conn, list(extensions), until)
+            except Exception as exc:  # noqa: BLE001 - kept in memory, retried
+                for response_id, until in extensions.items():
+                    self.extend(response_id, until)
+                self._failed(exc)
+                return False
+            self.store.written(batch)
+            self._recovered()
+        return True
+
+    async def _purge(self) -> bool:
+        """Delete expired rows (and forget expired responses in memory); False if the database failed."""
+        now = time.time()
+        for kept in (self.store.pending, self.store.recent):
+            for response_id in [key for key, stored in kept.items() if stored.expires_at <= now]:
+                del kept[response_id]
+        try:
+            await self.migrated()
+            async with self.db.writing() as conn:
+                purged = await tables.purge(conn, datetime.fromtimestamp(now, timezone.utc))
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
+            return False
+        self.next_purge = time.monotonic() + self.purge_interval_s
+        if purged:
+            log.info("stored responses: %d expired ones deleted", purged)
+        self._recovered()
+        return True
+
+    # --- outages ----------------------------------------------------------------------------
+
+    def _failed(self, exc: BaseException, *, at_startup: bool = False) -> None:
+        self.failures += 1
+        self.retry_at = time.monotonic() + min(self.retry_max_s, self.retry_initial_s * 2 ** (self.failures - 1))
+        if self.outage is not None:
+            return
+        self.outage = describe(exc) if str(exc) else f"{type(exc).__name__}: no answer in time"
+        what = "cannot reach %s at startup (%s); the gateway starts anyway." if at_startup else \
+            "cannot write to %s (%s)."
+        log.error("stored responses: " + what + " New responses wait in memory (up to %d), where they are found, "
+                  "and are written once the database is back", self.db.url.safe, self.outage, self.max_pending)
+
+    def _recovered(self) -> None:
+        if self.outage is None:
+            return
+        log.warning("stored responses: %s is back; %d responses wait to be written", self.db.url.safe,
+                    len(self.store.pending))
+        self.outage, self.failures, self.dropped = None, 0, 0

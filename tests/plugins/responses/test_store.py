@@ -1,0 +1,116 @@
+"""Where stored responses live: the ledger's database (SQLite, or PostgreSQL), across restarts,
+for ``retention_days`` after the last turn of their conversation, then purged."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timezone
+
+import openai
+import pytest
+
+from modelbroker import ConfigError
+from modelbroker.plugins.responses import tables
+from modelbroker.plugins.responses.store import ResponseStore, StoredResponse
+from modelbroker.plugins.storage.database import open_database
+
+from .conftest import wait_for
+from .test_conversation import stored_ids
+
+DAY_S = 86_400.0
+
+
+def retention(seconds: float) -> dict:
+    return {"responses": {"retention_days": seconds / DAY_S}}
+
+
+def conversation_survives_a_restart(start, provider, upstream, client, database_url: str) -> None:
+    """Three turns across two gateways on one database: the second reads the chain back from it."""
+    first_gw = start(provider("a"), database_url=database_url, log=False)
+    sdk = client(first_gw)
+    first = sdk.responses.create(model="a", input="Turn one.")
+    second = sdk.responses.create(model="a", previous_response_id=first.id, input="Turn two.")
+    first_gw.stop()  # what waits is written at shutdown
+
+    again = start(provider("a"), database_url=database_url, log=False)
+    sdk = client(again)
+    assert sdk.responses.retrieve(second.id) == second
+    third = sdk.responses.create(model="a", previous_response_id=second.id, input="Turn three.")
+    assert [m["content"] for m in upstream.requests[-1]["json"]["messages"]] == [
+        "Turn one.", "Fake reply from a: Turn one.", "Turn two.", "Fake reply from a: Turn two.", "Turn three."]
+    sdk.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(first.id)
+    wait_for(lambda: stored_ids(database_url) == {second.id, third.id}, "the third to be written")
+
+
+def test_a_conversation_survives_a_restart_on_sqlite(start, provider, upstream, client, tmp_path):
+    conversation_survives_a_restart(start, provider, upstream, client,
+                                    f"sqlite:///{(tmp_path / 'shared.db').as_posix()}")
+
+
+def test_a_conversation_survives_a_restart_on_postgresql(start, provider, upstream, client, postgres_url):
+    conversation_survives_a_restart(start, provider, upstream, client, postgres_url)
+
+
+def test_expired_responses_are_not_found_and_are_purged(start, provider, upstream, client):
+    gw = start(provider("a"), plugins=retention(1.0))
+    url = gw.server.settings.database_url
+    sdk = client(gw)
+    made = sdk.responses.create(model="a", input="short-lived")
+    assert sdk.responses.retrieve(made.id).id == made.id
+    wait_for(lambda: made.id in stored_ids(url), "the response to be written")
+    time.sleep(1.1)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.retrieve(made.id)
+    with pytest.raises(openai.NotFoundError):
+        sdk.responses.create(model="a", previous_response_id=made.id, input="too late")
+    wait_for(lambda: stored_ids(url) == set(), "the periodic purge (every half retention here)")
+
+
+def test_continuing_a_conversation_keeps_its_beginning(start, provider, upstream, client, tmp_path):
+    """The first turn outlives its own retention while the conversation goes on, in memory and
+    in the database (read back by a second gateway after the first one's expiry)."""
+    url = f"sqlite:///{(tmp_path / 'shared.db').as_posix()}"
+    gw = start(provider("a"), plugins=retention(2.0), database_url=url, log=False)
+    sdk = client(gw)
+    first = sdk.responses.create(model="a", input="Beginning.")
+    time.sleep(1.2)
+    second = sdk.responses.create(model="a", previous_response_id=first.id, input="Middle.")
+    gw.stop()
+    time.sleep(1.0)  # the first response's own retention has passed
+    again = start(provider("a"), plugins=retention(2.0), database_url=url, log=False)
+    client(again).responses.create(model="a", previous_response_id=second.id, input="End.")
+    assert upstream.requests[-1]["json"]["messages"][0]["content"] == "Beginning."
+
+
+def test_the_purge_deletes_only_expired_rows(tmp_path):
+    url = f"sqlite:///{(tmp_path / 'purge.db').as_posix()}"
+
+    def stored(response_id: str, expires_at: float) -> StoredResponse:
+        return StoredResponse(response_id, None, None, expires_at, [], {"id": response_id, "created_at": 1})
+
+    async def run() -> tuple[set[str], int]:
+        store = ResponseStore(open_database(url), purge_interval_s=3600.0)
+        await store.start()
+        now = time.time()
+        store.add(stored("resp_old", now + 0.3), [])
+        store.add(stored("resp_new", now + 3600), [])
+        assert await store.writer._write_all()
+        await asyncio.sleep(0.4)
+        assert await store.writer._purge()
+        kept_in_memory = set(store.recent) | set(store.pending)
+        async with store.db.writing() as conn:  # nothing left to purge
+            again = await tables.purge(conn, datetime.now(timezone.utc))
+        await store.on_shutdown()
+        return kept_in_memory, again
+
+    in_memory, purged_again = asyncio.run(run())
+    assert in_memory == stored_ids(url) == {"resp_new"} and purged_again == 0
+
+
+@pytest.mark.parametrize("value", [0, -1, True, "soon"])
+def test_a_bad_retention_stops_the_gateway(start, provider, value):
+    with pytest.raises(ConfigError, match="plugins.responses.retention_days"):
+        start(provider("a"), plugins={"responses": {"retention_days": value}})
