@@ -26,7 +26,7 @@ from modelbroker._routing.types import ChatRequest
 SAMPLE = ChatRequest(messages=[{"role": "user", "content": "Hello, how are you today?"}])
 #: In this order: the settings first, so that the others see them validated, as in a gateway.
 REGISTRATIONS = {"register_settings": "settings", "register_strategies": "strategy",
-                 "register_adapters": "adapter"}
+                 "register_adapters": "adapter", "register_surfaces": "surface"}
 
 
 @dataclass
@@ -105,7 +105,7 @@ def _config_if_any(settings: Settings) -> tuple[GatewayConfig | None, str]:
 
 
 def _registered(pm: PluginManager, config: GatewayConfig) -> dict[str, list[str]]:
-    """Plugin name -> ``strategy x``, ``adapter y``, ``settings z``: what each registers, for
+    """Plugin name -> ``strategy x``, ``adapter y``, ``surface s``, ``settings z``: what each registers, for
     ``config`` with the plugins' settings validated as a gateway does (as far as they are valid)."""
     found: dict[str, list[str]] = {}
     hooks = HookCalls(pm)

@@ -118,6 +118,8 @@ def test_plugins_lists_the_builtins(run, write_config):
         assert rows[name].rstrip().endswith("yes")
     assert " strategy priority register_strategies " in rows["priority"]
     assert " adapter openai register_adapters, register_fake_formats " in rows["openai"]
+    assert " surface messages api_routes, register_surfaces " in rows["messages"]
+    assert " settings responses, surface responses " in rows["responses"]
     # the hooks of the object file_log registers in on_startup are listed too
     assert " settings file_log on_startup, register_settings; FileLogWriter: on_failure, on_result, " \
            "on_shutdown " in rows["file_log"]
