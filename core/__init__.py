@@ -8,7 +8,7 @@ with an underscore is internal and may change in any release.
 """
 
 # Set before the imports below: internal modules read it while this package initializes.
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 from modelbroker._cli.tables import format_table
 from modelbroker._config.messages import ConfigError
