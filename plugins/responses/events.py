@@ -11,6 +11,11 @@ counting from 0::
                         response.output_item.done
     response.completed | response.incomplete (max_output_tokens) | response.failed
 
+The events are written as bytes as they are made. The frequent ones, the text deltas, from
+a template made once per content part; the response object, in ``response.created`` and
+``response.in_progress`` and again at the end, serialized once for each (and the last
+one's bytes are what the store keeps): a stream costs about as much CPU as chat's.
+
 A stream cut after content ends with ``response.failed``, the partial output in its
 response and ``error.code`` ``server_error``: the event OpenAI ends a failed response
 with, on which the SDKs' stream helpers report the failure (``get_final_response()``
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelbroker import ProviderError, Usage, sse_event
+import orjson
+
+from modelbroker import ProviderError, Usage
 from modelbroker.plugins.responses.answer import (
     INCOMPLETE,
     function_call_item,
@@ -30,6 +37,17 @@ from modelbroker.plugins.responses.answer import (
     response_object,
 )
 from modelbroker.plugins.responses.request import ResponseCall
+
+
+def _head(kind: str) -> bytes:
+    """An event's bytes up to its sequence number: ``event: kind``, then its JSON's start."""
+    return f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":'.encode()
+
+
+#: Per event type, its head (``_head``), made once.
+HEADS: dict[str, bytes] = {}
+#: The end of each kind of delta event, after the delta's JSON.
+DELTA_ENDS = {"output_text": b',"logprobs":[]}\n\n', "refusal": b"}\n\n"}
 
 
 class ResponseEvents:
@@ -45,16 +63,29 @@ class ResponseEvents:
         self.positions: dict[str, int] = {}  # item id -> output_index
         self.messages = 0  # message items so far
         self.finish_reason: str | None = None
+        #: The start and end of the open content part's delta events (``_delta_template``).
+        self.delta: tuple[bytes, bytes, bytes] | None = None
 
     def event(self, kind: str, payload: dict[str, Any]) -> bytes:
-        payload = {"type": kind, "sequence_number": self.sequence, **payload}
+        """One event: ``payload`` after its ``type`` and ``sequence_number``."""
+        body = orjson.dumps(payload)
+        return self.raw_event(kind, body[1:-1])
+
+    def raw_event(self, kind: str, fields: bytes) -> bytes:
+        """One event whose fields after the sequence number are ``fields``, JSON already."""
+        head = HEADS.get(kind)
+        if head is None:
+            head = HEADS[kind] = _head(kind)
+        sequence = self.sequence
         self.sequence += 1
-        return sse_event(payload, event=kind)
+        return b"".join((head, str(sequence).encode(), b"," if fields else b"", fields, b"}\n\n"))
+
+    def with_response(self, kind: str, response_json: bytes) -> bytes:
+        return self.raw_event(kind, b'"response":' + response_json)
 
     def opening(self) -> list[bytes]:
-        response = response_object(self.call, self.model, "in_progress", [], None)
-        return [self.event("response.created", {"response": response}),
-                self.event("response.in_progress", {"response": response})]
+        response = orjson.dumps(response_object(self.call, self.model, "in_progress", [], None))
+        return [self.with_response("response.created", response), self.with_response("response.in_progress", response)]
 
     # --- chunks -------------------------------------------------------------------------
 
@@ -89,14 +120,22 @@ class ResponseEvents:
             content.append(part)
             events.append(self.event("response.content_part.added", {
                 **self._at(self.message), "content_index": len(content) - 1, "part": part}))
+            self.delta = self._delta_template(kind, len(content) - 1)
         if not text:
             return
         part = content[-1]
         part["text" if kind == "output_text" else "refusal"] += text
-        where = {**self._at(self.message), "content_index": len(content) - 1, "delta": text}
-        if kind == "output_text":
-            where["logprobs"] = []
-        events.append(self.event(f"response.{kind}.delta", where))
+        head, where, end = self.delta
+        sequence = self.sequence
+        self.sequence += 1
+        events.append(b"".join((head, str(sequence).encode(), where, orjson.dumps(text), end)))
+
+    def _delta_template(self, kind: str, content_index: int) -> tuple[bytes, bytes, bytes]:
+        """The bytes of a delta event of the open content part: before the sequence number,
+        between it and the delta's text, and after; the same fields as ``event`` would write."""
+        at = self._at(self.message)
+        where = orjson.dumps({**at, "content_index": content_index, "delta": ""})[:-3]  # less '""}'
+        return _head(f"response.{kind}.delta"), b"," + where[1:], DELTA_ENDS[kind]
 
     def _tool_call(self, call: dict[str, Any], events: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -159,8 +198,9 @@ class ResponseEvents:
                                                                    "item": item}))
         self.calls = {}
 
-    def finished(self, usage: Usage) -> tuple[list[bytes], dict[str, Any]]:
-        """The closing events and the whole Response of a stream that ended as it should."""
+    def finished(self, usage: Usage) -> tuple[list[bytes], dict[str, Any], bytes]:
+        """The closing events, and the whole Response of a stream that ended as it should (and
+        its JSON)."""
         reason = INCOMPLETE.get(self.finish_reason)
         events: list[bytes] = []
         if not self.output:  # an empty answer is an empty message, as in a whole answer
@@ -169,10 +209,11 @@ class ResponseEvents:
         self._close_calls(events)
         status = "incomplete" if reason else "completed"
         response = response_object(self.call, self.model, status, self.output, usage, reason=reason)
-        events.append(self.event(f"response.{status}", {"response": response}))
-        return events, response
+        response_json = orjson.dumps(response)
+        events.append(self.with_response(f"response.{status}", response_json))
+        return events, response, response_json
 
-    def failed(self, error: ProviderError) -> tuple[list[bytes], dict[str, Any]]:
+    def failed(self, error: ProviderError) -> tuple[list[bytes], dict[str, Any], bytes]:
         """The event that ends a stream the upstream broke after content, and its Response."""
         for item in self.output:
             if item["status"] == "in_progress":
@@ -182,4 +223,5 @@ class ResponseEvents:
         message = f"the upstream failed mid-stream; the answer is incomplete: {error.message}"
         response = response_object(self.call, self.model, "failed", self.output, error.usage,
                                    error={"code": "server_error", "message": message})
-        return [self.event("response.failed", {"response": response})], response
+        response_json = orjson.dumps(response)
+        return [self.with_response("response.failed", response_json)], response, response_json

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -49,7 +48,7 @@ async def retrieve(request: Request, response_id: str) -> Response:
         raise unavailable(exc) from None
     if stored is None:
         raise not_found(response_id)
-    return Response(orjson.dumps(stored.response), media_type="application/json")
+    return Response(stored.response_json, media_type="application/json")
 
 
 async def delete(request: Request, response_id: str) -> dict:

@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+import orjson
+from starlette.responses import Response
+
 from modelbroker import (
     APIError,
     Incoming,
@@ -103,10 +106,11 @@ class Responses:
         call.ancestors = chain
         return request
 
-    def answer(self, request: ResponsesRequest, routed: Routed) -> dict[str, Any]:
+    def answer(self, request: ResponsesRequest, routed: Routed) -> Response:
         response = whole_response(request.call, routed.completion)
-        self._keep(request.call, response)
-        return response
+        body = orjson.dumps(response)  # once, for the client and for the store
+        self._keep(request.call, response, body)
+        return Response(body, media_type="application/json")
 
     def stream(self, request: ResponsesRequest, routed: Routed) -> AsyncIterator[bytes]:
         return self._events(request.call, routed)
@@ -118,21 +122,21 @@ class Responses:
             async for item in items:
                 if isinstance(item, StreamEnd):
                     if item.error is not None:
-                        closing, response = events.failed(item.error)
+                        closing, response, response_json = events.failed(item.error)
                     else:
                         events.model = item.completion.model
-                        closing, response = events.finished(item.completion.usage)
-                    self._keep(call, response)
+                        closing, response, response_json = events.finished(item.completion.usage)
+                    self._keep(call, response, response_json)
                     yield b"".join(closing)
                     return
                 sent = events.chunk(item.raw)
                 if sent:
                     yield b"".join(sent)
 
-    def _keep(self, call: ResponseCall, response: dict[str, Any]) -> None:
+    def _keep(self, call: ResponseCall, response: dict[str, Any], body: bytes | None = None) -> None:
         """Store the response unless the client said ``store: false``."""
         if not call.store or self.store is None:
             return
-        stored = StoredResponse(call.response_id, call.previous_response_id, call.owner,
-                                time.time() + call.retention_s, call.input, response)
+        stored = StoredResponse.of(call.response_id, call.previous_response_id, call.owner,
+                                   time.time() + call.retention_s, call.input, response, body)
         self.store.add(stored, call.ancestors)

@@ -10,12 +10,17 @@ that has shipped; add one.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from modelbroker.plugins.storage.database import Connection, Database, placeholders
 from modelbroker.plugins.storage.migrations import TIMESTAMP, Migration, Schema
+
+if TYPE_CHECKING:
+    import sqlite3
 
 #: Not the ledger's or the keys' lock key: each set of tables migrates on its own.
 MIGRATION_LOCK_KEY = 0x6D62_7273  # "mbrs"
@@ -53,14 +58,14 @@ INSERT = (f"INSERT INTO stored_responses ({', '.join(COLUMNS)}) VALUES ({placeho
           "ON CONFLICT (id) DO NOTHING")  # a batch written twice (a retry after a lost commit) is harmless
 
 #: The response named and every one before it, newest first (``depth`` 0 is the one named).
-CHAIN = f"""WITH RECURSIVE chain (id, previous_response_id, owner, expires_at, input, response, depth) AS (
-    SELECT id, previous_response_id, owner, expires_at, input, response, 0
+CHAIN = f"""WITH RECURSIVE chain (id, previous_response_id, owner, created_at, expires_at, input, response, depth) AS (
+    SELECT id, previous_response_id, owner, created_at, expires_at, input, response, 0
     FROM stored_responses WHERE id = ? AND expires_at > ?
     UNION ALL
-    SELECT r.id, r.previous_response_id, r.owner, r.expires_at, r.input, r.response, chain.depth + 1
+    SELECT r.id, r.previous_response_id, r.owner, r.created_at, r.expires_at, r.input, r.response, chain.depth + 1
     FROM stored_responses r JOIN chain ON r.id = chain.previous_response_id
     WHERE r.expires_at > ? AND chain.depth < {MAX_CHAIN}
-) SELECT id, previous_response_id, owner, expires_at, input, response FROM chain ORDER BY depth"""
+) SELECT id, previous_response_id, owner, created_at, expires_at, input, response FROM chain ORDER BY depth"""
 
 
 async def migrate(db: Database) -> int:
@@ -70,6 +75,35 @@ async def migrate(db: Database) -> int:
 
 async def insert(conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
     await conn.executemany(INSERT, rows)
+
+
+@cache
+def insert_rows(rows: int) -> str:
+    """The INSERT of ``rows`` rows at once (positional parameters, row after row)."""
+    row = f"({placeholders(len(COLUMNS))})"
+    return (f"INSERT INTO stored_responses ({', '.join(COLUMNS)}) VALUES {', '.join([row] * rows)} "
+            "ON CONFLICT (id) DO NOTHING")
+
+
+def write_sqlite(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], largest: int,
+                 extended: Sequence[str], until: Any) -> None:
+    """A batch, in SQLite's own thread inside one transaction: ``largest`` rows a statement,
+    the rest in the powers of two below it, then the new expiry ``until`` of ``extended``.
+
+    Written as the ledger writes its batches (plugins/ledger/bulk.py), for the same reason:
+    sqlite3 lets go of the GIL for every statement, and while the event loop is busy taking
+    it back waits for Python's switch interval. A statement a row fell behind at a few
+    thousand responses a second, and the responses waiting to be written piled up."""
+    start, size = 0, largest
+    while start < len(rows):
+        while start + size > len(rows):
+            size //= 2
+        conn.execute(insert_rows(size), tuple(itertools.chain.from_iterable(rows[start:start + size])))
+        start += size
+    for first in range(0, len(extended), IDS_PER_STATEMENT):
+        ids = extended[first:first + IDS_PER_STATEMENT]
+        conn.execute(f"UPDATE stored_responses SET expires_at = ? WHERE expires_at < ? AND id IN "
+                     f"({placeholders(len(ids))})", (until, until, *ids))
 
 
 async def extend(conn: Connection, ids: list[str], until: datetime) -> None:
@@ -85,7 +119,7 @@ async def chain(conn: Connection, response_id: str, now: datetime) -> list[Any]:
 
 
 async def one(conn: Connection, response_id: str, now: datetime) -> Any | None:
-    rows = await conn.fetch("SELECT id, previous_response_id, owner, expires_at, input, response "
+    rows = await conn.fetch("SELECT id, previous_response_id, owner, created_at, expires_at, input, response "
                             "FROM stored_responses WHERE id = ? AND expires_at > ?", (response_id, now))
     return rows[0] if rows else None
 

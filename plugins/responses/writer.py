@@ -23,7 +23,7 @@ from modelbroker.plugins.storage.database import DatabaseURLError, describe
 from modelbroker.plugins.storage.migrations import SchemaTooNew
 
 if TYPE_CHECKING:
-    from modelbroker.plugins.responses.store import ResponseStore
+    from modelbroker.plugins.responses.store import ResponseStore, StoredResponse
 
 log = logging.getLogger("modelbroker")
 
@@ -142,12 +142,7 @@ class ResponseWriter:
             extensions, self.extensions = self.extensions, {}
             try:
                 await self.migrated()
-                async with self.db.writing() as conn:
-                    if batch:  # rows made as the database takes them (for SQLite, in its own thread)
-                        await tables.insert(conn, (stored.row(bind) for stored in batch))
-                    if extensions:
-                        until = datetime.fromtimestamp(max(extensions.values()), timezone.utc)
-                        await tables.extend(conn, list(extensions), until)
+                await self._write(batch, extensions, bind)
             except Exception as exc:  # noqa: BLE001 - kept in memory, retried
                 for response_id, until in extensions.items():
                     self.extend(response_id, until)
@@ -156,6 +151,20 @@ class ResponseWriter:
             self.store.written(batch)
             self._recovered()
         return True
+
+    async def _write(self, batch: list[StoredResponse], extensions: dict[str, float], bind) -> None:
+        """One transaction: ``batch`` inserted, ``extensions`` applied."""
+        until = datetime.fromtimestamp(max(extensions.values()), timezone.utc) if extensions else None
+        if self.db.dialect == "sqlite":  # one hand-over, the rows made in SQLite's thread
+            largest = self.db.rows_per_statement
+            await self.db.write_whole(lambda conn: tables.write_sqlite(
+                conn, [stored.row(bind) for stored in batch], largest, list(extensions), bind(until) if until else None))
+            return
+        async with self.db.writing() as conn:
+            if batch:
+                await tables.insert(conn, (stored.row(bind) for stored in batch))
+            if extensions:
+                await tables.extend(conn, list(extensions), until)
 
     async def _purge(self) -> bool:
         """Delete expired rows (and forget expired responses in memory); False if the database failed."""

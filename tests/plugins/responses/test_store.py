@@ -89,7 +89,7 @@ def test_the_purge_deletes_only_expired_rows(tmp_path):
     url = f"sqlite:///{(tmp_path / 'purge.db').as_posix()}"
 
     def stored(response_id: str, expires_at: float) -> StoredResponse:
-        return StoredResponse(response_id, None, None, expires_at, [], {"id": response_id, "created_at": 1})
+        return StoredResponse.of(response_id, None, None, expires_at, [], {"id": response_id, "created_at": 1})
 
     async def run() -> tuple[set[str], int]:
         store = ResponseStore(open_database(url), purge_interval_s=3600.0)
@@ -114,3 +114,36 @@ def test_the_purge_deletes_only_expired_rows(tmp_path):
 def test_a_bad_retention_stops_the_gateway(start, provider, value):
     with pytest.raises(ConfigError, match="plugins.responses.retention_days"):
         start(provider("a"), plugins={"responses": {"retention_days": value}})
+
+
+def test_a_batch_goes_to_sqlite_in_a_few_statements_with_its_extensions(tmp_path):
+    """200 responses in four INSERTs (64 + 64 + 64 + 8), not one a row: each statement makes
+    SQLite's thread wait for the GIL while the event loop is busy, and a statement a row fell
+    behind at a few thousand responses a second. The conversations continued get their new
+    expiry in the same transaction."""
+    url = f"sqlite:///{(tmp_path / 'batch.db').as_posix()}"
+    statements: list[str] = []
+
+    async def run() -> tuple[int, float]:
+        store = ResponseStore(open_database(url), purge_interval_s=3600.0)
+        await store.start()
+        now = time.time()
+        first = StoredResponse.of("resp_first", None, None, now + 60, [], {"id": "resp_first", "created_at": now})
+        store.add(first, [])
+        assert await store.writer._write_all()
+        await store.db.write_whole(lambda conn: conn.set_trace_callback(statements.append))
+        batch = [StoredResponse.of(f"resp_{i:03d}", "resp_first", None, now + 3600, [{"role": "user", "content": "hi"}],
+                                   {"id": f"resp_{i:03d}", "created_at": now}) for i in range(200)]
+        for stored in batch:
+            store.add(stored, [first])
+        assert await store.writer._write_all()
+        async with store.db.reading() as conn:
+            count = await conn.fetchval("SELECT count(*) FROM stored_responses")
+            expiry = await conn.fetchval("SELECT expires_at FROM stored_responses WHERE id = 'resp_first'")
+        await store.on_shutdown()
+        return count, store.db.read_time(expiry).timestamp() - now
+
+    count, first_expires_in = asyncio.run(run())
+    inserts = [sql for sql in statements if sql.startswith("INSERT INTO stored_responses")]
+    assert count == 201 and len(inserts) == 4
+    assert 3599 < first_expires_in <= 3600

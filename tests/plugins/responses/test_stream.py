@@ -123,7 +123,7 @@ def test_events_for_text_after_tool_calls_a_refusal_and_a_length_cut():
     events.chunk(chunk({"tool_calls": [{"index": 0, "id": "call_late", "function": {"arguments": ": 1}"}}]}))
     events.chunk(chunk({"content": "More text."}))
     events.chunk(chunk({"refusal": "I cannot."}, "length"))
-    closing, response = events.finished(None)
+    closing, response, _ = events.finished(None)
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
     first, tool, second = response["output"]
     assert first["content"] == [{"type": "output_text", "text": "Let me check.", "annotations": [], "logprobs": []}]
@@ -134,6 +134,6 @@ def test_events_for_text_after_tool_calls_a_refusal_and_a_length_cut():
 
     failing = ResponseEvents(call, "m")
     failing.chunk(chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{"}}]}))
-    _, failed = failing.failed(ProviderError("partial", "cut"))
+    _, failed, _ = failing.failed(ProviderError("partial", "cut"))
     assert failed["status"] == "failed" and failed["output"][0]["status"] == "incomplete"
     assert failed["output"][0]["call_id"].startswith("call_")
