@@ -12,12 +12,15 @@ or more between runs here: judge a change of a few percent by them.
     python -m bench.inprocess --instructions        # instructions per request (~2.5 min)
     python -m bench.inprocess --instructions --env MODELBROKER_DISABLED_PLUGINS=ledger
     python -m bench.inprocess --body conversation.json   # the cost with a body of your own
+    python -m bench.inprocess --surface messages    # the same request through /v1/messages
+    python -m bench.inprocess --stream              # streamed, from nginx's fixed SSE answer
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -30,6 +33,14 @@ from pathlib import Path
 from bench import targets, upstreams
 
 BODY = b'{"model": "auto", "messages": [{"role": "user", "content": "hello"}]}'
+#: The same short request in each API: surface -> (path, body). All go to nginx's chat answer.
+SURFACES = {
+    "chat": ("/v1/chat/completions", BODY),
+    "messages": ("/v1/messages",
+                 b'{"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "hello"}]}'),
+    "responses": ("/v1/responses", b'{"model": "auto", "input": "hello"}'),
+    "generate": ("/generate", b'{"prompt": "hello"}'),
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,6 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--instructions", action="store_true", help="count instructions with callgrind")
     parser.add_argument("--body", type=Path, help="a file holding the chat request body to send "
                         "(default: one short user message)")
+    parser.add_argument("--surface", choices=sorted(SURFACES), default="chat",
+                        help="the API the requests go through (default chat: /v1/chat/completions)")
+    parser.add_argument("--stream", action="store_true", help="ask for a stream (nginx's fixed SSE answer)")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the gateway (repeatable)")
     parser.add_argument("--upstream", help=argparse.SUPPRESS)  # given to the runs under callgrind
@@ -53,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
         upstream = None
         if args.upstream is None:
             upstream = upstreams.start_nginx(Path(tmp), cpu=None)
-            args.upstream = upstream.url(stream=False)
+            args.upstream = upstream.url(stream=args.stream)
         try:
             if args.instructions:
                 print(f"{instructions_per_request(args):,.0f} instructions per request")
@@ -74,7 +88,7 @@ def instructions_per_request(args: argparse.Namespace) -> float:
         cmd = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, "-m",
                "bench.inprocess", "--upstream", args.upstream, "-n", str(requests), "-c", str(args.concurrency),
                "--warmup", str(args.concurrency * 2), *(f"--env={item}" for item in args.env),
-               *(["--body", str(args.body.resolve())] if args.body else [])]
+               "--surface", args.surface, *(["--stream"] if args.stream else []), *(["--body", str(args.body.resolve())] if args.body else [])]
         run = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
         found = re.search(r"Collected : (\d+)", run.stderr)
         if run.returncode != 0 or found is None:
@@ -99,10 +113,13 @@ async def measure(args: argparse.Namespace, tmp: Path) -> float:
     if started["type"] != "lifespan.startup.complete":
         sys.exit(f"the gateway did not start: {started.get('message')}")
     try:
-        body = args.body.read_bytes() if args.body else BODY
-        await send_all(app, args.warmup, args.concurrency, body)
+        path, body = SURFACES[args.surface]
+        body = args.body.read_bytes() if args.body else body
+        if args.stream:
+            body = json.dumps({**json.loads(body), "stream": True}).encode()
+        await send_all(app, args.warmup, args.concurrency, body, path)
         before = time.process_time()
-        sent = await send_all(app, args.requests, args.concurrency, body)
+        sent = await send_all(app, args.requests, args.concurrency, body, path)
         return (time.process_time() - before) / sent * 1e6
     finally:
         await to_app.put({"type": "lifespan.shutdown"})
@@ -115,22 +132,22 @@ def sent_by(requests: int, concurrency: int) -> int:
     return max(1, requests // concurrency) * concurrency
 
 
-async def send_all(app, requests: int, concurrency: int, body: bytes = BODY) -> int:
+async def send_all(app, requests: int, concurrency: int, body: bytes = BODY, path: str = SURFACES["chat"][0]) -> int:
     sent = sent_by(requests, concurrency)
-    await asyncio.gather(*(send_some(app, sent // concurrency, body) for _ in range(concurrency)))
+    await asyncio.gather(*(send_some(app, sent // concurrency, body, path) for _ in range(concurrency)))
     return sent
 
 
-async def send_some(app, count: int, body: bytes) -> None:
+async def send_some(app, count: int, body: bytes, path: str) -> None:
     for _ in range(count):
-        await send_one(app, body)
+        await send_one(app, body, path)
 
 
-async def send_one(app, body: bytes) -> None:
-    """One POST /v1/chat/completions as uvicorn would hand it over; the client then waits quietly."""
+async def send_one(app, body: bytes, path: str = SURFACES["chat"][0]) -> None:
+    """One POST to ``path`` as uvicorn would hand it over; the client then waits quietly."""
     scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}, "http_version": "1.1",
              "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 50000), "scheme": "http", "method": "POST",
-             "root_path": "", "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+             "root_path": "", "path": path, "raw_path": path.encode(),
              "query_string": b"", "state": {},
              "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
                          (b"content-length", str(len(body)).encode())]}

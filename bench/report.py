@@ -21,6 +21,8 @@ TARGET_IDEAL_FRACTION = 0.90
 TARGET_TTFB_DELTA_MS = 2.0
 TARGET_RSS_MIB = 80.0
 TARGET_TIMES_LITELLM = 20.0  # its throughput at high concurrency, and 1/x of its added latency at c=1
+#: The translated surfaces' CPU per request, at most this times /v1/chat/completions' in the same run.
+TARGET_SURFACE_CPU_RATIO = 1.15
 SOAK_GROWTH_TOLERANCE_MIB = 1.0
 FOREIGN_WARN_PCT = 10.0
 
@@ -144,6 +146,22 @@ def ttfb_table(rows: list[TtfbRow]) -> list[str]:
 
 # ---------------------------------------------------------------- targets
 
+def _surfaces_against_chat(rows: list[Row], high_c: int) -> list[str]:
+    """CPU per request of /v1/messages and /v1/responses against /v1/chat/completions, cell by cell."""
+    lines = []
+    for scenario in ("json", "stream"):
+        chat = _find(rows, scenario, "modelbroker", high_c, "/v1/chat/completions")
+        for ep in TRANSLATED_ENDPOINTS:
+            mb = _find(rows, scenario, "modelbroker", high_c, ep)
+            if chat is None or mb is None or not chat.cpu_us or not mb.cpu_us:
+                continue
+            ratio = mb.cpu_us / chat.cpu_us
+            lines.append(f"- {_verdict(ratio <= TARGET_SURFACE_CPU_RATIO)} CPU per request at c={high_c} ({scenario}), "
+                         f"modelbroker {ep} vs /v1/chat/completions: {mb.cpu_us:,.0f} / {chat.cpu_us:,.0f} µs = "
+                         f"{ratio:.0%} (target <= {TARGET_SURFACE_CPU_RATIO:.0%})")
+    return lines
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
@@ -157,6 +175,8 @@ def _find(rows: list[Row], scenario: str, target: str, concurrency: int, endpoin
 
 
 MB_ENDPOINTS = ("/generate", "/v1/chat/completions")
+#: The surfaces that answer another API over the same chat upstream, held to chat's CPU cost.
+TRANSLATED_ENDPOINTS = ("/v1/messages", "/v1/responses", "/v1/responses store:false")
 
 
 def target_lines(rows: list[Row], ttfb: list[TtfbRow], ideal_rps: float,
@@ -187,6 +207,7 @@ def target_lines(rows: list[Row], ttfb: list[TtfbRow], ideal_rps: float,
         lines.append(f"- info added latency at c=1, reference proxy: p50 +{ref1.wrk.p50_ms - direct.wrk.p50_ms:.2f} ms, "
                      f"p99 +{ref1.wrk.p99_ms - direct.wrk.p99_ms:.2f} ms")
     lines += _against_litellm(rows, high_c)
+    lines += _surfaces_against_chat(rows, high_c)
     delay_rows = [r for r in rows if r.scenario == "delay" and r.concurrency == delay_c]
     for r in delay_rows:
         frac = r.wrk.rps / ideal_rps

@@ -3,7 +3,9 @@
 * ``direct``: no proxy, the client talks to the upstream itself (the baseline);
 * ``modelbroker``: ``uvicorn main:app --workers 1 --no-access-log`` with a generated
   providers.yaml whose one provider is the upstream, and full logging to a temp app.log;
-  endpoints ``/generate`` and ``/v1/chat/completions``;
+  endpoints ``/generate``, ``/v1/chat/completions``, ``/v1/messages`` and ``/v1/responses``
+  (the same request in each API, the last two translated to the same chat upstream; the
+  Responses one stored, as by default, and again with ``store: false``);
 * ``reference``: ``bench/reference_proxy.py`` (FastAPI + one aiohttp session), same uvicorn flags;
 * ``litellm``: LiteLLM's proxy, only if ``bench/.litellm-venv`` exists.
 
@@ -61,6 +63,25 @@ litellm_settings:
 
 def chat_body(stream: bool) -> str:
     body = {"model": MODEL, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 64}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body)
+
+
+def messages_body(stream: bool) -> str:
+    """The same request in Anthropic's Messages API (``/v1/messages``)."""
+    body = {"model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": PROMPT}]}
+    if stream:
+        body["stream"] = True
+    return json.dumps(body)
+
+
+def responses_body(stream: bool, store: bool = True) -> str:
+    """The same request in OpenAI's Responses API (``/v1/responses``): stored, as by default,
+    or not (``store: false``, the surface's translation alone)."""
+    body = {"model": MODEL, "input": PROMPT, "max_output_tokens": 64}
+    if not store:
+        body["store"] = False
     if stream:
         body["stream"] = True
     return json.dumps(body)
@@ -130,7 +151,11 @@ def start_target(name: str, upstream: Upstream, stream: bool, tmp: Path, cpu: in
         env = {"MODELBROKER_CONFIG": str(config), "MODELBROKER_LOG_FILE": str(work / "app.log"), **(extra_env or {})}
         proc = procs.start(name, _uvicorn("main:app", port), log_dir=work, cpu=cpu, env=env, cwd=REPO)
         endpoints = [Endpoint(name, "/generate", base + "/generate", generate_body(stream)),
-                     Endpoint(name, "/v1/chat/completions", base + "/v1/chat/completions", chat_body(stream))]
+                     Endpoint(name, "/v1/chat/completions", base + "/v1/chat/completions", chat_body(stream)),
+                     Endpoint(name, "/v1/messages", base + "/v1/messages", messages_body(stream)),
+                     Endpoint(name, "/v1/responses", base + "/v1/responses", responses_body(stream)),
+                     Endpoint(name, "/v1/responses store:false", base + "/v1/responses",
+                              responses_body(stream, store=False))]
     elif name == "reference":
         env = {"BENCH_UPSTREAM_URL": upstream_url, **(extra_env or {})}
         proc = procs.start(name, _uvicorn("bench.reference_proxy:app", port), log_dir=work, cpu=cpu,
