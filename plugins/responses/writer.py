@@ -1,8 +1,10 @@
 """The background task of the stored responses: batches written, expired rows purged.
 
-Every ``flush_interval_s`` (sooner once ``batch_size`` responses wait), what waits is
-written in one transaction per batch, with the new expiry of the conversations it
-continues. When the database fails, the responses stay in memory (they are still
+Every ``batch_size`` responses are written as soon as they wait, in one transaction with
+the new expiry of the conversations they continue; fewer wait until ``flush_interval_s``
+has passed since the last write of everything. Under load the batches stay full: a
+writer that went on writing whatever had come in meanwhile wrote a few rows a
+transaction, and each commit rewrote the same half-filled pages (docs/performance.md). When the database fails, the responses stay in memory (they are still
 found there) and the writer retries with backoff, logging once when the outage starts
 and once when it ends; past ``max_pending`` the oldest are dropped, with an error in the
 log. Expired rows are deleted at startup and every ``purge_interval_s``.
@@ -54,6 +56,7 @@ class ResponseWriter:
         self.retry_at = 0.0
         self.next_purge = 0.0
         self.dropped = 0
+        self.flushed_at = time.monotonic()  # the last write of everything that waited
         self._migrated = False
         self._migrating = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -132,13 +135,19 @@ class ResponseWriter:
             return
         if time.monotonic() >= self.next_purge and not await self._purge():
             return
-        await self._write_all()
+        await self._write_all(full_only=time.monotonic() - self.flushed_at < self.flush_interval_s)
 
-    async def _write_all(self) -> bool:
-        """Write every pending response and extension, a batch per transaction; False at a failure."""
+    async def _write_all(self, *, full_only: bool = False) -> bool:
+        """Write the pending responses and extensions, a batch per transaction (``full_only``:
+        only whole batches, the rest waits for the next flush); False at a failure."""
         bind = self.db.bind_time
-        while self.store.pending or self.extensions:
+        owed = 0  # what waited when a flush began: written even as a short batch
+        if not full_only:
+            self.flushed_at = time.monotonic()
+            owed = len(self.store.pending) or (1 if self.extensions else 0)
+        while len(self.store.pending) >= self.batch_size or (owed > 0 and (self.store.pending or self.extensions)):
             batch = list(islice(self.store.pending.values(), self.batch_size))
+            owed -= max(len(batch), 1)
             extensions, self.extensions = self.extensions, {}
             try:
                 await self.migrated()
