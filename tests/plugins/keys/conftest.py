@@ -18,15 +18,17 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from testdb import DEFAULT_URL as DEFAULT_PG_URL  # noqa: F401 - the keys tests import these from here
+from testdb import FROM_ENV as PG_URL_FROM_ENV  # noqa: F401
+from testdb import database_of, own_database, with_database  # noqa: F401
+from testdb import run_sql as _pg
 
 from modelbroker.plugins.keys import GUARD_NAME
 from modelbroker.plugins.keys.keygen import hash_key, key_prefix, new_key
 from modelbroker.plugins.keys.store import ClientKey, insert_key, migrate
 from modelbroker.plugins.storage.database import Database, open_database, placeholders
-from modelbroker.plugins.storage.urls import DatabaseURL
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
@@ -165,46 +167,10 @@ def redis_url() -> str:
 
 # --- PostgreSQL, as the ledger's tests use it -------------------------------------------------
 
-DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-PG_URL_FROM_ENV = os.environ.get("MODELBROKER_TEST_DATABASE_URL")
-
-
-def database_of(url: str) -> str:
-    """The database a PostgreSQL URL names."""
-    return urlsplit(url).path.lstrip("/")
-
-
-def with_database(url: str, database: str) -> str:
-    """A PostgreSQL URL naming ``database`` instead of its own."""
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
-
-
-async def _pg(url: str, *statements: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(DatabaseURL.parse(url).dsn, timeout=5, command_timeout=30)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A database of this run's own on the PostgreSQL server (``MODELBROKER_TEST_DATABASE_URL``:
-    failed if set and unreachable; else the default URL, skipped if it does not answer)."""
-    server = PG_URL_FROM_ENV or DEFAULT_PG_URL
-    try:
-        asyncio.run(_pg(server, "SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure to connect
-        if PG_URL_FROM_ENV:
-            pytest.fail(f"MODELBROKER_TEST_DATABASE_URL is unreachable: {type(exc).__name__}: {exc}")
-        pytest.skip(f"no PostgreSQL at {DEFAULT_PG_URL} ({type(exc).__name__}); set MODELBROKER_TEST_DATABASE_URL")
-    name = f"mb_keys_test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_pg(server, f'CREATE DATABASE "{name}"'))
-    yield with_database(server, name)
-    asyncio.run(_pg(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    """A database of this run's own on the PostgreSQL server (tests/testdb.py)."""
+    yield from own_database("mb_keys_test")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

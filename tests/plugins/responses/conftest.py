@@ -1,32 +1,22 @@
 """Fixtures for the Responses API tests: a gateway and the official openai SDK aimed at it,
 the events of a raw stream, and a PostgreSQL database of the run's own.
 
-PostgreSQL: ``MODELBROKER_TEST_DATABASE_URL`` names the server (as for the ledger's tests);
-unset, ``postgresql://postgres@127.0.0.1:5432/test`` is used if it answers, else the
-PostgreSQL tests are skipped. The run creates ``mb_resp_<random>`` and drops it at the end.
+PostgreSQL as tests/testdb.py sets it up: the run creates ``mb_resp_<random>`` and drops it
+at the end.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import time
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import openai
 import pytest
-
-from modelbroker.plugins.storage.urls import DatabaseURL, safe_url
+from testdb import own_database
 
 #: No retry on the same provider (fallback only), so each test sees the attempts it scripts.
 RELIABILITY = {"retries": 0, "failure_threshold": 1000}
 SDK_TIMEOUT = 10.0
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
-#: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
-PG_URL_FROM_ENV = os.environ.get("MODELBROKER_TEST_DATABASE_URL")
 
 
 @pytest.fixture
@@ -79,30 +69,7 @@ def wait_for(condition, what: str, timeout: float = 5.0) -> None:
 # --- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _with_database(url: str, database: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + database))
-
-
-async def _admin(url: str, *statements: str) -> None:
-    connection = await asyncpg.connect(DatabaseURL.parse(url).dsn, timeout=5, command_timeout=30)
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A database of this run's own on the test PostgreSQL server (skipped when there is none)."""
-    server = PG_URL_FROM_ENV or DEFAULT_PG_URL
-    try:
-        asyncio.run(_admin(server, "SELECT 1"))
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-        if PG_URL_FROM_ENV:
-            pytest.fail(f"MODELBROKER_TEST_DATABASE_URL={safe_url(server)} is unreachable: {exc}")
-        pytest.skip(f"no PostgreSQL at {safe_url(server)} ({type(exc).__name__}); set MODELBROKER_TEST_DATABASE_URL")
-    name = f"mb_resp_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server, f'CREATE DATABASE "{name}"'))
-    yield _with_database(server, name)
-    asyncio.run(_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    yield from own_database("mb_resp")
