@@ -312,8 +312,8 @@ def feature_table(registry: Registry, config: GatewayConfig) -> dict[str, frozen
         adapter = registry.adapters.get(provider.type)
         stated = getattr(adapter.obj, "features", None) if adapter is not None else None
         table[provider.id] = provider_features(stated, provider.capabilities)
-    if all(features >= ALL_FEATURES for features in table.values()):
-        return None
+    if all(features == ALL_FEATURES for features in table.values()):
+        return None  # (one with a native format more is kept: a request may need that format)
     return table
 
 

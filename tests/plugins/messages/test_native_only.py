@@ -56,3 +56,14 @@ def test_a_plain_request_still_takes_the_first_provider(messages_gateway, provid
     response = gw.post("/v1/messages", json={"model": "auto", "max_tokens": 20, "messages": HELLO})
     assert response.headers["x-modelbroker-provider"] == "openai/gpt-t"
     assert "x-modelbroker-skipped" not in response.headers
+
+
+def test_an_anthropic_provider_widened_to_every_chat_feature_still_takes_it(messages_gateway, provider, upstream):
+    """With every provider able to carry every chat feature the gateway skips the feature check,
+    but not for a request that needs a native format."""
+    widened = {"n": True, "seed": True, "logprobs": True, "audio": True}
+    gw = messages_gateway("openai", provider("claude-t", type="anthropic", priority=2, capabilities=widened))
+    response = gw.post("/v1/messages", json={"model": "auto", "max_tokens": 20, "messages": HELLO,
+                                             "tools": [WEB_SEARCH]})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-modelbroker-provider"] == "claude-t/claude-t"
