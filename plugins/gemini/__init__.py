@@ -110,14 +110,7 @@ async def complete(provider, request: ChatRequest, http: UpstreamHTTP) -> Comple
     response = await http.post(url, body, headers, timeout_s=provider.timeout_s,
                                connect_timeout_s=provider.connect_timeout_s, secret=secret)
     upstream_ms = (time.perf_counter() - started) * 1000
-    if response.status >= 300:
-        raise upstream_error(response.status, response.headers, response.body, secret)
-    try:
-        data = orjson.loads(response.body)
-    except orjson.JSONDecodeError:
-        raise ProviderError(ErrorKind.MALFORMED,
-                            f"not a Gemini response (body starts {snippet(response.body, secret)!r})") from None
-    completion = parse_response(data, provider.model, secret)
+    completion = parse_response(_answer_of(response, secret), provider.model, secret)
     completion.upstream_ms = upstream_ms
     return completion
 
@@ -136,19 +129,23 @@ async def embed(provider, request: ChatRequest, http: UpstreamHTTP) -> Completio
                                    timeout_s=provider.timeout_s, connect_timeout_s=provider.connect_timeout_s,
                                    secret=secret)
         upstream_ms += (time.perf_counter() - started) * 1000
-        if response.status >= 300:
-            raise upstream_error(response.status, response.headers, response.body, secret)
-        try:
-            data = orjson.loads(response.body)
-        except orjson.JSONDecodeError:
-            raise ProviderError(ErrorKind.MALFORMED,
-                                f"not a Gemini response (body starts {snippet(response.body, secret)!r})") from None
         expected = len(body["requests"]) if method == embeddings.BATCH else 1
-        vectors.extend(embeddings.read_vectors(data, method, expected))
+        vectors.extend(embeddings.read_vectors(_answer_of(response, secret), method, expected))
     model = provider.model.removeprefix("models/")
     usage = estimated_usage(request, "")
     return Completion(text="", model=model, usage=usage, raw=embeddings.embeddings_list(vectors, model, usage),
                       upstream_ms=upstream_ms)
+
+
+def _answer_of(response, secret: str) -> Any:
+    """A whole answer's JSON; raises ProviderError for an error status or a body that is not JSON."""
+    if response.status >= 300:
+        raise upstream_error(response.status, response.headers, response.body, secret)
+    try:
+        return orjson.loads(response.body)
+    except orjson.JSONDecodeError:
+        raise ProviderError(ErrorKind.MALFORMED,
+                            f"not a Gemini response (body starts {snippet(response.body, secret)!r})") from None
 
 
 async def open_stream(provider, request: ChatRequest, http: UpstreamHTTP) -> AsyncIterator[StreamChunk]:
