@@ -34,7 +34,7 @@ from modelbroker._routing.types import (
     Usage,
 )
 from modelbroker._routing.view import GatewayView, gateway_of
-from modelbroker._server.bodies import invalid_fields, json_object
+from modelbroker._server.bodies import checked_json, invalid_fields, json_object
 from modelbroker._server.openapi import request_body_schema
 from modelbroker._server.responses import error_responses
 from modelbroker._server.sse import sse_event
@@ -109,6 +109,7 @@ __all__ = [
     "Routed",
     "StreamEnd",
     "json_object",
+    "checked_json",
     "invalid_fields",
     "request_body_schema",
     "sse_event",

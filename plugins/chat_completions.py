@@ -13,7 +13,7 @@ from contextlib import aclosing
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import NotRequired, TypedDict
 
 from modelbroker import (
@@ -22,10 +22,9 @@ from modelbroker import (
     Incoming,
     Routed,
     StreamEnd,
+    checked_json,
     error_responses,
     hookimpl,
-    invalid_fields,
-    json_object,
     request_body_schema,
     sse_event,
 )
@@ -118,12 +117,7 @@ def register_surfaces(register):
 
 def parse_chat_body(raw: bytes) -> dict[str, Any]:
     """The request as a dict, after checking it; raises APIError 400 naming the field."""
-    data = json_object(raw, "an OpenAI chat request")
-    try:
-        CHAT_BODY.validate_python(data)
-    except ValidationError as exc:
-        raise invalid_fields(exc) from None
-    return data
+    return checked_json(raw, CHAT_BODY, "an OpenAI chat request")
 
 
 def completion_body(completion: Completion, chat: ChatRequest) -> dict[str, Any]:

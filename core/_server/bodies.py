@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from modelbroker._config.messages import problems
 from modelbroker._routing.errors import APIError
@@ -30,6 +30,18 @@ def json_object(body: bytes, what: str = "a JSON object") -> dict[str, Any]:
     if len(body) > MIN_BYTES_FOR_DEEP_NESTING and not _encodable(data):
         raise APIError(400, f"the body is nested more than {MAX_DEPTH} levels deep; it cannot be forwarded",
                        code="invalid_body")
+    return data
+
+
+def checked_json(body: bytes, adapter: TypeAdapter, what: str = "a JSON object") -> dict[str, Any]:
+    """``json_object(body, what)`` once ``adapter`` (a pydantic ``TypeAdapter`` of the body's
+    shape) has checked it; raises APIError 400 naming every field that is wrong. The dict is
+    returned as read, not as the adapter would convert it."""
+    data = json_object(body, what)
+    try:
+        adapter.validate_python(data)
+    except ValidationError as exc:
+        raise invalid_fields(exc) from None
     return data
 
 

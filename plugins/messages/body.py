@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
+from pydantic import ConfigDict, Field, TypeAdapter, with_config
 from typing_extensions import NotRequired, TypedDict
 
-from modelbroker import invalid_fields, json_object
+from modelbroker import checked_json
 
 
 @with_config(ConfigDict(extra="allow", strict=True))
@@ -83,9 +83,4 @@ COUNT_TOKENS_BODY = TypeAdapter(CountTokensBody)
 
 def checked(raw: bytes, adapter: TypeAdapter = MESSAGES_BODY) -> dict[str, Any]:
     """The body as a dict once ``adapter`` has checked it; raises APIError 400 naming the fields."""
-    data = json_object(raw, "an Anthropic Messages request")
-    try:
-        adapter.validate_python(data)
-    except ValidationError as exc:
-        raise invalid_fields(exc) from None
-    return data
+    return checked_json(raw, adapter, "an Anthropic Messages request")
