@@ -4,10 +4,11 @@ Every ``batch_size`` responses are written as soon as they wait, in one transact
 the new expiry of the conversations they continue; fewer wait until ``flush_interval_s``
 has passed since the last write of everything. Under load the batches stay full: a
 writer that went on writing whatever had come in meanwhile wrote a few rows a
-transaction, and each commit rewrote the same half-filled pages (docs/performance.md). When the database fails, the responses stay in memory (they are still
-found there) and the writer retries with backoff, logging once when the outage starts
-and once when it ends; past ``max_pending`` the oldest are dropped, with an error in the
-log. Expired rows are deleted at startup and every ``purge_interval_s``.
+transaction, and each commit rewrote the same half-filled pages (docs/performance.md).
+
+When the database fails, the responses stay in memory (they are still found there) and
+the writer retries with backoff, logging once when the outage starts and once when it
+ends; past ``max_pending`` the oldest are dropped, with an error in the log. Expired rows are deleted at startup and every ``purge_interval_s``.
 """
 
 from __future__ import annotations
