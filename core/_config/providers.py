@@ -31,6 +31,11 @@ class ProviderConfig(BaseModel):
     id: str = ""
     timeout_s: float = Field(default=60.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    #: A stream's first content must come within this (default: ``timeout_s``); until then the
+    #: request can still fall back. Raise it with ``timeout_s`` for a model that reasons unseen.
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    #: After content, the longest pause between two chunks of a stream.
+    stream_idle_timeout_s: float = Field(default=30.0, gt=0)
     enabled: bool = True
     retries: int | None = Field(default=None, ge=0, le=4)
     context_window: int | None = Field(default=None, gt=0)

@@ -48,6 +48,12 @@ def is_transient(error: ProviderError) -> bool:
     return error.kind == ErrorKind.STATUS and error.status in TRANSIENT_STATUSES and not quota_exhausted(error)
 
 
+def falls_back_first(error: ProviderError) -> bool:
+    """A timeout or a connection that failed: the provider may be hung or unreachable, so
+    another provider is tried at once; this one again only when no other can take the request."""
+    return error.kind in TRANSIENT_KINDS
+
+
 def rate_limited(error: ProviderError) -> bool:
     """A 429 that waiting will cure (unlike an exhausted quota)."""
     return error.status == 429 and not quota_exhausted(error)

@@ -132,7 +132,7 @@ class Router:
         while len(run.attempts) < self.policy.max_attempts:
             started = time.perf_counter()
             try:
-                answer = await self._attempt_in_time(run, provider, started)
+                answer = await self._attempt_in_time(run, provider, started, queue)
             except ProviderError as error:
                 run.failed(provider, error, started)
                 pause = self._retry_pause(run, provider, error, retries, queue)
@@ -161,6 +161,8 @@ class Router:
             return None
         if not policy.is_transient(error) or retries <= 0:
             return None
+        if policy.falls_back_first(error) and any(self.health.available(p, run.tokens) for p in queue):
+            return None  # a hung or unreachable provider: another one is the better bet at once
         if error.status == 429:
             if any(self.health.available(p) for p in queue):
                 return None  # another provider takes it at once
@@ -176,18 +178,24 @@ class Router:
         pause = policy.backoff_s(self.policy, retry)
         return pause if pause < run.remaining() else None
 
-    async def _attempt_in_time(self, run: _Run, provider: ProviderConfig, started: float):
-        """One attempt, cut off at the request's deadline (which counts as a timeout)."""
+    async def _attempt_in_time(self, run: _Run, provider: ProviderConfig, started: float,
+                               queue: list[ProviderConfig]):
+        """One attempt, cut off at the request's deadline (which ends the request), or sooner at
+        the attempt's own limit (``attempt_limit``: a timeout that falls back)."""
         remaining = run.remaining()
         if remaining <= 0:
             raise AllProvidersFailed(run.attempts, deadline=True)
         number = len(run.attempts) + 1
+        limit, why = attempt_limit(provider, run.request, remaining, self._others_remain(run, queue))
         self.health.begin(provider, (id(run.request), number))
         try:
-            return await within(remaining, self._attempt(provider, run.request, number, started, run.waited_ms))
+            return await within(limit, self._attempt(provider, run, number, started))
         except asyncio.TimeoutError:
-            run.expired = True
-            error = ProviderError(ErrorKind.TIMEOUT, "the request deadline passed during this attempt")
+            if why is None:
+                run.expired = True
+                error = ProviderError(ErrorKind.TIMEOUT, "the request deadline passed during this attempt")
+            else:
+                error = ProviderError(ErrorKind.TIMEOUT, why)
             self._report_failure(provider, run.request, error, number, started)
             raise error from None
         except asyncio.CancelledError:
@@ -195,17 +203,22 @@ class Router:
             self._report_failure(provider, run.request, error, number, started)
             raise
 
+    def _others_remain(self, run: _Run, queue: list[ProviderConfig]) -> bool:
+        """Another provider could still take the request after this attempt."""
+        return len(run.attempts) + 1 < self.policy.max_attempts and any(
+            self.health.available(p, run.tokens) for p in queue)
+
     async def _attempt(
-        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float,
-        waited_ms: float,
+        self, provider: ProviderConfig, run: _Run, number: int, started: float,
     ) -> Completion | StreamAttempt:
         """One call; every plugin hears how it went, exactly once (for a stream, when it ends)."""
+        request, waited_ms = run.request, run.waited_ms
         called = time.perf_counter()
         answer = await self._call_reporting(provider, request, number, started)
         if request.stream:
             if isinstance(answer, Completion):  # an adapter that cannot stream answers whole
                 answer = single_chunk_stream(answer)
-            stream = StreamAttempt(self.report, provider, request, number, started, answer)
+            stream = StreamAttempt(self.report, provider, request, number, started, answer, run.deadline)
             # Until the adapter gives its iterator, it was connecting and waiting for the
             # upstream's head: the upstream's time, not the gateway's.
             stream.upstream_ms = (time.perf_counter() - called) * 1000
@@ -275,6 +288,27 @@ def order_by(strategy, request: ChatRequest, providers: list[ProviderConfig], he
                             "select_provider must return a list of providers")
         raise PluginError(strategy.plugin, "select_provider", problem)
     return list(order)
+
+
+def attempt_limit(provider: ProviderConfig, request: ChatRequest, remaining: float,
+                  others_remain: bool) -> tuple[float, str | None]:
+    """Seconds one attempt may take, and why it ends then (None: the request's deadline).
+
+    While another provider could still take the request, an attempt may use at most half of
+    the time left, so that a hung provider leaves the next one time to answer
+    (docs/reliability.md, 'Timeouts fall back first'). A streamed attempt must bring its
+    first content within ``first_token_timeout_s``: until then nothing has reached the
+    client, and another provider can still take over.
+    """
+    limit, why = remaining, None
+    if others_remain and remaining / 2 < limit:
+        limit, why = remaining / 2, (f"no answer in {remaining / 2:.3g} s, half of the time left before the request's "
+                                     "deadline, which the other providers keep")
+    if request.stream:
+        first = provider.first_token_timeout_s or provider.timeout_s
+        if first < limit:
+            limit, why = first, f"no content within first_token_timeout_s ({first:g} s)"
+    return limit, why
 
 
 T = TypeVar("T")

@@ -12,9 +12,11 @@ explicit error (``StreamEnd.error``), and the attempt is recorded as
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from modelbroker._config.providers import ProviderConfig
 from modelbroker._routing.pricing import cost_of
@@ -36,7 +38,7 @@ class StreamAttempt:
 
     def __init__(
         self, report: AttemptReporter, provider: ProviderConfig, request: ChatRequest,
-        number: int, started: float, chunks: AsyncIterator[StreamChunk],
+        number: int, started: float, chunks: AsyncIterator[StreamChunk], deadline: float = 0.0,
     ) -> None:
         self.report = report
         self.provider = provider
@@ -52,6 +54,10 @@ class StreamAttempt:
         #: The gateway's own time until the first content was ready (set by the router).
         self.overhead_ms = 0.0
         self.reported = False
+        #: ``time.monotonic()`` by which the stream must end (0: none), and the longest
+        #: pause between chunks once content has gone to the client.
+        self.deadline = deadline
+        self.idle_s = provider.stream_idle_timeout_s
 
     async def open(self) -> None:
         """Read and hold chunks until one carries content or the stream ends.
@@ -75,12 +81,14 @@ class StreamAttempt:
 
     async def relay(self) -> AsyncIterator[StreamChunk | StreamEnd]:
         """Yield the held chunks, then the rest as they arrive, then one StreamEnd."""
+        watchdog = None
         try:
             for chunk in self.held:
                 yield chunk
             self.held = []
+            watchdog = Watchdog(self.idle_s, self.deadline)
             try:
-                while (chunk := await self._next()) is not None:
+                while (chunk := await watchdog.wait(self._next())) is not None:
                     yield chunk
             except ProviderError as error:
                 partial = ProviderError(
@@ -92,6 +100,8 @@ class StreamAttempt:
                 return
             yield StreamEnd(completion=self.succeed())
         finally:
+            if watchdog is not None:
+                watchdog.close()
             if not self.reported:
                 self.fail(ProviderError(ErrorKind.CANCELLED, "the client went away", usage=self._usage()))
             await self.close()
@@ -153,6 +163,82 @@ class StreamAttempt:
 
     def _elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+
+class Watchdog:
+    """Ends a relayed stream that pauses longer than ``idle_s`` between two chunks, or that
+    runs past the request's ``deadline``: ``wait`` then raises ProviderError (timeout).
+
+    One timer for the stream, not one per chunk: ``wait`` only notes when it began to wait,
+    and the timer, when it fires, checks whether the wait has lasted too long and otherwise
+    sets itself again for when it would. Chunks come every few milliseconds; a timer made
+    and cancelled around each of them was a measurable part of a streamed request's cost.
+    """
+
+    __slots__ = ("idle_s", "deadline", "loop", "task", "waiting_since", "timer", "expired", "cancelling")
+
+    def __init__(self, idle_s: float, deadline: float) -> None:
+        self.idle_s = idle_s
+        self.deadline = deadline or float("inf")
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task(self.loop)
+        self.waiting_since: float | None = None
+        self.expired: str | None = None
+        self.cancelling = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self._arm(monotonic())
+
+    async def wait(self, next_chunk: Awaitable[T]) -> T:
+        """``await next_chunk``, unless the stream has been idle or running too long."""
+        now = monotonic()
+        if now >= self.deadline:
+            next_chunk.close()
+            raise ProviderError(ErrorKind.TIMEOUT, DEADLINE_PASSED)
+        self.waiting_since = now
+        try:
+            return await next_chunk
+        except asyncio.CancelledError:
+            if self.expired is not None and (not COUNTS_CANCELS or self.task.uncancel() <= self.cancelling):
+                raise ProviderError(ErrorKind.TIMEOUT, self.expired) from None
+            raise
+        finally:
+            self.waiting_since = None
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _arm(self, now: float) -> None:
+        since = self.waiting_since if self.waiting_since is not None else now
+        self.timer = self.loop.call_at(min(self.deadline, since + self.idle_s), self._check)
+
+    def _check(self) -> None:
+        now = monotonic()
+        since = self.waiting_since
+        if since is not None and self.expired is None:
+            if now >= self.deadline:
+                self.expired = DEADLINE_PASSED
+            elif now - since >= self.idle_s:
+                self.expired = f"no chunk for stream_idle_timeout_s ({self.idle_s:g} s)"
+            if self.expired is not None:
+                self.timer = None
+                if COUNTS_CANCELS:  # a cancellation from elsewhere that comes too stays one
+                    self.cancelling = self.task.cancelling()
+                self.task.cancel()
+                return
+        if now >= self.deadline:  # not waiting on the upstream: the next wait ends the stream
+            self.timer = None
+            return
+        self._arm(now)
+
+
+#: The clock of the request's deadline, and of the event loop's timers.
+monotonic = time.monotonic
+DEADLINE_PASSED = "the request deadline passed during the stream"
+#: Python 3.11+ counts a task's pending cancellations (Task.cancelling/uncancel).
+COUNTS_CANCELS = sys.version_info >= (3, 11)
+T = TypeVar("T")
 
 
 async def single_chunk_stream(completion: Completion) -> AsyncIterator[StreamChunk]:

@@ -149,4 +149,8 @@ async def test_an_attempt_cut_off_by_the_deadline_always_means_504(monkeypatch):
     with pytest.raises(AllProvidersFailed) as failed:
         await router.route(request, [make_provider("a", priority=1), make_provider("b", priority=2)])
     assert failed.value.deadline
-    assert [a.kind for a in failed.value.attempts] == ["timeout"]
+    # "a" may use half the time left (it falls back); "b", the last, is cut off by the deadline.
+    assert [a.kind for a in failed.value.attempts] == ["timeout", "timeout"]
+    assert [a.provider for a in failed.value.attempts] == ["a/a", "b/b"]
+    assert "half of the time left" in failed.value.attempts[0].message
+    assert "deadline" in failed.value.attempts[1].message

@@ -115,13 +115,22 @@ def test_a_transport_failure_is_retried_on_the_same_provider(gateway, provider, 
     assert upstream.calls["a"] == 2
 
 
-def test_a_refused_connection_is_retried_then_falls_back(gateway, provider, upstream, closed_port_url):
+def test_a_refused_connection_falls_back_at_once(gateway, provider, upstream, closed_port_url):
+    """Timeouts and connection failures try another provider first (docs/reliability.md)."""
     gw = gateway(config(provider("gone", endpoint=closed_port_url, priority=1), provider("b", priority=2)))
     answer = gw.generate({"prompt": "hi"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["provider"] == "b/b"
     kinds = [(line["provider"], line.get("error_kind")) for line in gw.log_lines()]
-    assert kinds == [("gone", "connect"), ("gone", "connect"), ("b", None)]
+    assert kinds == [("gone", "connect"), ("b", None)]
+
+
+def test_a_refused_connection_is_retried_when_no_other_provider_can_take_it(gateway, provider, upstream,
+                                                                           closed_port_url):
+    gw = gateway(config(provider("gone", endpoint=closed_port_url), retries=2, backoff_initial_s=0.01))
+    answer = gw.generate({"prompt": "hi"})
+    assert answer.status_code == 502, answer.text
+    assert [a["error"] for a in answer.json()["error"]["attempts"]] == ["connect"] * 3
 
 
 @pytest.mark.parametrize("status", NOT_RETRIED)
