@@ -1,4 +1,4 @@
-"""``modelbroker keys create|list|revoke``: manage client keys in the ledger's database.
+"""``modelbroker keys create|list|revoke``: manage client and admin keys in the ledger's database.
 
 The running gateways read the table every ``refresh_s`` seconds, so a key
 created or revoked here takes effect within that time, in every replica.
@@ -17,6 +17,8 @@ from typing import Any
 from modelbroker import format_table as table
 from modelbroker.plugins.keys.keygen import check_name, hash_key, key_prefix, new_key
 from modelbroker.plugins.keys.store import (
+    ADMIN,
+    CLIENT,
     ClientKey,
     KeyNameTaken,
     insert_key,
@@ -36,7 +38,7 @@ from modelbroker.plugins.storage.location import database_url, sqlite_path
 from modelbroker.plugins.storage.migrations import SchemaTooNew
 from modelbroker.plugins.storage.urls import safe_url
 
-LIST_HEADER = ["name", "prefix", "daily", "monthly", "rpm", "tpm", "models", "created", "revoked"]
+LIST_HEADER = ["name", "role", "prefix", "daily", "monthly", "rpm", "tpm", "models", "created", "revoked"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -45,6 +47,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     create = actions.add_parser("create", help="create a key and print it (once: it is stored hashed)")
     create.add_argument("--name", required=True, type=_name, help="who the key is for (the ledger's client)")
+    create.add_argument("--admin", action="store_true",
+                        help="an admin key: also /admin/*, /dashboard, every client's /usage and /metrics")
     create.add_argument("--budget-daily", type=_positive(float), metavar="COST", help="cost per UTC day")
     create.add_argument("--budget-monthly", type=_positive(float), metavar="COST", help="cost per UTC month")
     create.add_argument("--rpm", type=_positive(int), help="requests per minute")
@@ -54,7 +58,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              "auto, strategy names); default: any")
     create.set_defaults(run=_create)
 
-    listing = actions.add_parser("list", help="every key: name, prefix, limits, created, revoked")
+    listing = actions.add_parser("list", help="every key: name, role, prefix, limits, created, revoked")
     listing.set_defaults(run=_list)
 
     revoke = actions.add_parser("revoke", help="revoke the key called NAME")
@@ -69,15 +73,15 @@ def _create(args: argparse.Namespace) -> int:
     row = ClientKey(
         name=args.name, prefix=key_prefix(key), key_hash=hash_key(key), created_at=datetime.now(timezone.utc),
         budget_daily=args.budget_daily, budget_monthly=args.budget_monthly, rpm=args.rpm, tpm=args.tpm,
-        models=args.models,
+        models=args.models, role=ADMIN if args.admin else CLIENT,
     )
     try:
         _run(lambda db: insert_key(db, row))
     except KeyNameTaken:
         return _fail(f"a key named {args.name!r} exists and is not revoked; "
                      "choose another name, or revoke it first")
-    print(f"created key {args.name!r} ({row.prefix}...); it is shown once, here, and cannot be recovered:",
-          file=sys.stderr)
+    print(f"created {row.role} key {args.name!r} ({row.prefix}...); it is shown once, here, and cannot be "
+          "recovered:", file=sys.stderr)
     print(key)
     return 0
 
@@ -92,15 +96,19 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    active = [key.name for key in _run(load_keys) if not key.revoked]
+    keys = [key for key in _run(load_keys) if not key.revoked]
+    active = [key.name for key in keys]
     if args.name not in active:
         return _fail(f"no unrevoked key named {args.name!r} (modelbroker keys list shows them)")
     if active == [args.name] and not args.allow_open:
         return _fail(f"{args.name!r} is the last unrevoked key: without it the gateway is open to anyone. "
                      "Create another key first, or pass --allow-open to revoke it and open the gateway")
     _run(lambda db: revoke_key(db, args.name))
+    last_admin = [key.name for key in keys if key.admin] == [args.name]
     print(f"revoked key {args.name!r}; the gateways refuse it within their refresh interval (2 s by default)"
-          + ("; no key is left: the gateway is open" if active == [args.name] else ""))
+          + ("; no key is left: the gateway is open" if active == [args.name] else
+             "; no admin key is left: /admin/*, /dashboard and /metrics now refuse every key "
+             "(modelbroker keys create --name NAME --admin)" if last_admin else ""))
     return 0
 
 
@@ -137,7 +145,7 @@ def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
 
 def _row(key: ClientKey) -> list[str]:
     return [
-        key.name, key.prefix + "...", _limit(key.budget_daily), _limit(key.budget_monthly), _limit(key.rpm),
+        key.name, key.role, key.prefix + "...", _limit(key.budget_daily), _limit(key.budget_monthly), _limit(key.rpm),
         _limit(key.tpm), ",".join(key.models) if key.models is not None else "any",
         f"{key.created_at:%Y-%m-%d %H:%M}", f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked else "-",
     ]

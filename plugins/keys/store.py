@@ -28,8 +28,13 @@ _TYPES = {
     "postgresql": {"id": "SERIAL", "float": "DOUBLE PRECISION"},
 }
 
+#: A key's roles: a client calls the model APIs and reads its own usage; an admin may also call
+#: /admin/*, /dashboard, every client's /usage and /metrics.
+CLIENT, ADMIN = "client", "admin"
+ROLES = (CLIENT, ADMIN)
+
 #: The columns of ``client_keys`` a ClientKey is read from (all but the surrogate key).
-COLUMNS = ("name", "prefix", "key_hash", "budget_daily", "budget_monthly", "rpm", "tpm", "models",
+COLUMNS = ("name", "prefix", "key_hash", "budget_daily", "budget_monthly", "rpm", "tpm", "models", "role",
            "created_at", "revoked_at")
 #: The columns a new key fills (a key is stored unrevoked).
 _INSERTED = COLUMNS[:-1]
@@ -62,8 +67,14 @@ async def _create_client_keys(conn: Connection) -> None:
                        "WHERE revoked_at IS NULL")
 
 
+async def _add_role(conn: Connection) -> None:
+    """Migration 2 (frozen): every key has a role; the keys made before it are client keys."""
+    await conn.execute(f"ALTER TABLE client_keys ADD COLUMN role TEXT NOT NULL DEFAULT '{CLIENT}'")
+
+
 MIGRATIONS: list[Migration] = [
     ("create the client_keys table", _create_client_keys),
+    ("add the role column: client or admin", _add_role),
 ]
 
 
@@ -73,7 +84,8 @@ class KeyNameTaken(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ClientKey:
-    """One row of ``client_keys``. ``models`` None: any model; budgets in cost units."""
+    """One row of ``client_keys``. ``models`` None: any model; budgets in cost units; ``role``
+    one of ROLES."""
 
     name: str
     prefix: str
@@ -85,10 +97,15 @@ class ClientKey:
     tpm: int | None = None
     models: tuple[str, ...] | None = None
     revoked_at: datetime | None = None
+    role: str = CLIENT
 
     @property
     def revoked(self) -> bool:
         return self.revoked_at is not None
+
+    @property
+    def admin(self) -> bool:
+        return self.role == ADMIN
 
     @property
     def limited(self) -> bool:
@@ -115,7 +132,7 @@ async def insert_key(db: Database, key: ClientKey) -> None:
     """Store ``key``; raises KeyNameTaken if an unrevoked key has its name."""
     values = (
         key.name, key.prefix, key.key_hash, key.budget_daily, key.budget_monthly, key.rpm, key.tpm,
-        orjson.dumps(list(key.models)).decode() if key.models is not None else None, key.created_at,
+        orjson.dumps(list(key.models)).decode() if key.models is not None else None, key.role, key.created_at,
     )
     try:
         async with db.writing() as conn:
@@ -163,5 +180,5 @@ def _from_row(db: Database, row: Any) -> ClientKey:
         name=row["name"], prefix=row["prefix"], key_hash=row["key_hash"],
         created_at=db.read_time(row["created_at"]), budget_daily=row["budget_daily"],
         budget_monthly=row["budget_monthly"], rpm=row["rpm"], tpm=row["tpm"], models=models,
-        revoked_at=db.read_time(row["revoked_at"]),
+        revoked_at=db.read_time(row["revoked_at"]), role=row["role"],
     )

@@ -15,6 +15,7 @@ from modelbroker._routing.state import MemoryState
 from modelbroker.plugins.keys.keygen import bearer_token, check_name, hash_key, key_prefix, new_key, same_hash
 from modelbroker.plugins.keys.limits import DAY, MONTH, Limits, over_budget, period_end, period_start, spend_key
 from modelbroker.plugins.keys.store import (
+    KEYS,
     ClientKey,
     KeyNameTaken,
     insert_key,
@@ -46,10 +47,10 @@ async def with_databases(url: str, work, databases: int = 1):
 
 def test_the_table_migrates_once_from_many_processes_and_keeps_names_unique(any_db_url):
     async def work(one, two):
-        assert await asyncio.gather(migrate(one), migrate(two)) == [1, 1]  # racing, as two gateways do
+        assert await asyncio.gather(migrate(one), migrate(two)) == [2, 2]  # racing, as two gateways do
         async with one.reading() as conn:
-            versions = [tuple(r) for r in await conn.fetch("SELECT version FROM keys_schema_version")]
-        assert versions == [(1,)]
+            versions = [tuple(r) for r in await conn.fetch("SELECT version FROM keys_schema_version ORDER BY version")]
+        assert versions == [(1,), (2,)]
         await insert_key(one, row("alice", budget_daily=1.5, rpm=10, models=("a", "b")))
         with pytest.raises(KeyNameTaken):
             await insert_key(two, row("alice"))
@@ -62,6 +63,24 @@ def test_the_table_migrates_once_from_many_processes_and_keeps_names_unique(any_
     assert (old.name, old.budget_daily, old.rpm, old.models, old.revoked) == ("alice", 1.5, 10, ("a", "b"), True)
     assert (new.name, new.tpm, new.models, new.revoked) == ("alice", 100, None, False)
     assert new.created_at.tzinfo == timezone.utc
+
+
+def test_keys_made_before_roles_are_client_keys(any_db_url):
+    """A table at version 1 (as the gateway before admin keys left it) gains ``role``; its keys are clients."""
+    old = row("old-timer", rpm=5)
+
+    async def work(db):
+        assert await KEYS.migrate(db, KEYS.migrations[:1]) == 1
+        async with db.writing() as conn:  # the INSERT of version 1, which knew no role
+            await conn.execute("INSERT INTO client_keys (name, prefix, key_hash, rpm, created_at) VALUES (?, ?, ?, ?, ?)",
+                               (old.name, old.prefix, old.key_hash, old.rpm, old.created_at))
+        assert await migrate(db) == 2
+        await insert_key(db, row("ops", role="admin"))
+        return await load_keys(db)
+
+    before, admin = asyncio.run(with_databases(any_db_url, work))
+    assert (before.name, before.rpm, before.role, before.admin) == ("old-timer", 5, "client", False)
+    assert (admin.name, admin.role, admin.admin) == ("ops", "admin", True)
 
 
 def test_the_spend_is_read_from_the_ledger(any_db_url):
@@ -185,7 +204,7 @@ def test_a_key_table_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(
         conn.executescript(dump.read_text())
 
     async def work(db):
-        assert await migrate(db) == 1
+        assert await migrate(db) == 2
         (alice,) = await load_keys(db)
         await insert_key(db, row("bob"))
         spend = await ledger_spend(db, ["alice"], datetime(2025, 6, 1, 12, 0, 30, tzinfo=timezone.utc),
@@ -193,7 +212,7 @@ def test_a_key_table_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(
         return alice, [key.name for key in await load_keys(db)], spend
 
     alice, names, spend = asyncio.run(with_databases(f"sqlite:///{database}", work))
-    assert (alice.name, alice.budget_daily, alice.models) == ("alice", 1.0, ("m",))
+    assert (alice.name, alice.budget_daily, alice.models, alice.role) == ("alice", 1.0, ("m",), "client")
     assert alice.created_at == datetime(2025, 6, 1, tzinfo=timezone.utc) and not alice.revoked
     assert names == ["alice", "bob"]
     assert spend == {"alice": (0.0, 0.25)}  # 0.25 at 12:00:00, before the day's start given; 0.0 after
