@@ -34,6 +34,7 @@ from modelbroker._routing.types import (
     Usage,
 )
 from modelbroker._routing.view import GatewayView, gateway_of
+from modelbroker._server.access import caller_of, require_admin
 from modelbroker._server.bodies import checked_json, invalid_fields, json_object
 from modelbroker._server.openapi import request_body_schema
 from modelbroker._server.responses import error_responses
@@ -119,6 +120,8 @@ __all__ = [
     # plugins' own routes and commands
     "GatewayView",
     "gateway_of",
+    "caller_of",
+    "require_admin",
     "error_responses",
     "format_table",
     "__version__",

@@ -28,7 +28,7 @@ PUBLIC = {
     "sse_data", "parse_event", "status_error", "transport_error", "error_message", "redact", "safe_message",
     "snippet", "retry_after_seconds", "rate_limit_of", "duration_seconds", "int_header",
     "SharedState", "MemoryState",
-    "GatewayView", "gateway_of", "error_responses", "format_table",
+    "GatewayView", "gateway_of", "caller_of", "require_admin", "error_responses", "format_table",
     "Native", "Surface", "Incoming", "Routed", "StreamEnd", "json_object", "checked_json", "invalid_fields",
     "request_body_schema", "sse_event",
     "__version__",

@@ -127,11 +127,14 @@ class Principal:
     """Who is calling, as an ``authenticate`` plugin established it.
 
     ``name`` is what the ledger records as the client; ``data`` is the
-    plugin's own (limits, allowed models) for its ``admit`` check.
+    plugin's own (limits, allowed models) for its ``admit`` check. ``role`` is
+    ``client`` or ``admin``: only an admin may call /admin/*, /dashboard and read
+    every client's /usage (``modelbroker.require_admin``).
     """
 
     name: str
     data: dict[str, Any] = field(default_factory=dict)
+    role: str = "client"
 
 
 @dataclass(slots=True)

@@ -80,7 +80,7 @@ ERROR_MEANINGS = {
     400: "The request is not one the gateway can route: the body is not JSON, a field is wrong, "
          "or an unknown strategy was asked for (`param` names the field).",
     401: "Client keys are configured and the request has no valid one.",
-    403: "The client key may not use the model asked for.",
+    403: "The client key may not use the model asked for, or the route needs an admin key.",
     404: "No provider serves the model asked for.",
     413: "The body is larger than MODELBROKER_MAX_BODY_BYTES.",
     415: "The body is not sent as JSON.",

@@ -1,17 +1,27 @@
-"""POST /admin/reload: re-read providers.yaml without a restart (``modelbroker reload``)."""
+"""POST /admin/reload: re-read providers.yaml without a restart (``modelbroker reload``).
+
+Every route here needs an admin key; while the gateway has no key, only a request
+from this machine is answered (``require_admin``, ``local_when_open``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from modelbroker._config.messages import ConfigError
 from modelbroker._routing.errors import APIError
+from modelbroker._server.access import require_admin
 from modelbroker._server.responses import JSONResponse, error_responses
 
-router = APIRouter(prefix="/admin")
+
+def _admin_only(request: Request) -> None:
+    require_admin(request, local_when_open=True)
 
 
-@router.post("/reload", responses=error_responses(400, 401))
+router = APIRouter(prefix="/admin", dependencies=[Depends(_admin_only)])
+
+
+@router.post("/reload", responses=error_responses(400, 401, 403))
 async def reload_config(request: Request) -> JSONResponse:
     """Apply a changed providers.yaml; an invalid file is refused and the old one stays."""
     gateway = request.app.state.gateway
