@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     upstream_transport: Literal["http1", "aiohttp"] = "http1"
     #: Browser origins allowed to call the gateway (CORS); empty: none. ``*`` allows any page.
     cors_origins: Annotated[list[str], NoDecode] = []
+    #: /metrics without a key even once client keys exist (else it needs an admin key then).
+    metrics_public: bool = False
 
     @field_validator("disabled_plugins", "cors_origins", mode="before")
     @classmethod
