@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     reload = commands.add_parser("reload", help="make a running gateway re-read providers.yaml")
     reload.add_argument("--url", default=None, help="the gateway's base URL (default: from MODELBROKER_HOST/PORT)")
     reload.add_argument("--key", default=os.environ.get("MODELBROKER_CLIENT_KEY"),
-                        help="a client key, when the gateway has keys (default: $MODELBROKER_CLIENT_KEY)")
+                        help="an admin key, when the gateway has keys (default: $MODELBROKER_CLIENT_KEY)")
     reload.set_defaults(run=_reload)
 
     plugins = commands.add_parser("plugins", help="list the installed plugins")
@@ -137,7 +137,7 @@ def _reload(args: argparse.Namespace) -> int:
         return 0
     error = body.get("error")
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        hint = {401: "; pass a client key with --key or MODELBROKER_CLIENT_KEY",
+        hint = {401: "; pass an admin key with --key or MODELBROKER_CLIENT_KEY",
                 404: f"; {shown} is not a gateway's reload route: give --url the gateway's address, "
                      "with no path"}.get(answer.status_code, "")
         print(f"modelbroker: {error['message']}{hint}", file=sys.stderr)

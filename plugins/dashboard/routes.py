@@ -1,4 +1,10 @@
-"""GET /dashboard: the page, with its CSS and JS inlined and pinned by a Content-Security-Policy."""
+"""GET /dashboard: the page, with its CSS and JS inlined and pinned by a Content-Security-Policy.
+
+Once client keys exist, the page needs an admin key, as the data it shows does. A
+browser cannot send a Bearer header when it navigates, so the ``keys`` plugin also
+takes the key here as the password of HTTP Basic authentication: the browser asks for
+it, and sends it again with the page's own requests for data.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,17 @@ import functools
 import hashlib
 from importlib import resources
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+
+from modelbroker import require_admin
 
 router = APIRouter()
 
 
 @router.get("/dashboard", include_in_schema=False)
-async def dashboard() -> HTMLResponse:
+async def dashboard(request: Request) -> HTMLResponse:
+    require_admin(request)
     html, policy = page()
     return HTMLResponse(html, headers={"content-security-policy": policy, "cache-control": "no-cache"})
 

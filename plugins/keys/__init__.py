@@ -1,8 +1,10 @@
 """Plugin ``keys``: client API keys, with budgets, rate limits and allowed models per key.
 
-With no key in the table the gateway is open. Once one exists, every route but
-/health (and the dashboard's page, which holds no data) needs
-``Authorization: Bearer <key>``. Keys live, hashed, in the ledger's database
+With no key in the table the gateway is open (but /admin/* answers only this
+machine). Once one exists, every route but /health needs ``Authorization: Bearer <key>``,
+and /admin/*, /dashboard, every client's /usage and /metrics need an admin key
+(``keys create --admin``; /metrics stays open with ``MODELBROKER_METRICS_PUBLIC=true``).
+Keys live, hashed, in the ledger's database
 (``store.py``); the gateway keeps them in memory, re-read every ``refresh_s``
 seconds (``cache.py``); spend and rates are counted in the shared state
 (``limits.py``); ``modelbroker keys create|list|revoke`` manages them
@@ -57,7 +59,8 @@ def on_startup(pm, settings, config, state):
     """Register this gateway's key guard and start it (key table read, spend seeded)."""
     refresh_s = config.plugins.settings_for(NAME).refresh_s
     url = database_url(settings)
-    guard = KeyGuard(open_database(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url))
+    guard = KeyGuard(open_database(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url),
+                     metrics_public=settings.metrics_public)
     pm.register(guard, name=GUARD_NAME)
     return guard.start()
 

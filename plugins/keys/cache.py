@@ -31,16 +31,18 @@ class KeyCache:
     """Every key of the table by hash; ``enforcing`` once any unrevoked key exists."""
 
     def __init__(self, db: Database, refresh_s: float = DEFAULT_REFRESH_S,
-                 on_refresh: Callable[[list[ClientKey]], None] | None = None) -> None:
+                 on_refresh: Callable[[list[ClientKey]], None] | None = None, *,
+                 metrics_public: bool = False) -> None:
         self.db = db
         self.refresh_s = refresh_s
         self.on_refresh = on_refresh
+        self.metrics_public = metrics_public
         self.by_hash: dict[str, ClientKey] = {}
         self.enforcing = False
         self.loaded = False
         self.error: str | None = None
         self._migrated = False
-        self._summary: tuple[int, int] | None = None
+        self._summary: tuple[int, int, int] | None = None
         self._task: asyncio.Task | None = None
 
     async def start(self, timeout_s: float) -> None:
@@ -61,10 +63,10 @@ class KeyCache:
         keys = await load_keys(self.db)
         self.by_hash = {key.key_hash: key for key in keys}
         self.enforcing = any(not key.revoked for key in keys)
-        summary = (sum(not k.revoked for k in keys), sum(k.revoked for k in keys))
+        active = [k for k in keys if not k.revoked]
+        summary = (len(active), sum(k.admin for k in active), len(keys) - len(active))
         if summary != self._summary or self.error is not None:
-            log.warning("client keys: %d active, %d revoked; %s", *summary,
-                        "every route but /health needs one" if self.enforcing else "the gateway is open")
+            log.warning("%s", describe_keys(*summary, metrics_public=self.metrics_public))
         self.loaded, self.error, self._summary = True, None, summary
         if self.on_refresh is not None:
             self.on_refresh(keys)
@@ -105,3 +107,21 @@ class KeyCache:
             log.error("client keys: cannot read the key table (%s); every request is refused until it can be "
                       "read (a gateway that uses no client keys can run without the plugin: "
                       "MODELBROKER_DISABLED_PLUGINS=keys)", self.error)
+
+
+def describe_keys(active: int, admins: int, revoked: int, *, metrics_public: bool = False) -> str:
+    """The warning logged when the key table is read and has changed: who may call what."""
+    if not active:
+        return (f"client keys: none active ({revoked} revoked): the gateway is open: anyone who can reach "
+                "its port may call the model APIs and read /usage, /dashboard and /metrics; /admin/* answers "
+                "only requests from this machine (127.0.0.1, ::1). modelbroker keys create --name NAME "
+                "[--admin] closes it")
+    guarded = "/admin/* and /dashboard" if metrics_public else "/admin/*, /dashboard and /metrics"
+    metrics = ", /metrics is open to all (MODELBROKER_METRICS_PUBLIC)" if metrics_public else ""
+    own = ", and a client key reads only its own /usage"
+    if not admins:
+        return (f"client keys: {active} active, none of them an admin key, {revoked} revoked: every route but "
+                f"/health needs a key; {guarded} refuse every key until an admin key exists (modelbroker keys "
+                f"create --name NAME --admin){metrics}{own}")
+    return (f"client keys: {active} active ({admins} admin), {revoked} revoked: every route but /health needs "
+            f"a key; {guarded} need an admin key{metrics}{own}")

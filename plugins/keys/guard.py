@@ -21,14 +21,20 @@ log = logging.getLogger("modelbroker")
 GUARD_NAME = "keys.guard"
 #: Where a ``Principal`` made by this plugin keeps its key.
 PRINCIPAL_KEY = "client_key"
-#: Paths left open besides /health (which the core never guards): the dashboard's page holds no
-#: data and asks for a key for the data it fetches, which a browser cannot send on navigation.
-OPEN_PATHS = frozenset({"/dashboard"})
+#: Where a browser may send the key as the password of HTTP Basic authentication: it cannot
+#: send a Bearer header when it navigates to the dashboard, and sends the password it was
+#: asked for again with the page's requests for data. Only these GET routes take it, so a
+#: page elsewhere cannot make the browser send it to a route that changes something.
+BASIC_PATHS = frozenset({"/dashboard", "/usage"})
+#: The browser's prompt for /dashboard; a browser asks for a user name too, which is ignored.
+DASHBOARD_CHALLENGE = 'Basic realm="modelbroker dashboard", charset="UTF-8"'
 #: Seconds startup waits for the key table; past that, requests are refused until it is read.
 STARTUP_TIMEOUT_S = 10.0
 
 MISSING = ("this gateway needs a client key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>' "
            "(the api_key of the OpenAI and Anthropic SDKs)")
+MISSING_DASHBOARD = ("the dashboard needs an admin key: when the browser asks, give any user name and the key "
+                     "as the password")
 UNKNOWN = "the client key is not valid"
 REVOKED = "the client key has been revoked"
 UNAVAILABLE = ("the gateway cannot read its client keys from its database, so it refuses every request "
@@ -39,10 +45,12 @@ class KeyGuard:
     """Registered by ``on_startup`` (as ``keys.guard``): one per gateway."""
 
     def __init__(self, db: Database, limits: Limits, *, refresh_s: float,
-                 sqlite_file: Path | None = None) -> None:
+                 sqlite_file: Path | None = None, metrics_public: bool = False) -> None:
         self.db = db
         self.limits = limits
-        self.cache = KeyCache(db, refresh_s, on_refresh=self._keys_read)
+        #: Paths left open besides /health (which the core never guards).
+        self.open_paths = frozenset({"/metrics"} if metrics_public else ())
+        self.cache = KeyCache(db, refresh_s, on_refresh=self._keys_read, metrics_public=metrics_public)
         self.sqlite_file = sqlite_file
         self._seeded: set[str] = set()
         self._seeding: set[asyncio.Task] = set()
@@ -60,19 +68,17 @@ class KeyGuard:
 
     @hookimpl(trylast=True)  # a plugin of the user's own is asked first (docs/hooks.md)
     def authenticate(self, headers, path):
-        if path in OPEN_PATHS:
+        if path in self.open_paths:
             return None
         if not self.cache.loaded:
             return _refuse(APIError(503, UNAVAILABLE, code="keys_unavailable"))
         if not self.cache.enforcing:
             return None
-        token = presented_key(headers.get("authorization"), headers.get("x-api-key"))
+        token = presented_key(headers.get("authorization"), headers.get("x-api-key"), basic=path in BASIC_PATHS)
         key = self.cache.lookup(token) if token is not None else None
         if key is None or key.revoked:
-            message, code = (MISSING, "missing_api_key") if token is None else (
-                (REVOKED, "revoked_api_key") if key is not None else (UNKNOWN, "invalid_api_key"))
-            return _refuse(APIError(401, message, code=code, headers={"www-authenticate": "Bearer"}))
-        return _accept(Principal(name=key.name, data={PRINCIPAL_KEY: key}))
+            return _refuse(_unauthenticated(path, token, key))
+        return _accept(Principal(name=key.name, data={PRINCIPAL_KEY: key}, role=key.role))
 
     @hookimpl(trylast=True)
     def admit(self, request, principal):
@@ -122,6 +128,16 @@ class KeyGuard:
         except Exception as exc:  # noqa: BLE001 - budgets then count from zero; say so
             log.error("client keys: cannot read today's spend from the ledger (%s); "
                       "budgets count from zero", describe(exc))
+
+
+def _unauthenticated(path: str, token: str | None, key: ClientKey | None) -> APIError:
+    """The 401 for a missing, unknown or revoked key; the dashboard's makes a browser ask for one."""
+    if token is None:
+        message, code = (MISSING_DASHBOARD if path == "/dashboard" else MISSING), "missing_api_key"
+    else:
+        message, code = (REVOKED, "revoked_api_key") if key is not None else (UNKNOWN, "invalid_api_key")
+    challenge = DASHBOARD_CHALLENGE if path == "/dashboard" else "Bearer"
+    return APIError(401, message, code=code, headers={"www-authenticate": challenge})
 
 
 def key_of(principal: Principal | None) -> ClientKey | None:

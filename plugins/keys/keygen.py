@@ -7,6 +7,8 @@ key itself is shown once, when it is created.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -49,12 +51,15 @@ def check_name(name: str) -> str:
     return name
 
 
-def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
+def presented_key(authorization: str | None, x_api_key: str | None, *, basic: bool = False) -> str | None:
     """The key a request presents: ``Authorization: Bearer <key>`` (the OpenAI SDKs), else
-    ``x-api-key: <key>`` (the Anthropic SDKs and Claude Code's ``ANTHROPIC_API_KEY``); None if neither."""
+    ``x-api-key: <key>`` (the Anthropic SDKs and Claude Code's ``ANTHROPIC_API_KEY``), else,
+    with ``basic``, the password of ``Authorization: Basic`` (a browser's); None if none."""
     token = bearer_token(authorization)
     if token is None and x_api_key:
         token = x_api_key.strip() or None
+    if token is None and basic:
+        token = basic_password(authorization)
     return token
 
 
@@ -65,3 +70,19 @@ def bearer_token(authorization: str | None) -> str | None:
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def basic_password(authorization: str | None) -> str | None:
+    """The password of an ``Authorization: Basic base64(user:password)`` header (the user
+    name is ignored), or None. Nothing of a header that does not decode is kept."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password.strip() or None if colon else None

@@ -88,11 +88,13 @@ def _parse_time(param: str, value: str, *, end_of_day: bool) -> datetime:
     return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-async def usage_report(db: Database, window: Window, group_by: str | None) -> dict[str, Any]:
-    """The /usage answer: ``{"from", "to", "group_by", "totals", "groups": [{"key", ...}]}``."""
+async def usage_report(db: Database, window: Window, group_by: str | None,
+                       client: str | None = None) -> dict[str, Any]:
+    """The /usage answer: ``{"from", "to", "group_by", "client", "totals", "groups": [{"key", ...}]}``;
+    with ``client``, only that client's rows are counted (a client key reads its own usage)."""
     async with db.reading() as conn:
-        totals = await _summaries(conn, window, None)
-        groups = await _summaries(conn, window, group_by) if group_by else []
+        totals = await _summaries(conn, window, None, client)
+        groups = await _summaries(conn, window, group_by, client) if group_by else []
     if group_by and "," in group_by:
         for group in groups:
             group["key"] = [part or None for part in group["key"].split(KEY_SEPARATOR)]
@@ -100,14 +102,16 @@ async def usage_report(db: Database, window: Window, group_by: str | None) -> di
         "from": window.start.isoformat(),
         "to": window.end.isoformat(),
         "group_by": group_by,
+        "client": client,
         "totals": _without_key(totals[0]) if totals else _empty(),
         "groups": sorted(groups, key=lambda g: (g["key"] is None, str(g["key"]))),
     }
 
 
-async def _summaries(conn: Connection, window: Window, group_by: str | None) -> list[dict[str, Any]]:
-    windowed = _windowed(_group_key(group_by, conn.dialect))
-    params = (window.start, window.end)
+async def _summaries(conn: Connection, window: Window, group_by: str | None,
+                     client: str | None) -> list[dict[str, Any]]:
+    windowed = _windowed(_group_key(group_by, conn.dialect), client is not None)
+    params = (window.start, window.end) if client is None else (window.start, window.end, client)
     sums = {row["key"]: _summary(row) for row in await conn.fetch(windowed + SUMS, params)}
     for row in await conn.fetch(windowed + PERCENTILE_QUERY, params):
         if row["key"] in sums:
@@ -139,11 +143,13 @@ def _column(name: str, dialect: str) -> str:
     return DAY[dialect] if name == "day" else name
 
 
-def _windowed(key: str) -> str:
-    """The attempts in the window (``time >= ? AND time < ?``) with their group key, as ``windowed``."""
+def _windowed(key: str, one_client: bool = False) -> str:
+    """The attempts in the window (``time >= ? AND time < ?``, and ``client = ?`` for
+    ``one_client``) with their group key, as ``windowed``."""
     return (
         f"WITH windowed AS (SELECT {key} AS key, request_id, request_uid, attempt, success, outcome, prompt_tokens, "
-        "completion_tokens, total_tokens, cost, latency_ms FROM attempts WHERE time >= ? AND time < ?) "
+        "completion_tokens, total_tokens, cost, latency_ms FROM attempts WHERE time >= ? AND time < ?"
+        + (" AND client = ?) " if one_client else ") ")
     )
 
 

@@ -1,4 +1,8 @@
-"""GET /metrics: the Prometheus text format (or OpenMetrics, if the scraper asks for it)."""
+"""GET /metrics: the Prometheus text format (or OpenMetrics, if the scraper asks for it).
+
+Once client keys exist it needs an admin key, unless ``MODELBROKER_METRICS_PUBLIC=true``
+(a scraper on a network one trusts; the ``keys`` plugin then lets it in without a key).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from prometheus_client.exposition import choose_encoder
 
-from modelbroker import APIError, gateway_of
+from modelbroker import APIError, gateway_of, require_admin
 
 router = APIRouter()
 
@@ -18,6 +22,8 @@ RECORDER_NAME = "metrics.recorder"
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     gateway = gateway_of(request)
+    if not gateway.settings.metrics_public:
+        require_admin(request)
     recorder = gateway.pm.get_plugin(RECORDER_NAME)
     if recorder is None:
         raise APIError(503, "the metrics plugin is not running", code="metrics_unavailable")

@@ -10,7 +10,6 @@ const SVG_NS = "http://www.w3.org/2000/svg";
 const H = 230; // chart height in pixels; the width is the card's
 const PAD = { left: 58, right: 50, top: 12, bottom: 28 };
 const NO_DATA = "No data yet: requests sent through the gateway appear here.";
-const KEY_STORE = "modelbroker.dashboard.key"; // a client key, kept for this tab only
 
 const $ = (selector) => document.querySelector(selector);
 const colors = new Map();
@@ -64,9 +63,11 @@ function perDay(groups, days, value, missing = 0) {
 
 async function getJSON(path, params = {}) {
   const url = new URL(path, location.href);
+  url.username = url.password = ""; // fetch refuses a URL with credentials in it
   for (const [name, value] of Object.entries(params)) url.searchParams.set(name, value);
-  const key = sessionStorage.getItem(KEY_STORE);
-  const response = await fetch(url, { cache: "no-store", headers: key ? { authorization: `Bearer ${key}` } : {} });
+  // With client keys, the browser sends the admin key it asked for when the page was opened
+  // (HTTP Basic authentication): the page itself never holds it.
+  const response = await fetch(url, { cache: "no-store" });
   const body = await response.json().catch(() => null);
   return { status: response.status, ok: response.ok, body };
 }
@@ -259,8 +260,9 @@ function renderTotals(providers) {
 function renderUsage(usage, days) {
   const cards = ["#spend", "#volume", "#latency", "#totals"];
   for (const card of cards) $(card).hidden = Boolean(usage.off || usage.error || usage.locked);
-  $("#key-form").hidden = !usage.locked;
-  if (usage.locked) return notice(`The usage needs a client key (${usage.locked}): enter one above.`);
+  if (usage.locked) {
+    return notice(`The usage needs an admin key (${usage.locked}). Reload the page: the browser asks for one.`);
+  }
   if (usage.off) {
     return notice("The ledger is off (the ledger plugin is disabled), so there is no usage to chart. "
                   + "Provider health is below.");
@@ -328,11 +330,6 @@ function start() {
     refresh();
   });
   $("#auto").addEventListener("change", schedule);
-  $("#key-form").addEventListener("submit", (event) => {
-    event.preventDefault();
-    sessionStorage.setItem(KEY_STORE, $("#key").value.trim());
-    refresh();
-  });
   let resizing = null;
   window.addEventListener("resize", () => {
     clearTimeout(resizing);

@@ -116,7 +116,7 @@ def test_with_the_ledger_off_the_health_is_still_shown(gateway, providers, upstr
 
 
 class UsageNeedsAKey:
-    """An ``authenticate`` plugin that guards /usage only (the page itself carries no data)."""
+    """An ``authenticate`` plugin that guards /usage only: a usage that needs a key the browser did not send."""
 
     @hookimpl
     def authenticate(self, headers, path):
@@ -126,16 +126,72 @@ class UsageNeedsAKey:
 
 
 async def _refuse():
-    raise APIError(401, "a client key is needed", code="invalid_api_key")
+    raise APIError(401, "an admin key is needed", code="invalid_api_key")
 
 
-def test_a_usage_behind_a_key_asks_for_one(gateway, providers, upstream, browse):
+def test_a_usage_that_needs_a_key_says_so(gateway, providers, upstream, browse):
     gw = gateway(providers, pm=make_pm(ledger=StubLedger(rows=history()), keys=UsageNeedsAKey()))
     assert gw.get("/usage", params={"from": "2020-01-01", "to": "2020-01-02"}).status_code == 401
     page = browse(gw.url + "/dashboard")
-    assert '<form id="key-form" autocomplete="off">' in page.dom  # shown
-    assert re.search(r'<p id="notice">The usage needs a client key \(a client key is needed\)', page.dom)
+    assert re.search(r'<p id="notice">The usage needs an admin key \(an admin key is needed\)\. Reload the page',
+                     page.dom)
+    assert 'type="password"' not in page.dom  # no key field: the browser asks for the key
     assert 'data-provider="fast/fast" data-state="healthy"' in page.section("health")
+
+
+def test_with_keys_the_browser_gives_the_admin_key_it_was_asked_for(gateway, providers, upstream, browse, tmp_path):
+    """The page and its data need an admin key; a browser sends it as HTTP Basic's password, with the
+    page and again with the page's requests for /usage."""
+    from modelbroker.plugins import keys
+
+    database = f"sqlite:///{(tmp_path / 'keys.db').as_posix()}"
+    admin, client = add_key(database, "ops", role="admin"), add_key(database, "team")
+    gw = gateway(providers, pm=make_pm(ledger=StubLedger(rows=history()), keys=keys), database_url=database)
+    send_traffic_as(gw, admin)
+
+    asked = gw.get("/dashboard")
+    assert asked.status_code == 401
+    assert asked.headers["www-authenticate"] == 'Basic realm="modelbroker dashboard", charset="UTF-8"'
+    assert "give any user name and the key as the password" in asked.json()["error"]["message"]
+    assert gw.get("/dashboard", auth=("anyone", client)).status_code == 403
+    assert gw.get("/dashboard", auth=("anyone", admin)).status_code == 200
+
+    assert 'data-state="ready"' not in browse(gw.url + "/dashboard", name="no-key").dom  # the browser asks
+    port = gw.url.rsplit(":", 1)[1]
+    page = browse(f"http://ops:{admin}@127.0.0.1:{port}/dashboard", name="admin")
+    assert 'data-state="ready"' in page.dom
+    assert re.search(r'<p id="notice" hidden="">', page.dom), "a notice is shown"
+    assert count(page.section("spend"), r'<g data-series="fast">') == 1  # /usage answered the page
+
+
+def add_key(url: str, name: str, role: str = "client") -> str:
+    """A key called ``name`` stored in the database at ``url``; returns the key."""
+    import asyncio
+    from datetime import datetime, timezone
+
+    from modelbroker.plugins.keys.keygen import hash_key, key_prefix, new_key
+    from modelbroker.plugins.keys.store import ClientKey, insert_key, migrate
+    from modelbroker.plugins.storage.database import open_database
+
+    key = new_key()
+
+    async def write() -> None:
+        db = open_database(url)
+        try:
+            await migrate(db)
+            await insert_key(db, ClientKey(name=name, prefix=key_prefix(key), key_hash=hash_key(key),
+                                           created_at=datetime.now(timezone.utc), role=role))
+        finally:
+            await db.close()
+
+    asyncio.run(write())
+    return key
+
+
+def send_traffic_as(gw, key: str) -> None:
+    for n in range(3):
+        answer = gw.generate({"prompt": f"hello {n}"}, headers={"authorization": f"Bearer {key}"})
+        assert answer.status_code == 200, answer.text
 
 
 def test_a_range_in_the_address_is_used(gateway, providers, upstream, browse):
