@@ -212,9 +212,11 @@ def authenticate(headers: Headers, path: str, config: GatewayConfig) -> Awaitabl
     :param config: the providers.yaml in force (a reload applies to the next request).
 
     Return None if you have no say (say, no client key exists: the gateway is open).
-    Else an awaitable giving the ``Principal``, or raising ``modelbroker.APIError``
-    (401 for a missing or wrong key) to refuse the request. The first non-None answer
-    wins. Runs on every request: keep it to a dictionary lookup, no database round trip.
+    Else an awaitable giving the ``Principal`` (its ``role``, ``client`` or ``admin``,
+    decides the admin routes: ``modelbroker.require_admin``), or raising
+    ``modelbroker.APIError`` (401 for a missing or wrong key) to refuse the request. The
+    first non-None answer wins. Runs on every request: keep it to a dictionary lookup, no
+    database round trip.
     """
 
 
