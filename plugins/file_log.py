@@ -4,6 +4,11 @@ Lines are collected on the event loop (a list append) and written by a
 background task through a worker thread, in batches, so a slow disk never
 blocks a request. Everything is flushed at shutdown. Prompts and responses are
 left out unless ``plugins: file_log: {include_prompts: true, include_responses: true}``.
+
+Before each batch the worker thread looks at the path (one ``os.stat``): if the file
+there is no longer the one open (logrotate moved it, or it was deleted), it opens the
+path again, so the batch goes to the new app.log. Lines written before the move are in
+the moved file; none is lost. SIGHUP stays the gateway's reload: no signal is needed.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -67,7 +73,7 @@ class FileLogWriter:
         self.include_responses = include_responses
         self.plain = not (include_prompts or include_responses)  # lines hold no prompt or response
         self._buffer: list[bytes] = []
-        self._file: Any = None
+        self._file: AppendedFile | None = None
         self._task: asyncio.Task | None = None
         self._writing = asyncio.Lock()  # held by the flusher while a batch is out of the buffer
         self._second = -1
@@ -75,7 +81,7 @@ class FileLogWriter:
 
     async def start(self) -> None:
         try:
-            self._file = await asyncio.to_thread(_open_append, self.path)
+            self._file = await asyncio.to_thread(AppendedFile.open, self.path)
         except OSError as exc:
             raise OSError(f"cannot open the call log {self.path} for appending ({exc.strerror or exc}): "
                           "set MODELBROKER_LOG_FILE to a file you can write, or to nothing to turn it off") from None
@@ -178,17 +184,47 @@ class FileLogWriter:
             return
         batch, self._buffer = self._buffer, []
         try:
-            await asyncio.to_thread(_write, self._file, b"".join(batch))
+            await asyncio.to_thread(self._file.write, b"".join(batch))
         except OSError:
             self._buffer[:0] = batch
             raise
 
 
-def _open_append(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.open("ab")
+class AppendedFile:
+    """A file open for appending that follows its path: ``write`` opens the path again when
+    the file there is not the one open (moved or deleted, as log rotation does). Used by one
+    thread at a time (the flusher's batches go one after another)."""
 
+    def __init__(self, path: Path, file: Any) -> None:
+        self.path = path
+        self.file = file
+        status = os.fstat(file.fileno())
+        self.identity = (status.st_dev, status.st_ino)
 
-def _write(file, data: bytes) -> None:
-    file.write(data)
-    file.flush()
+    @classmethod
+    def open(cls, path: Path) -> AppendedFile:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path, path.open("ab"))
+
+    def write(self, data: bytes) -> None:
+        if not self._still_at_path():
+            self._reopen()
+        self.file.write(data)
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def _still_at_path(self) -> bool:
+        try:
+            status = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (status.st_dev, status.st_ino) == self.identity
+
+    def _reopen(self) -> None:
+        """Open the path (raises OSError, the open file kept, if it cannot be), then close the old file."""
+        fresh = AppendedFile.open(self.path)
+        self.file.close()
+        self.file, self.identity = fresh.file, fresh.identity
+        log.info("file_log: %s was moved or deleted (rotated?); writing to a new file there", self.path)
