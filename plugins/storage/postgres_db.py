@@ -118,7 +118,10 @@ class PostgresDatabase:
             await raw.fetchval("SELECT 1")
             return raw
         except _DROPPED:
-            raw.terminate()
+            # When the close reached asyncpg during the check, it has already given the connection
+            # back to the pool, and the proxy refuses every call, terminate() included.
+            with contextlib.suppress(asyncpg.InterfaceError):
+                raw.terminate()
             await pool.release(raw)
         return await pool.acquire(timeout=self.connect_timeout_s)
 

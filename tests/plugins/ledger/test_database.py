@@ -207,6 +207,28 @@ def test_a_postgres_connection_the_server_dropped_is_replaced_without_an_error(p
     assert run(with_db(postgres.url, work)) == 7
 
 
+def test_a_postgres_connection_found_dropped_by_the_check_itself_is_replaced_without_an_error(postgres):
+    """The server's close reaches the loop only during the ``SELECT 1`` check (as under load, or
+    right after a restart): asyncpg has already given the connection back to its pool by then."""
+    def drop_connections_while_the_loop_waits():
+        kill = threading.Thread(target=lambda: run(admin(
+            postgres.server_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{postgres.name}' AND pid <> pg_backend_pid()")))
+        kill.start()
+        kill.join()
+
+    async def work(db):
+        async with db.writing() as conn:
+            await conn.execute("CREATE TABLE x (n INTEGER)")
+        drop_connections_while_the_loop_waits()
+        async with db.writing() as conn:
+            await conn.execute("INSERT INTO x VALUES (?)", (7,))
+        async with db.reading() as conn:
+            return await conn.fetchval("SELECT sum(n) FROM x")
+
+    assert run(with_db(postgres.url, work)) == 7
+
+
 def test_an_unreachable_postgres_is_a_database_error_without_the_password():
     url = "postgresql://u:hunter2@127.0.0.1:9/db"  # the discard port: nothing listens
 
