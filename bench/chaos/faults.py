@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,27 @@ def _reload() -> Fault:
     return Fault("SIGHUP reload of a changed providers.yaml, and back", start, heal)
 
 
+def _bad_reload() -> Fault:
+    def start(rig: Rig) -> None:
+        rig.config_path.write_text("providers:\n  - name: broken\n    priority: high\n")
+        rig.gateway.reload()
+
+    def heal(rig: Rig) -> None:
+        rig.reload(changed=False)
+
+    return Fault("SIGHUP reload of an invalid providers.yaml (refused), then of the good one", start, heal)
+
+
+def _freeze(name: str) -> Fault:
+    def start(rig: Rig) -> None:
+        rig.upstreams[name].proc.popen.send_signal(signal.SIGSTOP)
+
+    def heal(rig: Rig) -> None:
+        rig.upstreams[name].proc.popen.send_signal(signal.SIGCONT)
+
+    return Fault(f"upstream process frozen, SIGSTOP ({name})", start, heal)
+
+
 def _storm() -> Fault:
     def start(rig: Rig) -> None:
         rig.load.disconnect_rate = STORM_DISCONNECT_RATE
@@ -125,7 +147,8 @@ def catalogue(rng: random.Random) -> list[Fault]:
     a, b, c = rng.sample(faulty, 3)
     faults.append(provider_fault("all three faulty at once", {
         a: PROVIDER_FAULTS["hang past timeout_s"], b: PROVIDER_FAULTS["500s"], c: PROVIDER_FAULTS["drop the connection"]}))
-    faults += [_restart("redis"), _restart("postgres", "fast"), _restart("postgres", "immediate"), _reload(), _storm()]
+    faults += [_freeze(rng.choice(faulty)), _restart("redis"), _restart("postgres", "fast"),
+               _restart("postgres", "immediate"), _reload(), _bad_reload(), _storm()]
     rng.shuffle(faults)
     return faults
 
