@@ -5,6 +5,15 @@ It carries the calls to an endpoint that ``HTTPS_PROXY``/``HTTP_PROXY`` apply to
 call with ``MODELBROKER_UPSTREAM_TRANSPORT=aiohttp``. The answer has the shape of
 ``transport.Response`` and failures raise ``TransportError``, as ``http1``'s do.
 aiohttp is imported only when this transport is first made.
+
+It never sends a request twice either. aiohttp (3.9 and later, ``ClientSession._request``)
+sends a request once more on a new connection when a kept one fails with ``ClientOSError``
+or ``ServerDisconnectedError``, but only for idempotent methods
+(``aiohttp.client.IDEMPOTENT_METHODS``: GET, HEAD, OPTIONS, TRACE, PUT, DELETE); every call
+through here is a POST (``UpstreamHTTP`` sends nothing else), which it sends once
+(tests/core/test_http1.py holds it to that). Unlike ``http1`` it takes only the event loop's
+word that an idle connection is open and does not read ``Keep-Alive: timeout``, so an idle
+close racing a request ends that attempt a little more often here.
 """
 
 from __future__ import annotations

@@ -8,13 +8,28 @@ upstream call needs:
 
 * a request with a body of bytes; the status and headers once they are in; the body
   whole (``read``) or in pieces as they arrive (``chunks``), with back-pressure;
-* keep-alive connections kept per origin, and one retry on a new connection when a
-  reused one turns out to be closed before any byte of the answer came back (most
-  likely the server closed it while idle, as the request went out; an upstream that
-  read the request and then closed without answering gets it twice);
+* keep-alive connections kept per origin, each for ``keepalive_s`` or, when the upstream
+  says when it closes idle connections (``Keep-Alive: timeout=N``), until a little before;
 * TLS with the system's certificate store (``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` work);
 * a connect timeout, and a read timeout that bounds each wait for data;
 * at most ``max_connections`` connections in use; callers beyond that wait for one.
+
+No request is sent twice. An upstream that read a prompt has it in the works, and may bill
+it, whether or not it answers. So:
+
+* a kept connection is used only if nothing came in on it while idle: no end, no reset, no
+  byte nobody asked for. The event loop's word is taken, and, for a connection idle
+  ``IDLE_CHECK_S`` or more, the kernel's on what came in since the loop last looked (one
+  ``poll``); with no ``await`` between that look and the write;
+* a request goes out again, on another connection, only when its write failed there and
+  then, so that none of it left (plain TCP reports that in the write; over TLS the failure
+  shows later, and counts as below);
+* a connection that closes after the request was written, before any byte of an answer, is
+  a failed attempt (TransportError ``connection``): the router decides whether to try again,
+  and counts it.
+
+The race that remains, an upstream closing an idle connection as a request goes out on it,
+is kept rare by dropping kept connections before the upstream would.
 
 Not here: proxies (``core/_upstream/client.py`` sends proxied calls through aiohttp), decompression
 (the request asks for ``identity`` unless the caller sets ``accept-encoding`` itself),
@@ -24,6 +39,8 @@ redirects, cookies, HTTP/2.
 from __future__ import annotations
 
 import asyncio
+import functools
+import select
 import ssl
 import time
 import urllib.parse
@@ -46,6 +63,16 @@ OWN_HEADERS = frozenset({"host", "content-length"})
 #: Request heads kept (by method, URL and headers): one per provider in practice; a plugin sending
 #: per-request headers would make one each, so the table is emptied when it reaches this size.
 MAX_HEADS = 256
+#: A kept connection idle this long (s) is asked of the kernel, before it is used again, whether
+#: its end came in after the event loop last looked. Servers close idle connections after
+#: seconds; under load connections come back within milliseconds and skip the system call.
+IDLE_CHECK_S = 0.1
+#: How long (s) before the upstream's ``Keep-Alive: timeout`` a kept connection is dropped (at
+#: most half that timeout): the server's idle clock starts before ours, by the answer's way back.
+KEEPALIVE_MARGIN_S = 1.0
+#: The message of a connection closed after the request went out and before any answer.
+CLOSED_UNANSWERED = ("the upstream closed the connection after the request was sent, before any answer{reason}; "
+                     "not sent again, since it may have been read")
 
 
 class ResponseHeaders(Mapping[str, str]):
@@ -83,6 +110,32 @@ class ResponseHeaders(Mapping[str, str]):
         return f"ResponseHeaders({dict(self.items())!r})"
 
 
+@functools.lru_cache(maxsize=64)
+def keep_alive_timeout(value: bytes) -> float | None:
+    """The ``timeout`` (s) of a Keep-Alive header's value (``timeout=5, max=100``); None if it has none.
+
+    Kept per value: an upstream that sends it sends the same one on every answer.
+    """
+    for part in value.split(b","):
+        name, _, number = part.partition(b"=")
+        if name.strip().lower() == b"timeout":
+            try:
+                seconds = float(number)
+            except ValueError:
+                return None
+            return seconds if seconds >= 0 else None  # not NaN either
+    return None
+
+
+def readable(fd: int) -> bool:
+    """Something (data, an end, a reset) waits to be read on socket ``fd``; asks the kernel, not the loop."""
+    if not hasattr(select, "poll"):  # Windows
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """What a URL resolves to, worked out once per URL."""
@@ -117,7 +170,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self.fd = -1  # the socket's, to ask the kernel whether an idle connection is still open
         self.idle_since = 0.0
+        self.expires = 0.0  # while idle: when it is no longer used
         self.paused = False
         self.waiter: asyncio.Future | None = None
         self.begin()
@@ -142,8 +197,13 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # bytes after the answer, with no request out (a 408 before a close): not reused
+            self.closed = True
         self.got_bytes = True
         try:
             self.parser.feed_data(data)
@@ -152,12 +212,15 @@ class Connection(asyncio.Protocol):
             self.abort()
 
     def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
+        self.closed = True  # at once: connection_lost comes a turn of the loop later
+        return False  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if self.headers_done and not self.framed and not self.complete and self.error is None:
             self.complete = True  # a body that ends when the connection does
+        elif not self.complete and not self.got_bytes:
+            self.fail(TransportError("connection", CLOSED_UNANSWERED.format(reason=f" ({exc})" if exc else "")))
         elif not self.complete:
             reason = f": {exc}" if exc else ""
             self.fail(TransportError("connection", f"the upstream closed the connection{reason}"))
@@ -241,6 +304,14 @@ class Connection(asyncio.Protocol):
     @property
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and self.error is None and not self.closed
+
+    def still_open(self, now: float) -> bool:
+        """Nothing came in while idle (no end, no reset, no stray byte), as far as can be known at ``now``."""
+        if self.closed or self.transport.is_closing():
+            return False
+        if now - self.idle_since < IDLE_CHECK_S or self.fd < 0:
+            return True
+        return not readable(self.fd)
 
     def abort(self) -> None:
         self.closed = True
@@ -348,22 +419,24 @@ class Http1Client:
     async def _exchange(self, target: Target, message: bytes, read_timeout: float,
                         connect_timeout: float) -> Response:
         while True:
-            connection = self._take_idle(target.origin)
+            connection = self._take_idle(target.origin)  # seen open just now, with no await since
             reused = connection is not None
             if connection is None:
                 connection = await self._connect(target, connect_timeout)
             connection.begin()
-            connection.transport.write(message)
+            transport = connection.transport
+            transport.write(message)
+            if transport.is_closing():  # the write failed: no byte of the request went out
+                connection.abort()
+                if reused:
+                    continue
+                raise TransportError("connection", "the upstream closed the new connection before the request "
+                                                   "could be written")
             try:
                 while not connection.headers_done:
                     if connection.error is not None:
-                        raise connection.error
+                        raise connection.error  # after the write: never sent again here (see above)
                     await connection.wait(read_timeout)
-            except TransportError as error:
-                connection.abort()
-                if reused and not connection.got_bytes and error.kind == "connection":
-                    continue  # most likely closed while idle, as the request went out (see above)
-                raise
             except BaseException:
                 connection.abort()
                 raise
@@ -395,10 +468,10 @@ class Http1Client:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        oldest_kept = time.monotonic() - self.keepalive_s
+        now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if not connection.closed and connection.idle_since >= oldest_kept:
+            if now < connection.expires and connection.still_open(now):
                 return connection
             connection.abort()
         return None
@@ -424,10 +497,22 @@ class Http1Client:
     def _put_back(self, target: Target, connection: Connection) -> None:
         self._slots.release()
         if connection.reusable and not self._closed:
-            connection.idle_since = time.monotonic()
-            self._idle.setdefault(target.origin, []).append(connection)
-        else:
-            connection.abort()
+            hint = connection.headers.raw.get(b"keep-alive")
+            kept = self.keepalive_s if hint is None else self._kept_for(hint)
+            if kept > 0:
+                connection.idle_since = now = time.monotonic()
+                connection.expires = now + kept
+                self._idle.setdefault(target.origin, []).append(connection)
+                return
+        connection.abort()
+
+    def _kept_for(self, hint: bytes) -> float:
+        """How long (s) an idle connection is kept after an answer with a Keep-Alive header: until a
+        margin before the upstream said it closes idle connections, never beyond ``keepalive_s``."""
+        timeout = keep_alive_timeout(hint)
+        if timeout is None:
+            return self.keepalive_s
+        return min(self.keepalive_s, timeout - min(KEEPALIVE_MARGIN_S, timeout / 2))
 
     async def close(self) -> None:
         """Close every kept connection; connections in use close when released."""

@@ -2,6 +2,11 @@
 
 Built in one place so the transport can be chosen by measurement (see
 docs/performance.md) without touching any adapter.
+
+It never sends a request twice: httpcore's pool moves a request to another connection only
+when the one it was given turns out busy or closed before anything is written
+(``ConnectionNotAvailable``), tries again only to connect (``retries``, 0 here), and, like
+``http1``, drops an idle connection whose socket has something to read before using it.
 """
 
 from __future__ import annotations

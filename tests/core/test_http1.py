@@ -17,7 +17,10 @@ import asyncio
 import contextlib
 import json
 import random
+import socket
 import ssl
+import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -176,6 +179,78 @@ class Server:
             self.errors.append(exc)
         finally:
             writer.close()
+
+
+class ThreadServer:
+    """``with ThreadServer(handle) as server``: blocking sockets on a thread of their own, so that a
+    connection can be closed while the test's event loop is not running (its end then waits in the
+    kernel, unseen by the loop). ``handle(number, sock)`` scripts each accepted connection, one
+    after another; a handler's failure is raised again when the ``with`` ends. Every wait is bounded."""
+
+    def __init__(self, handle: Callable[[int, socket.socket], None]) -> None:
+        self._handle = handle
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._open: socket.socket | None = None
+        self.connections = 0
+        self.errors: list[BaseException] = []
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1/chat/completions"
+
+    def __enter__(self) -> ThreadServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._open is not None:
+            with contextlib.suppress(OSError):
+                self._open.shutdown(socket.SHUT_RDWR)  # ends a wait in recv
+        self._thread.join(TIMEOUT + SERVER_IDLE)
+        self._listener.close()
+        assert not self._thread.is_alive(), "the server thread did not end"
+        if self.errors and exc[0] is None:
+            raise self.errors[0]
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            number, self.connections = self.connections, self.connections + 1
+            sock.settimeout(SERVER_IDLE)
+            self._open = sock
+            try:
+                self._handle(number, sock)
+                with contextlib.suppress(OSError):
+                    while not self._stop.is_set() and sock.recv(65536):  # until the client closes
+                        pass
+            except OSError:
+                pass  # the client went away
+            except BaseException as exc:  # raised again when the test ends
+                self.errors.append(exc)
+            finally:
+                sock.close()
+
+
+def read_request(sock: socket.socket) -> bytes:
+    """One request off a blocking socket (bounded by its timeout); the body."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(65536)
+        assert piece, "the client closed the connection before a whole request"
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    [length] = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    while len(body) < length:
+        piece = sock.recv(65536)
+        assert piece, "the client closed the connection in the middle of a request body"
+        body += piece
+    return body
 
 
 def answer(body: bytes = b'{"ok": true}', *, status: str = "200 OK", headers: str = "",
@@ -422,6 +497,45 @@ async def test_a_connection_idle_beyond_keepalive_s_is_not_reused() -> None:
         await server.wait_eof(0)  # and the old one was closed
 
 
+@pytest.mark.parametrize(("hint", "kept_s"), [
+    (b"timeout=5, max=100", 4.0),  # a second before the upstream's 5 s
+    (b"max=100, Timeout = 5", 4.0),
+    (b"timeout=1", 0.5),  # at most half of it
+    (b"timeout=0", 0.0),  # not kept at all
+    (b"timeout=300", 30.0),  # never beyond keepalive_s
+    (b"max=100", 30.0),
+    (b"timeout=soon", 30.0),
+    (b"timeout=-1", 30.0),
+    (b"timeout=nan", 30.0),
+])
+def test_how_long_a_keep_alive_header_keeps_a_connection(hint: bytes, kept_s: float) -> None:
+    assert Http1Client(keepalive_s=30.0)._kept_for(hint) == kept_s
+
+
+async def test_a_kept_connection_is_dropped_before_the_upstreams_keep_alive_timeout() -> None:
+    """The upstream closes idle connections after 1 s (``Keep-Alive: timeout=1``): the client keeps one
+    0.5 s, not its own 30 s, then closes it and opens another."""
+    reply = answer(headers="Keep-Alive: timeout=1, max=100\r\n")
+    async with Server(serving(reply)) as server, make_client(keepalive_s=30.0) as client:
+        await fetch(client, server.url())
+        await asyncio.sleep(0.2)
+        await fetch(client, server.url())
+        assert server.connections == 1  # within 0.5 s: reused
+
+        await asyncio.sleep(0.6)
+        await fetch(client, server.url())
+        assert server.connections == 2  # past 0.5 s: a new one
+        await server.wait_eof(0)  # and the client closed the old one
+
+
+async def test_keep_alive_timeout_0_means_a_connection_per_request() -> None:
+    async with Server(serving(answer(headers="Keep-Alive: timeout=0\r\n"))) as server, make_client() as client:
+        await fetch(client, server.url())
+        await server.wait_eof(0)  # closed as soon as the answer was read
+        await fetch(client, server.url())
+    assert server.connections == 2
+
+
 async def test_close_closes_the_kept_connections() -> None:
     async with Server(serving()) as server:
         async with make_client() as client:
@@ -555,23 +669,112 @@ async def test_a_kept_connection_the_server_closed_while_idle(client: Http1Clien
     assert server.connections == 2
 
 
-async def test_a_kept_connection_closed_as_the_request_goes_out_is_retried_once(client: Http1Client) -> None:
-    """The close races the next request: it is written to the dead connection, then sent again."""
+@pytest.mark.parametrize("reads", ["the-request", "one-byte"])
+async def test_a_kept_connection_closed_after_the_request_went_out_is_not_sent_again(client: Http1Client,
+                                                                                       reads: str) -> None:
+    """The upstream had the request (all of it, or its first byte) and closed without answering: it may
+    have the prompt in the works, and bill it. The request reached it once; the client raises."""
     reached_the_old_connection = []
 
     async def handle(peer: Peer) -> None:
         if peer.number == 0:
             await peer.request()
             await peer.send(answer(b"first"))
-            reached_the_old_connection.append(await asyncio.wait_for(peer.reader.read(1), SERVER_IDLE))
-            # returning closes the connection with the request unanswered (and mostly unread)
+            if reads == "the-request":
+                reached_the_old_connection.append((await peer.request()).body)
+            else:
+                reached_the_old_connection.append(await asyncio.wait_for(peer.reader.read(1), SERVER_IDLE))
+            # returning closes the connection with the request unanswered
         else:
             await serving(answer(b"second"))(peer)
 
     async with Server(handle) as server:
         assert await fetch(client, server.url()) == b"first"
+        with pytest.raises(TransportError) as failure:
+            await post(client, server.url(), b"the prompt")
+        await asyncio.sleep(0.1)  # time for a second connection, were one made
+    assert reached_the_old_connection == [b"the prompt" if reads == "the-request" else b"P"]
+    assert server.connections == 1
+    assert failure.value.kind == "connection"
+    message = str(failure.value)  # with the reset's words when the close was a reset
+    assert message.startswith("the upstream closed the connection after the request was sent, before any answer")
+    assert message.endswith("; not sent again, since it may have been read")
+
+
+async def test_a_kept_connection_the_server_closed_unseen_by_the_loop_is_found_closed_before_the_write(
+        client: Http1Client) -> None:
+    """The server closes the idle connection while the client's event loop is not running, so the end
+    waits in the kernel, not yet seen by the loop: the client asks the kernel before writing, and the
+    request goes out once, on a new connection."""
+    close_now, closed = threading.Event(), threading.Event()
+    bodies = []
+
+    def handle(number: int, sock: socket.socket) -> None:
+        bodies.append(read_request(sock))
+        sock.sendall(answer(b"first" if number == 0 else b"second"))
+        if number == 0:
+            assert close_now.wait(TIMEOUT)
+            sock.close()
+            closed.set()
+
+    with ThreadServer(handle) as server:
+        assert await fetch(client, server.url()) == b"first"
+        await asyncio.sleep(http1.IDLE_CHECK_S + 0.05)  # idle long enough to be asked of the kernel
+        close_now.set()
+        assert closed.wait(TIMEOUT)  # blocking: the loop does not run
+        time.sleep(0.05)  # the end crosses loopback, into the kernel's queue
+        assert await fetch(client, server.url(), b"next") == b"second"
+    assert bodies == [b"{}", b"next"]  # one on each connection
+    assert server.connections == 2
+
+
+async def test_a_kept_connection_reset_before_the_write_is_retried_on_a_new_one(
+        client: Http1Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel is not asked (as for a connection back in the pool a moment ago) and the server has
+    reset the connection: the write fails at once, so no byte of the request left, and it goes out on
+    a new connection."""
+    monkeypatch.setattr(http1, "IDLE_CHECK_S", 60.0)
+    reset_now, reset = threading.Event(), threading.Event()
+    bodies = []
+
+    def handle(number: int, sock: socket.socket) -> None:
+        bodies.append(read_request(sock))
+        sock.sendall(answer(b"first" if number == 0 else b"second"))
+        if number == 0:
+            assert reset_now.wait(TIMEOUT)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # with SO_LINGER 0: a reset, not an end
+            reset.set()
+
+    with ThreadServer(handle) as server:
+        assert await fetch(client, server.url()) == b"first"
+        reset_now.set()
+        assert reset.wait(TIMEOUT)  # blocking: the loop does not run
+        time.sleep(0.05)
+        assert await fetch(client, server.url(), b"next") == b"second"
+    assert bodies == [b"{}", b"next"]  # one on each connection
+    assert server.connections == 2
+
+
+async def test_bytes_on_an_idle_connection_mean_it_is_not_reused(client: Http1Client) -> None:
+    """Some servers send a 408 on an idle connection before they close it: nothing of the next
+    request goes there."""
+
+    async def handle(peer: Peer) -> None:
+        if peer.number == 0:
+            await peer.request()
+            await peer.send(answer(b"first"))
+            await peer.send(answer(b"", status="408 Request Timeout", headers="connection: close\r\n"))
+            await peer.until_closed()  # never answers the next request
+        else:
+            await serving(answer(b"second"))(peer)
+
+    async with Server(handle) as server:
+        assert await fetch(client, server.url()) == b"first"
+        await asyncio.sleep(0.05)  # the 408 comes in
         assert await fetch(client, server.url()) == b"second"
-    assert reached_the_old_connection == [b"P"]  # the retry path, not a connection found closed
+        await server.wait_eof(0)
+    assert len(server.requests) == 2
     assert server.connections == 2
 
 
@@ -955,6 +1158,33 @@ async def test_upstream_http_transport_failures_become_provider_errors(handler: 
             await upstream_post(http, server.url(f"/v1/{SECRET}"), timeout_s=0.3)
     assert failure.value.kind is kind
     assert_no_secret(failure.value.message)
+
+
+@pytest.mark.parametrize("transport", ["http1", "aiohttp"])
+async def test_upstream_http_a_request_dropped_on_a_kept_connection_is_sent_once(transport: str) -> None:
+    """Either transport: the upstream reads the request on a kept connection and closes it without a
+    word; the request reached it once, and the caller gets a connection error (an attempt to count).
+    aiohttp sends a request again on a new connection only for idempotent methods, never a POST."""
+
+    async def handle(peer: Peer) -> None:
+        if peer.number == 0:
+            await peer.request()
+            await peer.send(answer(b"first"))
+            await peer.request()  # and close, unanswered
+        else:
+            await serving(answer(b"second"))(peer)
+
+    async with Server(handle) as server, UpstreamHTTP(transport) as http:
+        assert (await upstream_post(http, server.url())).body == b"first"
+        with pytest.raises(ProviderError) as failure:
+            await upstream_post(http, server.url())
+        await asyncio.sleep(0.1)  # time for a second connection, were one made
+    assert failure.value.kind is ErrorKind.CONNECTION
+    assert len(server.requests) == 2
+    assert server.connections == 1
+    if transport == "http1":
+        assert failure.value.message == ("the upstream closed the connection after the request was sent, "
+                                         "before any answer; not sent again, since it may have been read")
 
 
 def sse(*events: bytes) -> bytes:
