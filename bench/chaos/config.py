@@ -10,6 +10,8 @@ the defaults, and why:
 * ``failure_threshold: 5``, ``cooldown_s: 2``, ``max_cooldown_s: 8``: a faulty provider
   keeps being tried during a fault (with the defaults, 3 failures would shelter it for
   30 s, longer than most faults last, and the faults would barely reach the routing);
+* ``rpm`` and ``tpm`` on every provider, far above the load: never reached, but every
+  attempt then counts in Redis, so a Redis restart or freeze is felt on the request path;
 * ``max_attempts: 7``: with all three faulty at once, each tried twice (``retries: 1``),
   the seventh attempt still reaches ``steady``; with the default 5 a request could run out
   of attempts before the healthy provider, by configuration rather than by a bug.
@@ -48,7 +50,8 @@ def _formats() -> dict:
 def _provider(name: str, kind: str, url: str, **extra) -> dict:
     entry = {"name": name, "id": name, "type": kind, "endpoint": _formats()[kind].endpoint(url),
              "model": model_of(name), "priority": 1, "cost_per_1k_tokens": 0.001,
-             "api_key": "chaos-key-not-secret", "timeout_s": TIMEOUT_S, "connect_timeout_s": 2.0}
+             "api_key": "chaos-key-not-secret", "timeout_s": TIMEOUT_S, "connect_timeout_s": 2.0,
+             "rpm": 1_000_000, "tpm": 1_000_000_000}
     entry.update(extra)
     return entry
 

@@ -11,6 +11,8 @@ from the seed, and never two at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
 import signal
 import time
@@ -128,6 +130,18 @@ def _freeze(name: str) -> Fault:
     return Fault(f"upstream process frozen, SIGSTOP ({name})", start, heal)
 
 
+def _freeze_service(service: str) -> Fault:
+    """Every process of the service stopped: connections hang rather than fail (a network black hole)."""
+    def signal_all(rig: Rig, signum: int) -> None:
+        for pid in getattr(rig, service).pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    label = {"redis": "Redis", "postgres": "PostgreSQL"}[service]
+    return Fault(f"{label} frozen (SIGSTOP)", lambda rig: signal_all(rig, signal.SIGSTOP),
+                 lambda rig: signal_all(rig, signal.SIGCONT))
+
+
 def _storm() -> Fault:
     def start(rig: Rig) -> None:
         rig.load.disconnect_rate = STORM_DISCONNECT_RATE
@@ -147,8 +161,8 @@ def catalogue(rng: random.Random) -> list[Fault]:
     a, b, c = rng.sample(faulty, 3)
     faults.append(provider_fault("all three faulty at once", {
         a: PROVIDER_FAULTS["hang past timeout_s"], b: PROVIDER_FAULTS["500s"], c: PROVIDER_FAULTS["drop the connection"]}))
-    faults += [_freeze(rng.choice(faulty)), _restart("redis"), _restart("postgres", "fast"),
-               _restart("postgres", "immediate"), _reload(), _bad_reload(), _storm()]
+    faults += [_freeze(rng.choice(faulty)), _restart("redis"), _freeze_service("redis"), _restart("postgres", "fast"),
+               _restart("postgres", "immediate"), _freeze_service("postgres"), _reload(), _bad_reload(), _storm()]
     rng.shuffle(faults)
     return faults
 

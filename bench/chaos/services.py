@@ -65,6 +65,9 @@ class Redis:
             self.proc.stop()
             self.proc = None
 
+    def pids(self) -> list[int]:
+        return [self.proc.pid] if self.proc is not None else []
+
 
 class Postgres:
     """A PostgreSQL cluster of its own (initdb in a temp dir, pg_ctl), trust auth on 127.0.0.1.
@@ -111,7 +114,18 @@ class Postgres:
             self.running = False
             self._run(pg_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
 
+    def pids(self) -> list[int]:
+        """The postmaster and every server process under it."""
+        try:
+            postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        return procs.descendants(postmaster)
+
     def remove(self) -> None:
+        for pid in self.pids():  # a frozen server would not stop
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
