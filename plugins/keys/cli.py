@@ -89,7 +89,8 @@ def _create(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     keys = _run(load_keys)
     if not keys:
-        print("no client key: the gateway is open (modelbroker keys create --name NAME)")
+        print("no client key: the gateway is open, but /admin/* answers only this machine "
+              "(modelbroker keys create --name NAME [--admin])")
         return 0
     print(table([_row(key) for key in keys], LIST_HEADER))
     return 0
