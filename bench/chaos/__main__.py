@@ -116,6 +116,7 @@ def measure(rig: Rig, args: argparse.Namespace, plan: list[faults.Scheduled], co
     phases_run = phases(args.duration, args.concurrency)
     samples, foreign_pct = asyncio.run(drive(rig, plan, phases_run))
     quiet = [rss for at, rss in samples if at < plan[0].at_s] or [samples[0][1]]
+    metrics = records.read_metrics(rig.gateway.url)  # every request has ended: no attempt is in flight
     log(f"load over: {len(rig.load.outcomes):,} requests; stopping the gateway (SIGTERM)")
     with (rig.work / "outcomes.jsonl").open("wb") as out:
         out.writelines(orjson.dumps(outcome) + b"\n" for outcome in rig.load.outcomes)
@@ -126,7 +127,7 @@ def measure(rig: Rig, args: argparse.Namespace, plan: list[faults.Scheduled], co
         ledger=records.read_ledger(rig.postgres.url), spilled=records.spilled_lines(rig.work),
         rss_before=quiet[-1], rss_after=samples[-1][1], rss_max=max(rss for _, rss in samples),
         rss_phases=rss_by_phase(samples, phases_run), foreign_pct=foreign_pct, lags=rig.load.lags,
-        cpu_s=rig.cpu_s,
+        cpu_s=rig.cpu_s, metrics_attempts=metrics[0], metrics_requests=metrics[1],
         shutdown_s=shutdown_s, exit_code=rig.gateway.exit_code,
         gateway_errors=gateway_errors(rig.gateway.proc.log_path),
     )

@@ -80,6 +80,23 @@ def read_ledger(url: str) -> Records:
     return found
 
 
+def read_metrics(base_url: str) -> tuple[Counter, int]:
+    """Attempts by provider and requests ended, from the gateway's ``GET /metrics``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    attempts: Counter = Counter()
+    requests = 0
+    text = httpx.get(f"{base_url}/metrics", timeout=30).raise_for_status().text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "modelbroker_attempts_total":
+                attempts[sample.labels["provider"]] += int(sample.value)
+            elif sample.name == "modelbroker_requests_total":
+                requests += int(sample.value)
+    return attempts, requests
+
+
 def spilled_lines(work: Path) -> int:
     """Ledger records left in spill files: written nowhere else yet."""
     total = 0

@@ -16,6 +16,7 @@ import math
 import os
 import platform
 import signal
+from collections import Counter
 from dataclasses import dataclass, field
 
 from bench.chaos import config
@@ -45,6 +46,8 @@ class Run:
     exit_code: int | None
     lags: list[float] = field(default_factory=list)  # the load's event loop, seconds late
     cpu_s: dict[str, float] = field(default_factory=dict)  # CPU seconds used, by process
+    metrics_attempts: Counter = field(default_factory=Counter)  # /metrics' attempts, by provider
+    metrics_requests: int = 0  # /metrics' requests ended
     rss_phases: list[tuple[int, int]] = field(default_factory=list)  # (concurrency, RSS at the phase's end)
     foreign_pct: float = 0.0  # CPU other processes used during the load, percent of one CPU
     gateway_errors: list[str] = field(default_factory=list)
@@ -87,9 +90,10 @@ def record_rows(run: Run) -> list[list[str]]:
     rows = []
     for name in names:
         calls = run.upstream_calls.get(config.model_of(name), 0)
-        rows.append([str(name), f"{calls:,}", f"{run.app_log.by_provider[name]:,}", f"{run.ledger.by_provider[name]:,}"])
+        rows.append([str(name), f"{calls:,}", f"{run.app_log.by_provider[name]:,}", f"{run.ledger.by_provider[name]:,}",
+                     f"{run.metrics_attempts[name]:,}"])
     rows.append(["total", f"{sum(run.upstream_calls.values()):,}", f"{run.app_log.attempts:,}",
-                 f"{run.ledger.attempts:,}"])
+                 f"{run.ledger.attempts:,}", f"{sum(run.metrics_attempts.values()):,}"])
     return rows
 
 
@@ -122,6 +126,7 @@ def goals(run: Run) -> list[tuple[str, bool, str]]:
     per_provider = {str(name): (calls[name], run.app_log.by_provider[name]) for name in calls
                     if calls[name] != run.app_log.by_provider[name]}
     differ = mismatches(run)
+    metrics_attempts = Counter({p: n for p, n in run.metrics_attempts.items() if n})
     lost = len(differ["app.log lines differ from ledger rows"]) + len(differ["answered, but no ledger row at all"])
     return [
         ("5xx while a healthy provider existed", fivexx == 0, f"{fivexx}"),
@@ -132,6 +137,10 @@ def goals(run: Run) -> list[tuple[str, bool, str]]:
          f"{run.spilled} records left spilled"),
         ("app.log lines = upstream calls, by provider", not per_provider and not uncalled,
          ", ".join(f"{p}: {c} calls, {n} lines" for p, (c, n) in per_provider.items()) or "equal"),
+        ("/metrics counts every attempt and request", metrics_attempts == run.app_log.by_provider
+         and run.metrics_requests == len(run.app_log.by_request),
+         f"{sum(metrics_attempts.values()):,} attempts, {run.metrics_requests:,} requests "
+         f"(app.log: {run.app_log.attempts:,} attempts of {len(run.app_log.by_request):,} requests)"),
         # uvicorn re-raises SIGTERM once it has shut down: -15 is a clean exit too
         ("clean shutdown", run.exit_code in (0, -signal.SIGTERM), f"exit code {run.exit_code}, {run.shutdown_s:.1f} s"),
     ]
@@ -179,7 +188,8 @@ def render(run: Run) -> str:
            f"Machine: {machine()}", "",
            table(["concurrency", "requests", "successes", "5xx", "no answer", "4xx", "left on purpose",
                   "cut streams", "p50 ms", "p99 ms"], load_rows(run)), "",
-           table(["provider", "upstream calls", "app.log lines", "ledger rows"], record_rows(run)), "",
+           table(["provider", "upstream calls", "app.log lines", "ledger rows", "/metrics attempts"],
+                 record_rows(run)), "",
            f"Ledger rows of refused requests (attempt 0): {run.ledger.rejected:,}; attempts by how they ended: "
            + ", ".join(f"{k} {v:,}" for k, v in run.ledger.outcomes.most_common()), "",
            f"Gateway RSS: {run.rss_before / MIB:.1f} MiB after warm-up, {run.rss_after / MIB:.1f} MiB after the load "

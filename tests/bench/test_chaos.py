@@ -33,9 +33,11 @@ def records(per_request: dict[str, str]) -> Records:
 
 
 def a_run(outcomes: list[Outcome], app_log: Records, ledger: Records, calls: dict[str, int]) -> report.Run:
+    """A run whose /metrics agree with its app.log."""
     return report.Run(command="python -m bench.chaos", duration_s=10, outcomes=outcomes, schedule=[],
                       upstream_calls=calls, app_log=app_log, ledger=ledger, spilled=0, rss_before=1, rss_after=1,
-                      rss_max=1, shutdown_s=0.1, exit_code=0)
+                      rss_max=1, shutdown_s=0.1, exit_code=0, metrics_attempts=Counter(app_log.by_provider),
+                      metrics_requests=len(app_log.by_request))
 
 
 def ok(request_id: str, status: int = 200) -> Outcome:
@@ -73,6 +75,13 @@ def test_an_upstream_call_without_an_app_log_line_is_a_miss():
     both = {"chaos-1": "a"}
     run = a_run([ok("chaos-1")], records(both), records(both), {"chaos-a": 2})
     assert missed(run) == ["app.log lines = upstream calls, by provider"]
+
+
+def test_an_attempt_missing_from_metrics_is_a_miss():
+    both = {"chaos-1": "a", "chaos-2": "a"}
+    run = a_run([ok("chaos-1"), ok("chaos-2")], records(both), records(both), {"chaos-a": 2})
+    run.metrics_attempts["a"] -= 1
+    assert missed(run) == ["/metrics counts every attempt and request"]
 
 
 def test_the_schedule_spreads_every_fault_over_the_run_one_at_a_time():
