@@ -6,8 +6,13 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: Copies of a request body the gateway holds at once while it forwards it (the parsed JSON
+#: and the upstream request built from it, twice): the budget for bodies in flight charges
+#: each body this many times its size (docs/reliability.md, 'Request bodies').
+BODY_COPIES = 3
 
 
 class Settings(BaseSettings):
@@ -24,7 +29,11 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     disabled_plugins: Annotated[list[str], NoDecode] = []
-    max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: The largest request body (20 MiB: a few images inline, base64); the memory bodies in
+    #: flight may take together, each charged BODY_COPIES times its size
+    #: (core/_server/body_rules.py). Past them: 413, 503.
+    max_body_bytes: int = Field(default=20 * 1024 * 1024, gt=0)
+    max_bodies_in_flight_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     graceful_shutdown_s: float = Field(default=30.0, ge=0)
     #: The URLs may carry a password: kept out of repr() (a plugin that logs its settings).
     redis_url: str = Field(default="", repr=False)
@@ -45,6 +54,16 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     #: /metrics without a key even once client keys exist (else it needs an admin key then).
     metrics_public: bool = False
+
+    @field_validator("max_bodies_in_flight_bytes")
+    @classmethod
+    def _room_for_the_largest_body(cls, value: int, info: ValidationInfo) -> int:
+        """A budget smaller than one largest body's charge would refuse that body forever."""
+        largest = info.data.get("max_body_bytes")
+        if largest is not None and value < BODY_COPIES * largest:
+            raise ValueError(f"must be at least {BODY_COPIES} x MODELBROKER_MAX_BODY_BYTES ({BODY_COPIES * largest}): "
+                             f"each body is charged {BODY_COPIES} times its size, and the largest must fit")
+        return value
 
     @field_validator("disabled_plugins", "cors_origins", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from modelbroker._plugins.hookcall import HookCalls, PluginError
 from modelbroker._routing.errors import APIError
 from modelbroker._routing.gateway import Gateway
 from modelbroker._server.access_log import keep_query_strings_out, silence_uvicorn_access_log
+from modelbroker._server.body_rules import BodyRules
 from modelbroker._server.direct import DirectRoutes, GatewayApp
 from modelbroker._server.edge import Edge
 from modelbroker._server.errors import install_error_handlers
@@ -76,7 +77,8 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
         if surface is not None and gateway.router is not None:
             gateway.router.report.rejected(None, request_id, path, error.status, error.message, surface.name)
     install_error_handlers(app)
-    edge = {"gateway": gateway, "max_body_bytes": gateway.settings.max_body_bytes, "on_refusal": refused,
+    body_rules = BodyRules(gateway.settings.max_body_bytes, gateway.settings.max_bodies_in_flight_bytes)
+    edge = {"gateway": gateway, "body_rules": body_rules, "on_refusal": refused,
             "error_shapes": app.error_shapes, "known_path": app.has_route}
     app.add_middleware(Edge, stamp_request_id=True, **edge)
     direct = DirectRoutes(endpoints)

@@ -1,7 +1,8 @@
 """The gateway's one ASGI middleware, in front of FastAPI, for every request:
 
 1. who may call (``core/_server/access.py``, the ``authenticate`` hook): 401 and the like;
-2. bodies no route should parse (``core/_server/body_rules.py``): 413, 415;
+2. bodies no route should parse (``core/_server/body_rules.py``): 413, 415; and the
+   memory bodies in flight take together, charged here until the request is answered: 503;
 3. an unexpected exception becomes a 500 in the error shape, and the client's
    keep-alive connection survives. (A FastAPI handler for ``Exception`` runs in
    Starlette's outermost middleware, which re-raises after answering: uvicorn then
@@ -32,14 +33,15 @@ class Edge:
     """``error_shapes`` maps a path to the surface whose ``error`` renders errors there;
     ``known_path(scope)`` says whether a route answers it (a body refused on a path no
     route answers is a 404, not a 415). With ``stamp_request_id``, every response gets an
-    ``x-request-id`` if its route gave none (the surfaces give their own)."""
+    ``x-request-id`` if its route gave none (the surfaces give their own). ``body_rules`` is
+    shared by every Edge of a gateway, so that one budget counts all bodies in flight."""
 
-    def __init__(self, app: ASGIApp, gateway, max_body_bytes: int,
+    def __init__(self, app: ASGIApp, gateway, body_rules: BodyRules,
                  on_refusal: Callable[[str, str, APIError], None], error_shapes: dict[str, Any] | None = None,
                  known_path: Callable[[Scope], bool] | None = None, stamp_request_id: bool = False) -> None:
         self.app = app
         self.gateway = gateway
-        self.body_rules = BodyRules(max_body_bytes)
+        self.body_rules = body_rules
         self.on_refusal = on_refusal
         self.error_shapes = error_shapes if error_shapes is not None else {}
         self.known_path = known_path
@@ -50,14 +52,15 @@ class Edge:
             await self.app(scope, receive, send)
             return
         try:
-            count_body = await self._admit(scope)
+            charged = await self._admit(scope)
         except APIError as refusal:
             if refusal.status == 415 and self.known_path is not None and not self.known_path(scope):
                 refusal = APIError(404, f"no route answers {scope['method']} {scope['path']}", code="not_found")
             await self._refuse(scope, receive, send, refusal)
             return
-        if count_body:
-            receive = self.body_rules.counting(receive)
+        counted = None
+        if charged is None:
+            receive = counted = self.body_rules.counting(receive)
         started = False
         stamp = self.stamp_request_id
 
@@ -76,9 +79,12 @@ class Edge:
                 raise  # the answer is under way: nothing sound can be sent now
             response = await handle(Request(scope, receive), exc)
             await response(scope, receive, send)
+        finally:
+            self.body_rules.release(charged if counted is None else counted.charged)
 
-    async def _admit(self, scope: Scope) -> bool:
-        """Raise the APIError that refuses this request, if any; True if its body must be counted."""
+    async def _admit(self, scope: Scope) -> int | None:
+        """Raise the APIError that refuses this request, if any; else what its body was charged
+        (``BodyRules.check``), None if its body must be counted as it arrives."""
         hooks = getattr(self.gateway, "hooks", None)
         if hooks is not None and hooks.has("authenticate"):
             pending = principal_of(hooks, scope, self.gateway.config)

@@ -82,15 +82,16 @@ ERROR_MEANINGS = {
     401: "Client keys are configured and the request has no valid one.",
     403: "The client key may not use the model asked for, or the route needs an admin key.",
     404: "No provider serves the model asked for.",
-    413: "The body is larger than MODELBROKER_MAX_BODY_BYTES.",
+    413: "The body is larger than MODELBROKER_MAX_BODY_BYTES (20 MiB by default).",
     415: "The body is not sent as JSON.",
     422: "A field of the body, or a query parameter, is invalid (`param` names it).",
     429: "A limit was reached (the client's rate or budget, or every provider is rate-limiting "
          "or busy); `Retry-After` says when to try again.",
     500: "A plugin or the gateway itself failed; the gateway log has the details.",
     502: "Every provider attempt failed; `attempts` lists them.",
-    503: "No provider can take the request now (all disabled or cooling down), or a store the "
-         "route needs is not running.",
+    503: "No provider can take the request now (all disabled or cooling down), a store the "
+         "route needs is not running, or the request bodies in flight fill their memory budget "
+         "(MODELBROKER_MAX_BODIES_IN_FLIGHT_BYTES); `Retry-After` says when to try again.",
     504: "The request's deadline passed before any provider answered; `attempts` lists them.",
 }
 

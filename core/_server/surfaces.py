@@ -107,6 +107,7 @@ class SurfaceRoute:
         principal = kept.get("principal")
         incoming = Incoming(scope, request_id_of(request), principal, gateway)
         chat = self.surface.parse(body, incoming)
+        del body  # parsed: a large body's bytes are freed while the request is routed
         if not isinstance(chat, ChatRequest):
             chat = await chat
         chat.request_id = incoming.request_id

@@ -334,7 +334,7 @@ def test_every_error_answered_is_documented_with_its_shape(own_gw, upstream):
     answers = {
         400: client.post(CHAT, content=b"{", headers=json_type),
         404: client.post(CHAT, json={**GOOD[CHAT], "model": "no-such-model"}),
-        413: client.post(CHAT, content=b"x" * (4 * MIB), headers=json_type),
+        413: client.post(CHAT, content=b"x" * (20 * MIB + 1), headers=json_type),  # over the default limit
         415: client.post(CHAT, content=b"{}", headers={"content-type": "text/plain"}),
         422: client.post("/generate", json={"prompt": ""}),
         (400, "/usage"): client.get("/usage", params={"to": "someday"}),
