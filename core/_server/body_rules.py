@@ -47,7 +47,8 @@ class BodyRules:
                 length = value
             elif name == b"content-type":
                 content_type = value
-        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+        size = None
+        if length is not None and (not length.isdigit() or (size := int(length)) > self.max_body_bytes):
             raise self._too_large()
         if content_type is not None:
             media = content_type.split(b";", 1)[0].strip().lower()
@@ -56,9 +57,9 @@ class BodyRules:
                     415, f"the body must be JSON: send 'Content-Type: application/json' "
                     f"(got {media.decode('latin-1')[:60]!r})", code="unsupported_media_type",
                 )
-        if length is None:
+        if size is None:
             return None
-        charge = int(length) * BODY_COPIES  # with a length, the server delivers no more than it says
+        charge = size * BODY_COPIES  # with a length, the server delivers no more than it says
         self.charge(charge)
         return charge
 
