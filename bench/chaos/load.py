@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -159,10 +160,18 @@ def _int(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() else None
 
 
-async def worker(load: Load, client: httpx.AsyncClient, concurrency: int, until: float) -> None:
-    """Requests one after another until ``until`` (monotonic); each one is bounded by its timeout."""
-    while time.monotonic() < until:
-        await load.one(client, concurrency)
+async def worker(load: Load, concurrency: int, until: float, tls: ssl.SSLContext) -> None:
+    """Requests one after another until ``until`` (monotonic), each bounded by its timeout, on a
+    client of its own with one connection, as one user's. (One pool shared by 64 clients made
+    requests wait in it for seconds before they were sent, and the latencies were the pool's.)
+    An idle connection is dropped before uvicorn's keep-alive timeout (5 s) can close it under
+    a request just sent on it: that race loses the request before the gateway sees it.
+    ``tls`` is shared: each client making its own costs ~50 ms, and 64 of them held the first
+    requests for seconds."""
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=load.base_url, limits=limits, verify=tls) as client:
+        while time.monotonic() < until:
+            await load.one(client, concurrency)
 
 
 async def watch_lag(load: Load, interval: float = 0.1) -> None:
@@ -177,19 +186,16 @@ async def watch_lag(load: Load, interval: float = 0.1) -> None:
 async def run_phases(load: Load, phases: list[tuple[int, float]]) -> None:
     """``phases``: (concurrency, seconds), one after another. A phase's clients finish the
     request they are in when it ends, while the next phase's clients start."""
-    # An idle connection is dropped before uvicorn's keep-alive timeout (5 s) can close it under
-    # a request just sent on it: that race loses the request before the gateway sees it.
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=2.0)
     watcher = asyncio.create_task(watch_lag(load))
-    async with httpx.AsyncClient(base_url=load.base_url, limits=limits) as client:
-        tasks: list[asyncio.Task] = []
-        for concurrency, seconds in phases:
-            until = time.monotonic() + seconds
-            tasks += [asyncio.create_task(worker(load, client, concurrency, until)) for _ in range(concurrency)]
-            await asyncio.sleep(max(0.0, until - time.monotonic()))
-        done, pending = await asyncio.wait(tasks, timeout=CLIENT_TIMEOUT_S + 15)
-        for task in [*pending, watcher]:
-            task.cancel()
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()
+    tls = ssl.create_default_context()
+    tasks: list[asyncio.Task] = []
+    for concurrency, seconds in phases:
+        until = time.monotonic() + seconds
+        tasks += [asyncio.create_task(worker(load, concurrency, until, tls)) for _ in range(concurrency)]
+        await asyncio.sleep(max(0.0, until - time.monotonic()))
+    done, pending = await asyncio.wait(tasks, timeout=CLIENT_TIMEOUT_S + 15)
+    for task in [*pending, watcher]:
+        task.cancel()
+    for task in done:
+        if task.exception() is not None:
+            raise task.exception()
