@@ -140,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         log(f"python -m bench.chaos: not installed: {', '.join(lacking)} (apt-get install redis-server postgresql)")
         return 2
     command = shlex.join(["python", "-m", "bench.chaos", *(sys.argv[1:] if argv is None else argv)])
-    procs.install_cleanup()
-    work = Path(tempfile.mkdtemp(prefix="modelbroker-chaos-"))
-    rig = Rig(work, args.seed, args.disconnect_rate)
     plan = faults.schedule(args.duration, args.seed, args.only)
     if not plan:
         log(f"python -m bench.chaos: no fault's name contains any of {args.only}")
         return 2
+    procs.install_cleanup()
+    work = Path(tempfile.mkdtemp(prefix="modelbroker-chaos-"))
+    rig = Rig(work, args.seed, args.disconnect_rate)
     try:
         log(f"starting Redis, PostgreSQL, {len(rig.upstreams) or 4} fake upstreams and the gateway in {work}")
         rig.start()

@@ -160,7 +160,8 @@ def catalogue(rng: random.Random) -> list[Fault]:
     faults.append(provider_fault("503s on two at once", {p: _behaviour(kind="status", status=503) for p in pair}))
     a, b, c = rng.sample(faulty, 3)
     faults.append(provider_fault("all three faulty at once", {
-        a: PROVIDER_FAULTS["hang past timeout_s"], b: PROVIDER_FAULTS["500s"], c: PROVIDER_FAULTS["drop the connection"]}))
+        a: PROVIDER_FAULTS["hang past timeout_s"], b: PROVIDER_FAULTS["500s"],
+        c: PROVIDER_FAULTS["drop the connection"]}))
     faults += [_freeze(rng.choice(faulty)), _restart("redis"), _freeze_service("redis"), _restart("postgres", "fast"),
                _restart("postgres", "immediate"), _freeze_service("postgres"), _reload(), _bad_reload(), _storm()]
     rng.shuffle(faults)

@@ -192,8 +192,9 @@ def render(run: Run) -> str:
                  record_rows(run)), "",
            f"Ledger rows of refused requests (attempt 0): {run.ledger.rejected:,}; attempts by how they ended: "
            + ", ".join(f"{k} {v:,}" for k, v in run.ledger.outcomes.most_common()), "",
-           f"Gateway RSS: {run.rss_before / MIB:.1f} MiB after warm-up, {run.rss_after / MIB:.1f} MiB after the load "
-           f"(peak {run.rss_max / MIB:.1f} MiB); at the end of each phase: "
+           f"Gateway RSS: {run.rss_before / MIB:.1f} MiB before the first fault, "
+           f"{run.rss_after / MIB:.1f} MiB after the load (peak {run.rss_max / MIB:.1f} MiB); "
+           "at the end of each phase: "
            + ", ".join(f"c={c} {rss / MIB:.0f}" for c, rss in run.rss_phases) + " MiB", "",
            f"Other processes on the machine used {run.foreign_pct:.0f} % of a CPU during the load; the load's "
            f"own event loop woke late by {percentile(run.lags, 0.99) * 1000:.0f} ms at p99, "
