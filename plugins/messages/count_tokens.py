@@ -27,7 +27,7 @@ def routes() -> APIRouter:
     extra = {**request_body_schema(COUNT_TOKENS_BODY)}
     router.add_api_route("/v1/messages/count_tokens", count_tokens, methods=["POST"],
                          summary="Count a Messages request's input tokens (an estimate)",
-                         openapi_extra=extra, responses=error_responses(400, 401, 413, 415))
+                         openapi_extra=extra, responses=error_responses(400, 401, 413, 415, 503))
     router.add_api_route("/messages/count_tokens", count_tokens, methods=["POST"], include_in_schema=False)
     return router
 

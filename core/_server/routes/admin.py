@@ -21,7 +21,7 @@ def _admin_only(request: Request) -> None:
 router = APIRouter(prefix="/admin", dependencies=[Depends(_admin_only)])
 
 
-@router.post("/reload", responses=error_responses(400, 401, 403))
+@router.post("/reload", responses=error_responses(400, 401, 403, 413, 503))
 async def reload_config(request: Request) -> JSONResponse:
     """Apply a changed providers.yaml; an invalid file is refused and the old one stays."""
     gateway = request.app.state.gateway
