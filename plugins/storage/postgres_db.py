@@ -23,8 +23,10 @@ from modelbroker.plugins.storage.database import DatabaseError, DatabaseURLError
 from modelbroker.plugins.storage.urls import UNPARSED, DatabaseURL
 
 POOL_SIZE = 4
-#: What a connection's death looks like: the pool hands out another one.
-_DROPPED = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, OSError)
+#: What a connection's death looks like: the pool hands out another one. InternalClientError is a
+#: connection left mid-operation by a server that ended the session (asyncpg may give it back to
+#: its pool before it learns of the close): as unusable as a dead one.
+_DROPPED = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError, OSError)
 
 
 @functools.lru_cache(maxsize=256)
@@ -98,7 +100,10 @@ class PostgresDatabase:
             raise _translated(exc) from None
         finally:
             if not discarded:
-                await pool.release(raw)
+                # asyncpg terminates a connection it cannot reset and raises; the work was committed
+                # or has failed already, and that error (if any) is the one to tell.
+                with contextlib.suppress(Exception):
+                    await pool.release(raw)
 
     async def _open(self) -> asyncpg.Pool:
         async with self._opening:

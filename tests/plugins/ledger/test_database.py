@@ -229,6 +229,91 @@ def test_a_postgres_connection_found_dropped_by_the_check_itself_is_replaced_wit
     assert run(with_db(postgres.url, work)) == 7
 
 
+class _PooledConnection:
+    """Stands in for an asyncpg pooled connection: its ``SELECT 1`` raises ``error``, if any."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+        self.terminated = False
+
+    async def fetchval(self, sql):
+        if self.error is not None:
+            raise self.error
+        return 1
+
+    def terminate(self):
+        self.terminated = True
+
+    def transaction(self, readonly=False):
+        return _Transaction()
+
+    async def execute(self, sql, *params):
+        return "INSERT 0 1"
+
+
+class _Transaction:
+    async def start(self):
+        pass
+
+    async def commit(self):
+        pass
+
+    async def rollback(self):
+        pass
+
+
+class _Pool:
+    def __init__(self, *connections, release_error: BaseException | None = None):
+        self.connections = list(connections)
+        self.released = []
+        self.release_error = release_error
+
+    async def acquire(self, timeout=None):
+        return self.connections.pop(0)
+
+    async def release(self, connection):
+        self.released.append(connection)
+        if self.release_error is not None:
+            raise self.release_error
+
+
+def test_a_postgres_connection_left_mid_operation_is_replaced_not_raised():
+    """The server ended a session in the middle of a pipelined insert (``pg_ctl stop -m fast``
+    under the chaos run): asyncpg gave the connection back to its pool still waiting for the
+    end of the failed operation, and the next transaction's check got InternalClientError
+    ("cannot switch to state 12; another operation (2) is in progress"), which escaped as it
+    was. The race is too narrow to make on a real server in a test; the pool stands in."""
+    asyncpg = pytest.importorskip("asyncpg")
+    from modelbroker.plugins.storage.postgres_db import PostgresDatabase
+    from modelbroker.plugins.storage.urls import DatabaseURL
+
+    db = PostgresDatabase(DatabaseURL.parse("postgresql://u@127.0.0.1:9/db"), connect_timeout_s=1, command_timeout_s=1)
+    stuck = _PooledConnection(asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is "
+                                                          "in progress"))
+    fresh = _PooledConnection()
+    pool = _Pool(stuck, fresh)
+    assert run(db._checked_out(pool)) is fresh
+    assert stuck.terminated and pool.released == [stuck]
+
+
+def test_a_postgres_connection_that_cannot_be_given_back_does_not_undo_a_committed_write():
+    """asyncpg resets a connection given back to its pool; when the reset fails (the server
+    ended the session meanwhile), it terminates the connection and raises. The transaction
+    had committed: the writer must not take the batch for failed."""
+    asyncpg = pytest.importorskip("asyncpg")
+    from modelbroker.plugins.storage.postgres_db import PostgresDatabase
+    from modelbroker.plugins.storage.urls import DatabaseURL
+
+    db = PostgresDatabase(DatabaseURL.parse("postgresql://u@127.0.0.1:9/db"), connect_timeout_s=1, command_timeout_s=1)
+    db._pool = _Pool(_PooledConnection(), release_error=asyncpg.ConnectionDoesNotExistError("connection was closed"))
+
+    async def write():
+        async with db.writing() as conn:
+            return await conn.execute("INSERT INTO x VALUES (?)", (1,))
+
+    assert run(write()) == 1
+
+
 def test_an_unreachable_postgres_is_a_database_error_without_the_password():
     url = "postgresql://u:hunter2@127.0.0.1:9/db"  # the discard port: nothing listens
 
