@@ -18,9 +18,11 @@ import shlex
 import sys
 import tempfile
 import time
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import orjson
 
 from bench import procs
@@ -72,9 +74,12 @@ async def drive(rig: Rig, plan: list[faults.Scheduled],
     samples: list[tuple[float, int]] = []
 
     async def sample() -> None:
-        while True:
+        while rig.gateway.proc.alive():
             samples.append((time.monotonic() - t0, rig.gateway.rss()))
             await asyncio.sleep(1.0)
+        log(f"the gateway exited ({rig.gateway.proc.popen.returncode}); the load stops\n"
+            f"{rig.gateway.proc.log_tail()}")
+        rig.load.stopped = True
 
     sampler = asyncio.create_task(sample())
     foreign = procs.ForeignLoad()
@@ -116,7 +121,11 @@ def measure(rig: Rig, args: argparse.Namespace, plan: list[faults.Scheduled], co
     phases_run = phases(args.duration, args.concurrency)
     samples, foreign_pct = asyncio.run(drive(rig, plan, phases_run))
     quiet = [rss for at, rss in samples if at < plan[0].at_s] or [samples[0][1]]
-    metrics = records.read_metrics(rig.gateway.url)  # every request has ended: no attempt is in flight
+    try:
+        metrics = records.read_metrics(rig.gateway.url)  # every request has ended: no attempt is in flight
+    except httpx.HTTPError as exc:
+        log(f"GET /metrics failed: {type(exc).__name__}: {exc}")
+        metrics = (Counter(), 0)
     log(f"load over: {len(rig.load.outcomes):,} requests; stopping the gateway (SIGTERM)")
     with (rig.work / "outcomes.jsonl").open("wb") as out:
         out.writelines(orjson.dumps(outcome) + b"\n" for outcome in rig.load.outcomes)

@@ -70,6 +70,7 @@ class Load:
     outcomes: list[Outcome] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     lags: list[float] = field(default_factory=list)  # how late this process's event loop woke, seconds
+    stopped: bool = False  # set when the gateway has died: nothing more to learn
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -170,7 +171,7 @@ async def worker(load: Load, concurrency: int, until: float, tls: ssl.SSLContext
     requests for seconds."""
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=2.0)
     async with httpx.AsyncClient(base_url=load.base_url, limits=limits, verify=tls) as client:
-        while time.monotonic() < until:
+        while time.monotonic() < until and not load.stopped:
             await load.one(client, concurrency)
 
 
