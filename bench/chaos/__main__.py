@@ -60,15 +60,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def phases(duration_s: float, concurrencies: list[int]) -> list[tuple[int, float]]:
+    """(concurrency, seconds) of each phase: every concurrency once per round of about ``ROUND_S``."""
     rounds = max(1, round(duration_s / ROUND_S))
     length = duration_s / (rounds * len(concurrencies))
     return [(c, length) for _ in range(rounds) for c in concurrencies]
 
 
 async def drive(rig: Rig, plan: list[faults.Scheduled],
-                phases_run: list[tuple[int, float]]) -> tuple[list[tuple[float, int]], float]:
+                phases_run: list[tuple[int, float]]) -> tuple[list[tuple[float, int]], float, dict[str, float]]:
     """The load and the faults at once. Returns the gateway's RSS along the way (seconds into
-    the run, bytes) and the CPU other processes used meanwhile (percent of one CPU)."""
+    the run, bytes), the CPU other processes used meanwhile (percent of one CPU), and the CPU
+    seconds this run's own processes used."""
     t0 = time.monotonic()
     rig.load.started = t0
     samples: list[tuple[float, int]] = []
@@ -91,9 +93,9 @@ async def drive(rig: Rig, plan: list[faults.Scheduled],
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
     samples.append((time.monotonic() - t0, rig.gateway.rss()))
-    rig.cpu_s = {"gateway": procs.cpu_seconds(rig.gateway.pid), "load (this process)": time.process_time(),
-                 "fake upstreams": sum(procs.cpu_seconds(u.proc.pid) for u in rig.upstreams.values())}
-    return samples, foreign.stop()
+    cpu_s = {"gateway": procs.cpu_seconds(rig.gateway.pid), "load (this process)": time.process_time(),
+             "fake upstreams": sum(procs.cpu_seconds(u.proc.pid) for u in rig.upstreams.values())}
+    return samples, foreign.stop(), cpu_s
 
 
 def rss_by_phase(samples: list[tuple[float, int]], phases_run: list[tuple[int, float]]) -> list[tuple[int, int]]:
@@ -119,7 +121,7 @@ def gateway_errors(path: Path, limit: int = 12) -> list[str]:
 
 def measure(rig: Rig, args: argparse.Namespace, plan: list[faults.Scheduled], command: str) -> report.Run:
     phases_run = phases(args.duration, args.concurrency)
-    samples, foreign_pct = asyncio.run(drive(rig, plan, phases_run))
+    samples, foreign_pct, cpu_s = asyncio.run(drive(rig, plan, phases_run))
     quiet = [rss for at, rss in samples if at < plan[0].at_s] or [samples[0][1]]
     try:
         metrics = records.read_metrics(rig.gateway.url)  # every request has ended: no attempt is in flight
@@ -136,7 +138,7 @@ def measure(rig: Rig, args: argparse.Namespace, plan: list[faults.Scheduled], co
         ledger=records.read_ledger(rig.postgres.url), spilled=records.spilled_lines(rig.work),
         rss_before=quiet[-1], rss_after=samples[-1][1], rss_max=max(rss for _, rss in samples),
         rss_phases=rss_by_phase(samples, phases_run), foreign_pct=foreign_pct, lags=rig.load.lags,
-        cpu_s=rig.cpu_s, metrics_attempts=metrics[0], metrics_requests=metrics[1],
+        cpu_s=cpu_s, metrics_attempts=metrics[0], metrics_requests=metrics[1],
         shutdown_s=shutdown_s, exit_code=rig.gateway.exit_code,
         gateway_errors=gateway_errors(rig.gateway.proc.log_path),
     )
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="modelbroker-chaos-"))
     rig = Rig(work, args.seed, args.disconnect_rate)
     try:
-        log(f"starting Redis, PostgreSQL, {len(rig.upstreams) or 4} fake upstreams and the gateway in {work}")
+        log(f"starting Redis, PostgreSQL, the fake upstreams and the gateway in {work}")
         rig.start()
         log(f"gateway pid {rig.gateway.pid} on {rig.gateway.url}; {args.duration:.0f} s of load, "
             f"{len(plan)} faults")

@@ -7,7 +7,9 @@ The goals, each checked by ``goals``:
 * nothing lost: the ledger has a row for every attempt app.log has a line for, request by
   request, and no record is left in a spill file;
 * every attempt recorded: app.log's lines equal the upstreams' calls, provider by
-  provider (an attempt is one upstream call).
+  provider (an attempt is one upstream call);
+* /metrics counts the attempts and requests app.log has;
+* the gateway stops by itself on SIGTERM.
 """
 
 from __future__ import annotations

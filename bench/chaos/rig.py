@@ -33,7 +33,6 @@ class Rig:
         self.gateway: Gateway | None = None
         self.config_path = work / "providers.yaml"
         self.load: Load | None = None
-        self.cpu_s: dict[str, float] = {}  # CPU seconds used, by process, read when the load ends
 
     @property
     def urls(self) -> dict[str, str]:
