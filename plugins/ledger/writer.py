@@ -241,8 +241,8 @@ class LedgerWriter:
         self._load_wanted = True
         if not self._spill_warned:
             self._spill_warned = True
-            log.warning("ledger: %d records wait in memory (MODELBROKER_LEDGER_MAX_QUEUE); later ones go to %s "
-                        "until the database catches up", len(self.queue), self.spill.path)
+            log.warning("ledger: the memory queue is full (%d records, MODELBROKER_LEDGER_MAX_QUEUE); later ones "
+                        "go to %s until the database catches up", self.options.max_queue, self.spill.path)
 
     async def _spill_rest(self) -> None:
         """At shutdown: everything not written goes to the spill file."""

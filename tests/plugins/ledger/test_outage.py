@@ -3,6 +3,7 @@ written when it is back (or at the next start)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -12,8 +13,11 @@ from datetime import datetime, timezone
 import orjson
 
 from modelbroker.plugins.ledger import STORE_NAME
+from modelbroker.plugins.ledger.options import LedgerOptions
 from modelbroker.plugins.ledger.records import _blank, from_line, to_line
 from modelbroker.plugins.ledger.spill import SpillFile
+from modelbroker.plugins.ledger.writer import LedgerWriter
+from modelbroker.plugins.storage.database import open_database
 
 from .helpers import read_rows, record
 
@@ -172,3 +176,21 @@ def test_spilled_lines_keep_their_request_uid_and_older_lines_get_their_request_
     older = orjson.loads(line)
     del older["request_uid"]
     assert from_line(orjson.dumps(older))["request_uid"] == "r-1"
+
+
+def test_the_spill_warning_names_the_memory_bound_not_what_waits_when_it_is_written(tmp_path, caplog):
+    """A write that hangs (a frozen database, under the chaos run) holds its batch out of the
+    queue; records past the bound overflow meanwhile, and are spilled once the write returns,
+    when fewer may wait in memory. The warning told that number ("26 records wait in memory
+    (MODELBROKER_LEDGER_MAX_QUEUE)" with a bound of 200); it names the bound."""
+    caplog.set_level(logging.WARNING, logger="modelbroker")
+    options = LedgerOptions(database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+                            spill_file=tmp_path / "ledger-spill.jsonl", max_queue=5)
+    writer = LedgerWriter(open_database(options.database_url), SpillFile(options.spill_file), options)
+    for n in range(3):
+        writer.add(record(f"queued-{n}"))
+    writer.overflow = [record(f"past-the-bound-{n}") for n in range(2)]
+    asyncio.run(writer._spill_overflow())
+    assert options.spill_file.read_bytes().count(b"\n") == 2
+    (warning,) = messages(caplog, "ledger:")
+    assert "(5 records, MODELBROKER_LEDGER_MAX_QUEUE)" in warning, warning
