@@ -305,13 +305,9 @@ class Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         return self.complete and self.keep_alive and self.error is None and not self.closed
 
-    def still_open(self, now: float) -> bool:
-        """Nothing came in while idle (no end, no reset, no stray byte), as far as can be known at ``now``."""
-        if self.closed or self.transport.is_closing():
-            return False
-        if now - self.idle_since < IDLE_CHECK_S or self.fd < 0:
-            return True
-        return not readable(self.fd)
+    def input_waiting(self) -> bool:
+        """Something (an end, a reset, a stray byte) came in since the event loop last looked."""
+        return self.fd >= 0 and readable(self.fd)
 
     def abort(self) -> None:
         self.closed = True
@@ -471,7 +467,10 @@ class Http1Client:
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if now < connection.expires and connection.still_open(now):
+            # Open as far as the loop knows, and (idle a while) as far as the kernel knows: inline, as
+            # this runs for every request.
+            if (now < connection.expires and not connection.closed and not connection.transport.is_closing()
+                    and (now - connection.idle_since < IDLE_CHECK_S or not connection.input_waiting())):
                 return connection
             connection.abort()
         return None
