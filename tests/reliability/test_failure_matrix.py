@@ -90,8 +90,8 @@ def status(code: int) -> Failure:
 
 
 RATE_LIMITED = Failure({"kind": "status", "status": 429}, "status", 429, alone=429, code="rate_limited")
-#: A dropped request on a kept-alive connection is sent once more on a new one (core/_upstream/http1.py).
-DROP = Failure({"kind": "drop"}, "connection", upstream_calls=(1, 2))
+#: A request the upstream read and dropped is never sent again below the router (core/_upstream/http1.py).
+DROP = Failure({"kind": "drop"}, "connection", upstream_calls=(1,))
 SLOW = Failure({"kind": "slow_first_byte", "delay_s": SLOW_S}, "timeout")
 DEADLINE = Failure({"kind": "slow_first_byte", "delay_s": SLOW_S}, "timeout", alone=504, code="deadline_exceeded",
                    headers={"x-modelbroker-timeout": DEADLINE_S})
