@@ -471,7 +471,7 @@ def test_every_provider_rate_limiting_is_a_rate_limit_error(two_providers, upstr
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 def test_deadline_passed_is_504(two_providers, upstream, sdk, stream):
     gw = two_providers()
-    upstream.set_behavior("a", {"kind": "slow_first_byte", "delay_s": 3.0})
+    upstream.set_behavior("*", {"kind": "slow_first_byte", "delay_s": 3.0})  # "a" falls back to "b", as slow
     rid = new_id()
     began = time.monotonic()
     with pytest.raises(openai.InternalServerError) as caught:
@@ -480,7 +480,8 @@ def test_deadline_passed_is_504(two_providers, upstream, sdk, stream):
     assert time.monotonic() - began < 2
     assert caught.value.status_code == 504
     assert_error_shape(caught.value.body, code="deadline_exceeded")
-    assert [(l["provider_id"], l["error_kind"]) for l in for_request(gw.log_lines(), rid)] == [("a/a", "timeout")]
+    assert [(l["provider_id"], l["error_kind"]) for l in for_request(gw.log_lines(), rid)] == [
+        ("a/a", "timeout"), ("b/b", "timeout")]
 
 
 @pytest.mark.parametrize("config", [
