@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable
@@ -37,7 +36,7 @@ from modelbroker._routing.errors import (
 from modelbroker._routing.health import HealthTracker
 from modelbroker._routing.pricing import cost_of, estimate_tokens
 from modelbroker._routing.records import AttemptReporter
-from modelbroker._routing.streaming import StreamAttempt, StreamEnd, single_chunk_stream
+from modelbroker._routing.streaming import COUNTS_CANCELS, StreamAttempt, StreamEnd, single_chunk_stream
 from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
 from modelbroker._upstream.client import UpstreamHTTP
 
@@ -186,16 +185,16 @@ class Router:
         if remaining <= 0:
             raise AllProvidersFailed(run.attempts, deadline=True)
         number = len(run.attempts) + 1
-        limit, why = attempt_limit(provider, run.request, remaining, self._others_remain(run, queue))
+        limit, which = attempt_limit(provider, run.request, remaining, self._others_remain(run, queue))
         self.health.begin(provider, (id(run.request), number))
         try:
             return await within(limit, self._attempt(provider, run, number, started))
         except asyncio.TimeoutError:
-            if why is None:
+            if which is None:
                 run.expired = True
                 error = ProviderError(ErrorKind.TIMEOUT, "the request deadline passed during this attempt")
             else:
-                error = ProviderError(ErrorKind.TIMEOUT, why)
+                error = cut_off(which, limit)
             self._report_failure(provider, run.request, error, number, started)
             raise error from None
         except asyncio.CancelledError:
@@ -292,7 +291,8 @@ def order_by(strategy, request: ChatRequest, providers: list[ProviderConfig], he
 
 def attempt_limit(provider: ProviderConfig, request: ChatRequest, remaining: float,
                   others_remain: bool) -> tuple[float, str | None]:
-    """Seconds one attempt may take, and why it ends then (None: the request's deadline).
+    """Seconds one attempt may take, and which limit that is: None for the request's deadline,
+    ``"share"`` or ``"first_token"`` for a limit that falls back (``cut_off``).
 
     While another provider could still take the request, an attempt may use at most half of
     the time left, so that a hung provider leaves the next one time to answer
@@ -300,15 +300,22 @@ def attempt_limit(provider: ProviderConfig, request: ChatRequest, remaining: flo
     first content within ``first_token_timeout_s``: until then nothing has reached the
     client, and another provider can still take over.
     """
-    limit, why = remaining, None
-    if others_remain and remaining / 2 < limit:
-        limit, why = remaining / 2, (f"no answer in {remaining / 2:.3g} s, half of the time left before the request's "
-                                     "deadline, which the other providers keep")
+    limit, which = remaining, None
+    if others_remain:
+        limit, which = remaining / 2, "share"
     if request.stream:
         first = provider.first_token_timeout_s or provider.timeout_s
         if first < limit:
-            limit, why = first, f"no content within first_token_timeout_s ({first:g} s)"
-    return limit, why
+            limit, which = first, "first_token"
+    return limit, which
+
+
+def cut_off(which: str, limit: float) -> ProviderError:
+    """The failure of an attempt that reached its own ``limit`` (``attempt_limit``)."""
+    if which == "first_token":
+        return ProviderError(ErrorKind.TIMEOUT, f"no content within first_token_timeout_s ({limit:g} s)")
+    return ProviderError(ErrorKind.TIMEOUT, f"no answer in {limit:.3g} s, half of the time left before the "
+                                            "request's deadline, which the other providers keep")
 
 
 T = TypeVar("T")
@@ -354,10 +361,6 @@ def _larger_context(candidate: ProviderConfig, failed: ProviderConfig) -> bool:
     if candidate.context_window is None:
         return failed.context_window is None
     return failed.context_window is None or candidate.context_window > failed.context_window
-
-
-#: Python 3.11+ counts a task's pending cancellations (Task.cancelling/uncancel).
-COUNTS_CANCELS = sys.version_info >= (3, 11)
 
 
 async def within(seconds: float, work: Awaitable[T]) -> T:
