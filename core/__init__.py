@@ -7,7 +7,8 @@ through the 1.x releases (docs/hooks.md, "Compatibility"). So do the modules
 with an underscore is internal and may change in any release.
 """
 
-# Set before the imports below: internal modules read it while this package initializes.
+# The only place the version is written: pyproject.toml reads this line without importing
+# anything. Set before the imports below: internal modules read it while this package initializes.
 __version__ = "1.1.0"
 
 from modelbroker._cli.tables import format_table
