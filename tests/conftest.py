@@ -48,6 +48,9 @@ def _clean_environment():
             if name.startswith("MODELBROKER_"):
                 patch.delenv(name)
         patch.delenv("GROQ_API_KEY", raising=False)
+        for name in list(os.environ):  # a developer's tracing setup would make every gateway export spans
+            if name.startswith("OTEL_"):
+                patch.delenv(name)
         yield
 
 
@@ -65,11 +68,13 @@ def pytest_configure(config):
 def _checkout_left_alone():
     """At the end of the run: no test wrote into the checkout (a gateway started without a
     directory of its own writes app.log and modelbroker.db into its working directory, which
-    would be the user's own data), and no module of core/ or plugins/ was imported under a
+    would be the user's own data: a new file, or one the user already had, such as the demo's
+    app.log, that changed), and no module of core/ or plugins/ was imported under a
     name other than its modelbroker.* one (two copies of a module: two of every class)."""
     before = _untracked_files()
     yield
-    written = sorted(_untracked_files() - before)
+    after = _untracked_files()
+    written = sorted(path for path, seen in after.items() if before.get(path) != seen)
     assert not written, f"the tests wrote into the checkout: {written}; give each gateway a directory of its own"
     twice = sorted(name for name, module in list(sys.modules.items())
                    if not name.startswith("modelbroker") and _under(getattr(module, "__file__", None),
@@ -77,16 +82,25 @@ def _checkout_left_alone():
     assert not twice, f"modules of the package imported under other names: {twice}"
 
 
-def _untracked_files() -> set[str]:
-    """Files git does not track in the checkout, ignored ones included (the virtualenv and caches aside)."""
+def _untracked_files() -> dict[str, tuple[int, int] | None]:
+    """Files git does not track in the checkout, ignored ones included (the virtualenv and caches
+    aside), each with its size and modification time (None once it is gone)."""
     try:
         listed = subprocess.run(["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
                                 cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return set()
+        return {}
     paths = {line[3:] for line in listed.stdout.splitlines() if line[:2] in ("??", "!!")}
-    return {path for path in paths if not path.startswith((".venv/", "build/")) and "__pycache__/" not in path
-            and ".egg-info/" not in path}
+    return {path: _size_and_time(REPO_ROOT / path) for path in paths
+            if not path.startswith((".venv/", "build/")) and "__pycache__/" not in path and ".egg-info/" not in path}
+
+
+def _size_and_time(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _under(path: str | None, *folders: Path) -> bool:

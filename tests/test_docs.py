@@ -32,8 +32,8 @@ MARKDOWN_FILES = [README, *sorted(DOCS.glob("*.md"))]
 
 #: The two README commands, byte for byte; .ci/run runs them from a clean checkout.
 CI_COMMANDS = {
-    "install-and-run": "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]' && modelbroker demo",
-    "test": ". .venv/bin/activate && pytest",
+    "install-and-run": "python3 -m venv .venv && . .venv/bin/activate && pip install -e . && modelbroker demo",
+    "test": ". .venv/bin/activate && pip install -e '.[test]' && pytest",
 }
 
 #: Put this line right before a ```yaml block that is meant to be rejected.
@@ -196,6 +196,12 @@ def test_readme_holds_the_ci_command_blocks(marker):
     readme = text(README)
     assert f"<!-- ci:{marker} -->\n```sh\n" in readme, f"README.md lacks the ci:{marker} block"
     assert readme_command(marker) == CI_COMMANDS[marker]
+
+
+def test_running_the_gateway_installs_no_test_tool():
+    """The Quick start's first command installs what running needs; the test extra comes with the second."""
+    assert "[test]" not in readme_command("install-and-run")
+    assert "'.[test]'" in readme_command("test")
 
 
 def test_readme_names_every_builtin_plugin():
