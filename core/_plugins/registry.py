@@ -254,7 +254,8 @@ class BuiltSurface:
 
 
 #: Paths the core answers itself, which no surface may take.
-CORE_PATHS = frozenset({"/health", "/v1/models", "/models", "/openapi.json", "/docs", "/redoc", "/metrics"})
+CORE_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/v1/models", "/models", "/openapi.json", "/docs",
+                        "/redoc", "/metrics"})
 
 
 def build_surfaces(pm: PluginManager, hooks: HookCalls, config: GatewayConfig) -> dict[str, BuiltSurface]:

@@ -1,5 +1,5 @@
-"""Who may call: the ``authenticate`` hook, asked for every route but ``/health``, and
-the admin check of the routes that need more than a client key.
+"""Who may call: the ``authenticate`` hook, asked for every route but ``/health`` and its
+probes (``OPEN_PATHS``), and the admin check of the routes that need more than a client key.
 
 ``authenticate`` is asked from ``core/_server/edge.py`` once per request, with no
 Request object built. With no plugin answering (no client key configured), the
@@ -26,7 +26,7 @@ from starlette.types import Scope
 from modelbroker._routing.errors import APIError
 from modelbroker._routing.types import Principal
 
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/health/live", "/health/ready"})
 #: The role of a ``Principal`` that may call the admin routes; any other role is a client's.
 ADMIN = "admin"
 #: Headers that say a request came through a proxy, or from a browser page: never local.
