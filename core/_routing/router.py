@@ -138,8 +138,11 @@ class Router:
                 if pause is None:
                     return None
                 retries -= 1
+                slept = time.perf_counter()
                 await asyncio.sleep(pause)
-                run.waited_ms += pause * 1000  # a deliberate wait, not the gateway's overhead
+                # A deliberate wait, not the gateway's overhead: as long as it lasted, not ``pause``,
+                # which uvloop's millisecond timers may end up to a millisecond early or late.
+                run.waited_ms += (time.perf_counter() - slept) * 1000
                 if not self.health.may_retry(provider, run.tokens):
                     return None  # it filled up (or began a trial) while this request waited
                 continue
@@ -393,7 +396,9 @@ async def within(seconds: float, work: Awaitable[T]) -> T:
 
 
 def overhead_ms(request: ChatRequest, upstream_ms: float) -> float:
-    """The gateway's own time on ``request`` so far: wall time since it arrived, less upstream waits."""
+    """The gateway's own time on ``request`` so far: wall time since it arrived, less ``upstream_ms``
+    (failed attempts, backoff pauses and this attempt's upstream call, each as measured; never
+    negative, should an adapter overstate its own ``upstream_ms``)."""
     if not request.received_at:
         return 0.0
     return max(0.0, (time.perf_counter() - request.received_at) * 1000 - upstream_ms)
