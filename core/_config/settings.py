@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = []
     #: /metrics without a key even once client keys exist (else it needs an admin key then).
     metrics_public: bool = False
+    #: ``modelbroker serve``'s worker processes; each has its own state unless MODELBROKER_REDIS_URL is set.
+    workers: int = Field(default=1, ge=1)
+    #: Apply a change to providers.yaml as it is saved (core/_server/config_watch.py); on by default
+    #: under a reloading development server (``modelbroker serve --reload``, ``uvicorn main:app --reload``).
+    watch_config: bool = False
 
     @field_validator("max_bodies_in_flight_bytes")
     @classmethod

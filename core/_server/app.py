@@ -21,6 +21,7 @@ from modelbroker._routing.errors import APIError
 from modelbroker._routing.gateway import Gateway
 from modelbroker._server.access_log import keep_query_strings_out, silence_uvicorn_access_log
 from modelbroker._server.body_rules import BodyRules
+from modelbroker._server.config_watch import watching_config
 from modelbroker._server.direct import DirectRoutes, GatewayApp
 from modelbroker._server.edge import Edge
 from modelbroker._server.errors import install_error_handlers
@@ -59,7 +60,8 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
             settle_after_startup()
         reload_on_sighup(gateway)
         try:
-            yield
+            async with watching_config(gateway):  # MODELBROKER_WATCH_CONFIG, or a reloading dev server
+                yield
         finally:
             await gateway.stop()
 
