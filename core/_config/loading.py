@@ -62,7 +62,18 @@ def parse_config(text: str, *, label: str = "providers.yaml", environ: Any = Non
     except ValidationError as exc:
         raise ConfigError(_describe(exc, label, data)) from None
     _check_unique_ids(config, label)
+    config.warnings.extend(_unpriced(config, label))
     return config
+
+
+def _unpriced(config: GatewayConfig, label: str) -> list[str]:
+    """One warning per enabled provider whose price no one knows: it costs 0."""
+    return [
+        f"{label}: providers[{i}] ({p.id}): model {p.model!r} costs 0: {p.unpriced}; give its price with "
+        "cost_per_1k_tokens, or cost_per_1k_input_tokens and cost_per_1k_output_tokens "
+        "(cost_per_1k_tokens: 0 for a free model)"
+        for i, p in enumerate(config.providers) if p.enabled and p.unpriced
+    ]
 
 
 def _interpolate_top(data: dict, label: str, environ: Any, warnings: list[str]) -> dict:

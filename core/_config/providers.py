@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
 
+from modelbroker._config.prices import UNPRICED, Prices, given_prices
+
 
 class ProviderConfig(BaseModel):
     """One entry of ``providers:``. Two entries may share a name; ``id`` tells them apart."""
@@ -24,6 +26,9 @@ class ProviderConfig(BaseModel):
     cost_per_1k_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     cost_per_1k_input_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     cost_per_1k_output_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cost_per_1k_cached_input_tokens: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    #: Whose price list the catalogue reads when no price is given (default: from the endpoint).
+    vendor: str | None = Field(default=None, min_length=1)
     api_key: SecretStr | None = None
     type: str = "openai"
     #: ``chat`` (chat completions, responses, messages, /generate) or ``embeddings``.
@@ -48,6 +53,8 @@ class ProviderConfig(BaseModel):
     #: Features this provider can or cannot carry beyond what its adapter states
     #: (``{tools: false, images: true}``); see ``_routing/features.py``.
     capabilities: dict[str, bool] = Field(default_factory=dict)
+    _prices: Prices = PrivateAttr(default=UNPRICED)
+    _unpriced: str = PrivateAttr(default="")
 
     @field_validator("capabilities")
     @classmethod
@@ -58,6 +65,19 @@ class ProviderConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown feature {unknown[0]!r}; the features are: {', '.join(FEATURES)}")
         return value
+
+    @field_validator("vendor")
+    @classmethod
+    def _known_vendor(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from modelbroker._config import catalogue
+
+        found = catalogue.find_vendor(value)
+        if found is None:
+            raise ValueError(f"unknown vendor {value!r}; genai-prices {catalogue.version()} knows: "
+                             f"{', '.join(catalogue.vendors())}")
+        return found
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
@@ -70,14 +90,31 @@ class ProviderConfig(BaseModel):
             raise ValueError(
                 "give both cost_per_1k_input_tokens and cost_per_1k_output_tokens, or neither"
             )
-        if self.cost_per_1k_tokens is None and split[0] is None:
-            raise ValueError(
-                "no price: set cost_per_1k_tokens (or cost_per_1k_input_tokens and "
-                "cost_per_1k_output_tokens); use 0 for a free local model"
-            )
+        self._prices, self._unpriced = self._find_prices(split)
         if not self.id:
             object.__setattr__(self, "id", f"{self.name}/{self.model}")
         return self
+
+    def _find_prices(self, split: tuple[float | None, float | None]) -> tuple[Prices, str]:
+        """The prices providers.yaml gives, else the catalogue's (with why they are unknown)."""
+        if self.cost_per_1k_tokens is not None or split[0] is not None:
+            return given_prices(self.cost_per_1k_tokens, split, self.cost_per_1k_cached_input_tokens), ""
+        if self.cost_per_1k_cached_input_tokens is not None:
+            raise ValueError("cost_per_1k_cached_input_tokens needs cost_per_1k_tokens, or "
+                             "cost_per_1k_input_tokens and cost_per_1k_output_tokens, beside it")
+        from modelbroker._config import catalogue
+
+        return catalogue.lookup(self.model, self.vendor, self.endpoint)
+
+    @property
+    def prices(self) -> Prices:
+        """What this provider's tokens cost, and where that was learnt (``Prices.source``)."""
+        return self._prices
+
+    @property
+    def unpriced(self) -> str:
+        """Why no price is known for this provider (it then costs 0); empty when one is."""
+        return self._unpriced
 
     def secret(self) -> str | None:
         """The API key as text (for the request and for redacting errors), or None."""
@@ -85,17 +122,13 @@ class ProviderConfig(BaseModel):
 
     @property
     def input_price(self) -> float:
-        """Price of 1,000 prompt tokens."""
-        if self.cost_per_1k_input_tokens is not None:
-            return self.cost_per_1k_input_tokens
-        return self.cost_per_1k_tokens or 0.0
+        """Price of 1,000 prompt tokens (a short prompt's, at this moment)."""
+        return self._prices.rates().input
 
     @property
     def output_price(self) -> float:
-        """Price of 1,000 completion tokens."""
-        if self.cost_per_1k_output_tokens is not None:
-            return self.cost_per_1k_output_tokens
-        return self.cost_per_1k_tokens or 0.0
+        """Price of 1,000 completion tokens (after a short prompt, at this moment)."""
+        return self._prices.rates().output
 
 
 class ReliabilityConfig(BaseModel):

@@ -10,18 +10,14 @@ DEFAULT_EXPECTED_COMPLETION_TOKENS = 256
 
 
 def cost_of(provider: ProviderConfig, usage: Usage) -> float:
-    """Cost of ``usage`` at ``provider``'s prices.
+    """Cost of ``usage`` at ``provider``'s prices (``provider.prices``).
 
-    With separate input and output prices, each token class is priced on its
-    own; with one ``cost_per_1k_tokens``, the total is.
+    With separate input and output prices (given, or the catalogue's), each token class is
+    priced on its own: cached prompt tokens and reasoning tokens at their own prices where
+    known, at the prompt size's tier and the time's price; with one ``cost_per_1k_tokens``,
+    the total is.
     """
-    if provider.cost_per_1k_input_tokens is not None:
-        return (
-            usage.prompt_tokens * provider.input_price
-            + usage.completion_tokens * provider.output_price
-        ) / 1000
-    total = usage.total_tokens or usage.prompt_tokens + usage.completion_tokens
-    return total * (provider.cost_per_1k_tokens or 0.0) / 1000
+    return provider.prices.cost(usage)
 
 
 def estimate_tokens(text: str) -> int:
@@ -30,10 +26,13 @@ def estimate_tokens(text: str) -> int:
 
 
 def estimated_cost(provider: ProviderConfig, request: ChatRequest) -> float:
-    """What ``request`` would likely cost at ``provider``, used to rank providers by price."""
+    """What ``request`` would likely cost at ``provider``, used to rank providers by price:
+    its estimated prompt tokens at the input price, and ``max_tokens`` (else
+    ``DEFAULT_EXPECTED_COMPLETION_TOKENS``) at the output price."""
     prompt = estimate_tokens(request.prompt_text())
     completion = request.max_tokens or DEFAULT_EXPECTED_COMPLETION_TOKENS
-    return (prompt * provider.input_price + completion * provider.output_price) / 1000
+    rates = provider.prices.rates(prompt)
+    return (prompt * rates.input + completion * rates.output) / 1000 + rates.per_request
 
 
 def estimated_usage(request: ChatRequest, completion_text: str) -> Usage:

@@ -262,15 +262,44 @@ def test_duplicate_explicit_id():
     assert message.startswith("providers.yaml: providers[1]: id 'main' is already used by providers[0]")
 
 
-def test_missing_price():
+def test_a_provider_no_one_knows_the_price_of_costs_0_with_one_warning():
+    config = parse(
+        """
+        providers:
+          - {name: local, endpoint: 'http://localhost:11434/v1/chat/completions', model: llama3.2}
+          - {name: free, endpoint: 'http://localhost:11434/v1/chat/completions', model: m, cost_per_1k_tokens: 0}
+        """
+    )
+    local, free = config.providers
+    assert local.prices.source == "unknown: costs 0" and local.input_price == local.output_price == 0
+    assert config.warnings == [
+        "providers.yaml: providers[0] (local/llama3.2): model 'llama3.2' costs 0: no vendor (the endpoint's "
+        "address is none genai-prices knows; vendor: names one); give its price with cost_per_1k_tokens, or "
+        "cost_per_1k_input_tokens and cost_per_1k_output_tokens (cost_per_1k_tokens: 0 for a free model)"
+    ]
+    assert free.prices.source == "providers.yaml" and not free.unpriced
+
+
+def test_unknown_vendor():
     message = error_of(
         """
         providers:
-          - {name: free, endpoint: 'http://h/v1', model: m}
+          - {name: a, endpoint: 'http://h/v1', model: m, vendor: openia}
         """
     )
-    assert message.startswith("providers.yaml: providers[0]: no price")
-    assert "cost_per_1k_tokens" in message
+    assert message.startswith("providers.yaml: providers[0].vendor: unknown vendor 'openia'; genai-prices ")
+    assert "anthropic, " in message and "openai, " in message and message.endswith("(provider 'a')")
+
+
+def test_a_cached_price_needs_a_price_beside_it():
+    message = error_of(
+        """
+        providers:
+          - {name: a, endpoint: 'http://h/v1', model: m, cost_per_1k_cached_input_tokens: 0.001}
+        """
+    )
+    assert message.startswith("providers.yaml: providers[0]: cost_per_1k_cached_input_tokens needs "
+                              "cost_per_1k_tokens, or cost_per_1k_input_tokens and cost_per_1k_output_tokens")
 
 
 def test_half_a_split_price():
@@ -395,10 +424,10 @@ def test_disabled_provider_is_still_validated():
     message = error_of(
         """
         providers:
-          - {name: a, endpoint: 'http://h/v1', model: m, api_key: "${A_KEY}"}
+          - {name: a, endpoint: 'http://h/v1', model: m, api_key: "${A_KEY}", cost_per_1k_input_tokens: 1}
         """
     )
-    assert message.startswith("providers.yaml: providers[0]: no price")
+    assert message.startswith("providers.yaml: providers[0]: give both")
 
 
 # --- the shipped providers.yaml ---------------------------------------------------------
