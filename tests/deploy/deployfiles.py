@@ -112,8 +112,19 @@ def setting_names() -> set[str]:
 
 
 def variables_in(text: str) -> set[str]:
-    """The ``${NAME}`` references of a providers.yaml (with or without a ``:-default``)."""
-    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}", text))
+    """The ``${NAME}`` references in a providers.yaml's values (with or without a ``:-default``)."""
+
+    def strings(value) -> list[str]:
+        if isinstance(value, dict):
+            return [s for v in value.values() for s in strings(v)]
+        if isinstance(value, list):
+            return [s for v in value for s in strings(v)]
+        return [value] if isinstance(value, str) else []
+
+    found = set()
+    for value in strings(yaml.safe_load(text)):
+        found |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}", value))
+    return found
 
 
 @cache
