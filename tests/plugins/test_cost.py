@@ -45,3 +45,11 @@ def test_split_prices_depend_on_the_request():
     assert order([cheap_out, flat, cheap_in], long_prompt_short_answer) == ["cheap_in", "flat", "cheap_out"]
     assert order([cheap_in, flat, cheap_out], short_prompt_long_answer) == ["cheap_out", "flat", "cheap_in"]
 
+
+
+def test_prices_from_the_catalogue_order_too():
+    def priced_by_catalogue(model: str) -> ProviderConfig:
+        return ProviderConfig(name=model, endpoint="http://127.0.0.1:9/v1", model=model, vendor="openai")
+
+    providers = [priced_by_catalogue("gpt-4o"), make("flat", price=0.001), priced_by_catalogue("gpt-4o-mini")]
+    assert order(providers, request("word " * 100, max_tokens=100)) == ["gpt-4o-mini", "flat", "gpt-4o"]
