@@ -1,15 +1,11 @@
 """``uvicorn main:app`` from the repository root starts the gateway.
 
 Settings come from ``MODELBROKER_*`` environment variables; a bad providers.yaml
-stops the process with one clear message rather than a traceback.
+stops the process with one clear line rather than a traceback (exit status 3, which
+stops uvicorn's --workers supervisor and, under --reload, its reloader too). With
+``--reload``, a change to providers.yaml is applied as it is saved.
 """
 
-import sys
+from modelbroker._cli.serve import app_or_exit
 
-from modelbroker._config.messages import ConfigError
-from modelbroker._server.app import create_app
-
-try:
-    app = create_app()
-except ConfigError as exc:
-    sys.exit(f"modelbroker: cannot start: {exc}")
+app = app_or_exit()

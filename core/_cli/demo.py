@@ -47,20 +47,27 @@ def write_demo_config(directory: Path, upstream_url: str) -> Path:
 
 
 def run_demo(settings: Settings) -> int:
-    """Start the fake upstream, then serve the gateway until Ctrl-C."""
+    """Claim the port, start the fake upstream, then serve the gateway until Ctrl-C. The banner
+    comes once the gateway is up; a port in use stops it first, having written nothing."""
     import uvicorn
 
+    from modelbroker._cli.serve import claim_port, run_on
     from modelbroker._server.app import create_app
 
+    sock = claim_port(settings.host, settings.port)
     with FakeUpstream() as upstream, tempfile.TemporaryDirectory(prefix="modelbroker-demo-") as tmp:
         config = write_demo_config(Path(tmp), upstream.chat_url)
         settings = settings.model_copy(update={"config": config})
-        app = create_app(settings)
-        base = f"http://{settings.host}:{settings.port}"
-        print(_banner(base, upstream.url, settings), flush=True)
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                    timeout_graceful_shutdown=settings.graceful_shutdown_s)
-    return 0
+        try:
+            app = create_app(settings)
+        except BaseException:
+            sock.close()
+            raise
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        base = f"http://{host}:{sock.getsockname()[1]}"
+        server = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                timeout_graceful_shutdown=settings.graceful_shutdown_s)
+        return run_on(sock, server, lambda: print(_banner(base, upstream.url, settings), flush=True))
 
 
 def _banner(base: str, upstream_url: str, settings: Settings) -> str:

@@ -1,4 +1,9 @@
-"""The ``modelbroker`` command: serve, demo, check, plugins."""
+"""The ``modelbroker`` command: the built-in commands, and those plugins add (``register_commands``).
+
+The built-in commands are declared here without importing what they run, and the plugins are
+loaded only for a command that is not built in: ``modelbroker --help`` and ``modelbroker serve
+--help`` import neither FastAPI nor a plugin (bench/cli_startup.py measures it).
+"""
 
 from __future__ import annotations
 
@@ -10,17 +15,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelbroker._config.messages import ConfigError
-from modelbroker._config.settings import Settings, load_settings
+
+DESCRIPTION = "modelbroker: an LLM gateway, one API in front of many model providers."
+EPILOG = """\
+Plugins add commands of their own (the built-in ones add usage and keys): `modelbroker plugins`
+lists them, and `modelbroker COMMAND --help` explains any command. Settings come from MODELBROKER_*
+environment variables (docs/configuration.md)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(with_plugins=_names_a_plugin_command(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    configure_logging()
     try:
         return args.run(args)
     except ConfigError as exc:
@@ -28,43 +38,97 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelbroker", description=__doc__)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream call is noise
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # and one per file saved, under --reload
 
-    serve = commands.add_parser("serve", help="run the gateway")
-    _add_common(serve)
-    serve.set_defaults(run=_serve)
 
-    demo = commands.add_parser("demo", help="run the gateway offline against a fake upstream")
-    demo.add_argument("--host", default=None)
-    demo.add_argument("--port", type=int, default=None)
-    demo.set_defaults(run=_demo)
+def _names_a_plugin_command(argv: Sequence[str]) -> bool:
+    """The first word that is not an option is neither a built-in command nor absent."""
+    word = next((arg for arg in argv if not arg.startswith("-")), None)
+    return word is not None and word not in BUILT_IN
 
-    check = commands.add_parser("check", help="validate providers.yaml and show each strategy's order")
-    check.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
-    check.set_defaults(run=_check)
 
-    reload = commands.add_parser("reload", help="make a running gateway re-read providers.yaml")
+def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelbroker", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for add in BUILT_IN.values():
+        add(commands)
+    if with_plugins:
+        configure_logging()  # a plugin that does not load says so in the same format as the rest
+        _add_plugin_commands(commands)
+    return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, summary: str, description: str,
+             run) -> argparse.ArgumentParser:
+    parser = commands.add_parser(name, help=summary, description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = _command(commands, "serve", "run the gateway", """\
+Run the gateway until Ctrl-C (or SIGTERM), on MODELBROKER_HOST:MODELBROKER_PORT, with the providers
+of providers.yaml. A bad providers.yaml, or a port in use, stops it before it listens or writes
+anything. `kill -HUP`, POST /admin/reload and `modelbroker reload` re-read providers.yaml.""", _serve)
+    _add_config(serve)
+    _add_address(serve)
+    serve.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="worker processes (MODELBROKER_WORKERS, default 1); several want MODELBROKER_REDIS_URL "
+                            "to share cooldowns and limits")
+    serve.add_argument("--reload", action="store_true",
+                       help="for development: restart when a .py file changes, and apply a change to "
+                            "providers.yaml in place (an invalid one is refused and the old one kept)")
+
+
+def _add_demo(commands: argparse._SubParsersAction) -> None:
+    demo = _command(commands, "demo", "run the gateway offline, in front of a fake upstream", """\
+Run the gateway in front of the project's fake upstream, with three providers of which the
+first always fails: try /generate with curl and watch the fallback. Every attempt is a JSON line
+in app.log (MODELBROKER_LOG_FILE). Needs no key and no network.""", _demo)
+    _add_address(demo)
+
+
+def _add_check(commands: argparse._SubParsersAction) -> None:
+    check = _command(commands, "check", "validate providers.yaml and show each strategy's order", """\
+Validate providers.yaml exactly as `serve` does, with the installed plugins, and print the
+providers and the order in which each strategy would try them. Exit status 2 if it is invalid.""",
+                     _check)
+    _add_config(check)
+
+
+def _add_reload(commands: argparse._SubParsersAction) -> None:
+    reload = _command(commands, "reload", "make a running gateway re-read providers.yaml", """\
+Ask a running gateway to re-read its providers.yaml (POST /admin/reload). A valid file replaces
+the running one at once; an invalid one is refused and the running one kept.""", _reload)
     reload.add_argument("--url", default=None, help="the gateway's base URL (default: from MODELBROKER_HOST/PORT)")
     reload.add_argument("--key", default=os.environ.get("MODELBROKER_CLIENT_KEY"),
                         help="an admin key, when the gateway has keys (default: $MODELBROKER_CLIENT_KEY)")
-    reload.set_defaults(run=_reload)
 
-    plugins = commands.add_parser("plugins", help="list the installed plugins")
-    plugins.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
-    plugins.set_defaults(run=_plugins)
 
-    plugin = commands.add_parser("plugin", help="start a plugin of your own: modelbroker plugin new NAME --kind KIND")
+def _add_plugins(commands: argparse._SubParsersAction) -> None:
+    plugins = _command(commands, "plugins", "list the installed plugins and what they add", """\
+List every installed plugin: its distribution, what it registers (strategies, adapters,
+surfaces, settings, commands), its hooks, and whether it is enabled.""", _plugins)
+    _add_config(plugins)
+
+
+def _add_plugin(commands: argparse._SubParsersAction) -> None:
+    plugin = commands.add_parser("plugin", help="start a plugin of your own: modelbroker plugin new NAME --kind KIND",
+                                 description="Start a plugin of your own.")
     plugin_commands = plugin.add_subparsers(dest="plugin_command", metavar="COMMAND", required=True)
-    new = plugin_commands.add_parser("new", help="write a ready distribution for a new plugin, with passing tests")
+    new = plugin_commands.add_parser("new", help="write a ready distribution for a new plugin, with passing tests",
+                                     description="Write modelbroker-NAME/: a distribution for a new plugin, with "
+                                                 "its entry point, a README and tests that pass once installed.")
     new.add_argument("name", help="the plugin's name: lower-case letters, digits and _ (module modelbroker_NAME)")
     new.add_argument("--kind", required=True, choices=["strategy", "adapter", "guard", "logger"],
                      help="what the plugin is")
     new.add_argument("--directory", type=Path, default=Path("."), help="where to write it (default: here)")
     new.set_defaults(run=_plugin_new)
-    _add_plugin_commands(commands)
-    return parser
 
 
 def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
@@ -72,6 +136,7 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
     is named on stderr and the others' commands are still there; if the plugins cannot be
     loaded at all (a bad setting, a plugin that does not import), stderr says why, and
     the built-in commands still work."""
+    from modelbroker._config.settings import load_settings
     from modelbroker._plugins.hookcall import HookCalls
     from modelbroker._plugins.manager import make_plugin_manager
 
@@ -85,35 +150,34 @@ def _add_plugin_commands(commands: argparse._SubParsersAction) -> None:
             "the plugins' own commands (such as usage and keys) are unavailable: %s", exc)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, help="path of providers.yaml")
-    parser.add_argument("--host", default=None, help="address to listen on (MODELBROKER_HOST)")
-    parser.add_argument("--port", type=int, default=None, help="port to listen on (MODELBROKER_PORT)")
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="path of providers.yaml (MODELBROKER_CONFIG, default ./providers.yaml)")
 
 
-def _settings(args: argparse.Namespace, **overrides) -> Settings:
-    values = {k: getattr(args, k, None) for k in ("config", "host", "port")}
+def _add_address(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=None, help="address to listen on (MODELBROKER_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=None, help="port to listen on (MODELBROKER_PORT, default 8000)")
+
+
+def _settings(args: argparse.Namespace, **overrides):
+    from modelbroker._config.settings import load_settings
+
+    values = {k: getattr(args, k, None) for k in ("config", "host", "port", "workers")}
     values.update(overrides)
     return load_settings(**{k: v for k, v in values.items() if v is not None})
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from modelbroker._cli.serve import serve
 
-    from modelbroker._server.app import create_app
-
-    settings = _settings(args)
-    app = create_app(settings)
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level="info",
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
-    )
-    return 0
+    return serve(_settings(args), reload=args.reload)
 
 
 def _reload(args: argparse.Namespace) -> int:
     import httpx
 
+    from modelbroker._config.settings import load_settings
     from modelbroker._upstream.client import without_url_credentials
 
     settings = load_settings()
@@ -190,3 +254,8 @@ def _print(report) -> int:
     for problem in report.problems:
         print(f"modelbroker: {problem}", file=sys.stderr)
     return 2 if report.problems else 0
+
+
+#: The built-in commands, in the order --help lists them: name -> what declares it.
+BUILT_IN = {"serve": _add_serve, "demo": _add_demo, "check": _add_check, "reload": _add_reload,
+            "plugins": _add_plugins, "plugin": _add_plugin}
