@@ -6,6 +6,7 @@ load: it is reported, in its row or on its own line, and the others are shown.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import inspect
 from dataclasses import dataclass, field
@@ -127,6 +128,13 @@ def _registered(pm: PluginManager, config: GatewayConfig) -> dict[str, list[str]
         if hook == "register_settings":
             with contextlib.suppress(ConfigError):  # an invalid block: check tells; here a registration may fail
                 config = settle_plugin_settings(config, models)
+    for plugin, function, argnames in hooks.implementations("register_commands"):
+        commands = argparse.ArgumentParser().add_subparsers()
+        try:
+            function(*map({"commands": commands}.__getitem__, argnames))
+        except Exception as exc:  # noqa: BLE001 - shown in the row; the command line names it too
+            found.setdefault(plugin, []).append(f"(register_commands failed: {type(exc).__name__}: {exc})")
+        found.setdefault(plugin, []).extend(f"command {name}" for name in commands.choices)
     return found
 
 

@@ -164,3 +164,63 @@ def test_a_setting_out_of_range_is_refused_in_one_line(run, write_config, settin
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"modelbroker: {expected}"), done.stderr
+
+
+BUILT_IN = ["serve", "demo", "check", "reload", "plugins", "plugin"]
+
+
+def test_help_lists_every_command_with_its_summary(run):
+    done = run("--help")
+    assert done.returncode == 0
+    listed = [line.split()[0] for line in done.stdout.splitlines() if line.startswith("    ") and line.split()]
+    assert listed[:len(BUILT_IN)] == BUILT_IN
+    assert "Plugins add commands of their own" in done.stdout and "`modelbroker plugins`" in done.stdout
+
+
+@pytest.mark.parametrize("command", BUILT_IN)
+def test_every_command_explains_itself(run, command):
+    done = run(command, "--help")
+    assert done.returncode == 0
+    usage, description = done.stdout.split("\n\n")[:2]
+    assert usage.startswith(f"usage: modelbroker {command}") and description[0].isupper()
+    for option in ("--host", "--port", "--config", "--workers"):
+        if f"[{option} " in done.stdout:
+            assert f"  {option} " in done.stdout and "MODELBROKER_" in done.stdout
+
+
+def test_help_loads_no_plugin_and_no_web_framework(subprocess_env):
+    """--help must be quick (bench/cli_startup.py measures it): the built-in commands are declared
+    without what they run, and plugins are loaded only for a command that is not built in."""
+    code = ("import sys\nfrom modelbroker._cli.main import main\n"
+            "for argv in (['--help'], ['serve', '--help'], ['demo', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print([m for m in sys.modules if m.startswith(('modelbroker.plugins', 'fastapi', 'uvicorn'))])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(),
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
+def test_a_plugin_command_loads_the_plugins(run):
+    done = run("usage", "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: modelbroker usage")
+
+
+def test_an_unknown_command_lists_the_plugins_commands_too(run):
+    done = run("nosuch")
+    assert done.returncode == 2
+    assert "invalid choice: 'nosuch'" in done.stderr and "'usage'" in done.stderr and "'keys'" in done.stderr
+
+
+def test_plugins_names_the_commands_each_plugin_adds(run, write_config):
+    done = run("plugins", "--config", str(write_config(CONFIG)))
+    rows = {line.split()[0]: " ".join(line.split()) for line in done.stdout.splitlines()[2:] if line.strip()}
+    assert " command usage " in rows["ledger"]
+    assert " command keys " in rows["keys"]
+
+
+def test_serve_refuses_a_worker_count_below_one(run, write_config):
+    done = run("serve", "--config", str(write_config(CONFIG)), "--workers", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "modelbroker: MODELBROKER_WORKERS: must be >= 1"
