@@ -56,7 +56,7 @@ def imported(arguments: list[str], modules: list[str]) -> dict[str, bool]:
 
 def report(label: str, times: list[float]) -> str:
     median = statistics.median(times)
-    return (f"{label:<44} median {median * 1000:6.0f} ms  min {min(times) * 1000:6.0f}  max {max(times) * 1000:6.0f}"
+    return (f"{label:<56} median {median * 1000:6.0f} ms  min {min(times) * 1000:6.0f}  max {max(times) * 1000:6.0f}"
             + ("" if label.startswith("python") else f"  {'within' if median < GOAL_S else 'OVER'} the "
                f"{GOAL_S * 1000:.0f} ms goal"))
 
@@ -69,7 +69,7 @@ def main() -> int:
     script = Path(sys.executable).with_name("modelbroker")
     on_path = shutil.which("modelbroker")
     commands = {"python -c pass": [sys.executable, "-c", "pass"],
-                f"{script.name} {' '.join(args.arguments)}": [str(script), *args.arguments]}
+                f"{script} {' '.join(args.arguments)}": [str(script), *args.arguments]}
     if on_path and Path(on_path) != script:  # a pyenv shim, say, which costs a shell and a lookup
         commands[f"{on_path} {' '.join(args.arguments)}"] = [on_path, *args.arguments]
     print(f"{args.n} runs each, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
