@@ -20,7 +20,7 @@ looks the name up. The objects they build have the methods ``select_provider`` a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING
 
 import pluggy
@@ -221,6 +221,21 @@ def authenticate(headers: Headers, path: str, config: GatewayConfig) -> Awaitabl
 
 
 @hookspec
+def on_request(request: ChatRequest, headers: Headers) -> None:
+    """A request to a surface is parsed; ``admit`` and the routing come next.
+
+    :param request: the parsed request, with its request id, route, surface and deadline
+        filled in (``request.uid`` tells it apart from every other request).
+    :param headers: the client's headers (case-insensitive), say its ``traceparent``.
+
+    Called once for each parsed request, before ``admit``; ``on_request_end`` follows,
+    however the request ends. Every implementation runs. Must be quick and must not raise:
+    an exception is logged with the plugin's name. The core skips the call when no plugin
+    implements it.
+    """
+
+
+@hookspec
 def admit(request: ChatRequest, principal: Principal | None, config: GatewayConfig) -> Awaitable[None] | None:
     """A generation request is parsed and about to be routed: let it through or refuse it.
 
@@ -233,6 +248,24 @@ def admit(request: ChatRequest, principal: Principal | None, config: GatewayConf
     with a ``retry-after`` header for a rate limit or an exhausted budget); the refusal
     is answered and reported through ``on_rejected``. All implementations run, in turn;
     each may return an awaitable (``async def`` is allowed).
+    """
+
+
+@hookspec
+def on_attempt(provider: ProviderConfig, request: ChatRequest, attempt: int) -> Mapping[str, str] | None:
+    """An attempt is about to call ``provider``: headers for its upstream request, or None.
+
+    :param provider: the provider about to be called.
+    :param request: the client's request.
+    :param attempt: 1 for the request's first attempt, 2 for the next, ...
+
+    Called right before each attempt's ``call_provider``; ``on_result`` or ``on_failure``
+    follows for the same ``attempt``. The headers every implementation returns (later ones
+    win on a clash) are added to the upstream calls the adapter makes for this attempt
+    through the gateway's clients (``http`` and ``client``), such as a W3C ``traceparent``.
+    Must be quick and must not raise: an exception is logged with the plugin's name and
+    the attempt goes on without that plugin's headers. The core skips the call when no
+    plugin implements it.
     """
 
 
@@ -277,6 +310,20 @@ def on_failure(
 
     The other arguments are ``on_result``'s. Every implementation runs. Must be quick
     and must not raise: an exception is logged with the plugin's name.
+    """
+
+
+@hookspec
+def on_request_end(request: ChatRequest, status: int) -> None:
+    """The answer to a parsed request is sent: its body (a stream: its last event), or an error.
+
+    :param request: the request ``on_request`` was told of.
+    :param status: the HTTP status answered (499 if the client left before an answer).
+
+    Called once for each request ``on_request`` was called for, after every ``on_result``
+    and ``on_failure`` of its attempts. Every implementation runs. Must be quick and must
+    not raise: an exception is logged with the plugin's name. The core skips the call when
+    no plugin implements it.
     """
 
 

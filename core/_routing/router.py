@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -38,7 +39,9 @@ from modelbroker._routing.pricing import cost_of, estimate_tokens
 from modelbroker._routing.records import AttemptReporter
 from modelbroker._routing.streaming import COUNTS_CANCELS, StreamAttempt, StreamEnd, single_chunk_stream
 from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, StreamChunk
-from modelbroker._upstream.client import UpstreamHTTP
+from modelbroker._upstream.client import ATTEMPT_HEADERS, UpstreamHTTP
+
+log = logging.getLogger("modelbroker")
 
 
 @dataclass(slots=True)
@@ -77,6 +80,8 @@ class Router:
         self.default_strategy = config.strategy
         self.policy = config.reliability
         self.health = health
+        #: Looked up once: with no plugin implementing on_attempt, an attempt makes no call for it.
+        self.hears_attempts = hooks.has("on_attempt")
 
     def order(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:
         """The providers to try for ``request``, best first, as its strategy says."""
@@ -216,7 +221,10 @@ class Router:
         """One call; every plugin hears how it went, exactly once (for a stream, when it ends)."""
         request, waited_ms = run.request, run.waited_ms
         called = time.perf_counter()
-        answer = await self._call_reporting(provider, request, number, started)
+        if self.hears_attempts:
+            answer = await self._call_with_headers(provider, request, number, started)
+        else:
+            answer = await self._call_reporting(provider, request, number, started)
         if request.stream:
             if isinstance(answer, Completion):  # an adapter that cannot stream answers whole
                 answer = single_chunk_stream(answer)
@@ -231,6 +239,25 @@ class Router:
         answer.overhead_ms = overhead_ms(request, waited_ms + answer.upstream_ms)
         self.report.result(provider, request, answer, (time.perf_counter() - started) * 1000, number)
         return answer
+
+    async def _call_with_headers(
+        self, provider: ProviderConfig, request: ChatRequest, number: int, started: float
+    ) -> Any:
+        """``_call_reporting``, with the headers the ``on_attempt`` hooks give added to the
+        attempt's upstream calls (``ATTEMPT_HEADERS``, read by the gateway's clients)."""
+        added: dict[str, str] = {}
+        for plugin, headers in self.hooks.each("on_attempt", contain=True, provider=provider, request=request,
+                                               attempt=number):
+            if isinstance(headers, Mapping):
+                added.update(headers)
+            else:
+                log.warning("plugin %r answered on_attempt with a %s, not a mapping of headers; the attempt goes "
+                            "on without it", plugin, type(headers).__name__)
+        token = ATTEMPT_HEADERS.set(added or None)
+        try:
+            return await self._call_reporting(provider, request, number, started)
+        finally:
+            ATTEMPT_HEADERS.reset(token)
 
     async def _call_reporting(
         self, provider: ProviderConfig, request: ChatRequest, number: int, started: float

@@ -7,6 +7,8 @@
    keep-alive connection survives. (A FastAPI handler for ``Exception`` runs in
    Starlette's outermost middleware, which re-raises after answering: uvicorn then
    drops the connection and logs the error twice.)
+4. once the answer to a request a surface parsed is sent (a stream's too: the app returns
+   after its last event), ``on_request_end`` hears its status, if a plugin implements it.
 
 One layer rather than three: each ASGI layer costs a few microseconds on every request.
 """
@@ -62,12 +64,14 @@ class Edge:
         if charged is None:
             receive = counted = self.body_rules.counting(receive)
         started = False
+        status = 499  # unless an answer starts: the client left, or the server is stopping
         stamp = self.stamp_request_id
 
         async def tracked(message: Message) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
                 started = True
+                status = message["status"]
                 if stamp:
                     _stamp(scope, message)
             await send(message)
@@ -78,9 +82,13 @@ class Edge:
             if started:
                 raise  # the answer is under way: nothing sound can be sent now
             response = await handle(Request(scope, receive), exc)
+            status = response.status_code
             await response(scope, receive, send)
         finally:
             self.body_rules.release(charged if counted is None else counted.charged)
+            hooks = getattr(self.gateway, "hooks", None)
+            if hooks is not None and hooks.has("on_request_end"):
+                _ended(hooks, scope, status)
 
     async def _admit(self, scope: Scope) -> int | None:
         """Raise the APIError that refuses this request, if any; else what its body was charged
@@ -101,6 +109,13 @@ class Edge:
         shape = self.error_shapes.get(scope["path"])
         body = error_body_of(shape, refusal) if shape is not None else None
         await error_response(refusal, body)(scope, receive, send)
+
+
+def _ended(hooks, scope: Scope, status: int) -> None:
+    """Tell ``on_request_end`` that a request a surface parsed (``on_request``) has its answer."""
+    chat = scope.get("state", {}).get("chat")
+    if chat is not None:
+        hooks.notify("on_request_end", request=chat, status=status)
 
 
 def _stamp(scope: Scope, message: Message) -> None:

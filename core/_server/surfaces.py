@@ -118,7 +118,9 @@ class SurfaceRoute:
         if principal is not None:
             chat.principal = principal
             chat.client = principal.name
-        kept["chat"] = chat
+        kept["chat"] = chat  # on_request_end hears of it from here (core/_server/edge.py)
+        if gateway.hooks.has("on_request"):
+            gateway.hooks.notify("on_request", request=chat, headers=incoming.headers)
         await gateway.admit(chat)
         routed = await unless_disconnected(request.receive, gateway.router.route(chat, gateway.candidates(chat)))
         headers = routing_headers(chat, routed)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from modelbroker._routing.types import ErrorKind, ProviderError
@@ -24,6 +25,9 @@ from modelbroker._upstream.transport import Transport, TransportError, make_tran
 #: Connections in use at once, over all upstreams; more calls wait for one to be free.
 MAX_CONNECTIONS = 1000
 KEEPALIVE_S = 30.0
+#: Headers the ``on_attempt`` hooks gave for the attempt running in this task (the router sets
+#: it only when some plugin implements the hook), added to each of its upstream calls.
+ATTEMPT_HEADERS: ContextVar[Mapping[str, str] | None] = ContextVar("modelbroker_attempt_headers", default=None)
 
 
 @dataclass(slots=True)
@@ -166,6 +170,9 @@ class UpstreamHTTP:
 
     async def _send(self, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
                     connect_timeout_s: float, secret: str | None):
+        added = ATTEMPT_HEADERS.get()
+        if added:
+            headers = {**headers, **added}
         try:
             proxy = self._proxy(url)
             if proxy is None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import httpx
 
+from modelbroker._upstream.client import ATTEMPT_HEADERS
+
 #: Connections kept per upstream host; enough for a few hundred requests in flight.
 MAX_CONNECTIONS = 1000
 MAX_KEEPALIVE = 256
@@ -28,4 +30,12 @@ def make_http_client() -> httpx.AsyncClient:
         ),
         timeout=httpx.Timeout(60.0, connect=5.0),
         follow_redirects=False,
+        event_hooks={"request": [_add_attempt_headers]},
     )
+
+
+async def _add_attempt_headers(request: httpx.Request) -> None:
+    """The ``on_attempt`` hooks' headers, as ``UpstreamHTTP`` adds them to its own calls."""
+    added = ATTEMPT_HEADERS.get()
+    if added:
+        request.headers.update(added)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 import pytest
@@ -623,3 +624,110 @@ def test_hook_admit(gateway, provider):
                          timeout=10)
     assert allowed.status_code == 200
     assert [line["success"] for line in gw.log_lines()] == [True]
+
+
+# --- a request's start and end, and each attempt's headers ----------------------------------
+
+
+class Lifelines:
+    """Hears a request's start and end and each attempt, in order, and adds a header per attempt."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    @hookimpl
+    def on_request(self, request, headers):
+        self.events.append(("request", request.request_id, request.surface, headers.get("x-trace")))
+
+    @hookimpl
+    def admit(self, request):
+        self.events.append(("admit", request.request_id))
+
+    @hookimpl
+    def on_attempt(self, provider, request, attempt):
+        self.events.append(("attempt", request.request_id, provider.id, attempt))
+        return {"x-attempt-mark": f"{request.request_id}/{attempt}"}
+
+    @hookimpl
+    def on_result(self, request, attempt):
+        self.events.append(("result", request.request_id, attempt))
+
+    @hookimpl
+    def on_failure(self, request, attempt):
+        self.events.append(("failure", request.request_id, attempt))
+
+    @hookimpl
+    def on_request_end(self, request, status):
+        self.events.append(("end", request.request_id, status))
+
+    def ends(self, count: int, timeout_s: float = 5.0) -> list[tuple]:
+        """The ``on_request_end`` events, once ``count`` have come (or the timeout passed)."""
+        deadline = time.monotonic() + timeout_s
+        while sum(e[0] == "end" for e in self.events) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return [e for e in self.events if e[0] == "end"]
+
+
+class RaisingLifelines:
+    @hookimpl
+    def on_request(self):
+        raise RuntimeError("tracer down")
+
+    @hookimpl
+    def on_attempt(self):
+        raise RuntimeError("tracer down")
+
+    @hookimpl
+    def on_request_end(self):
+        raise RuntimeError("tracer down")
+
+
+def _chat(gw, headers, **fields):
+    return gw.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}], **fields},
+                   headers=headers)
+
+
+def test_hook_on_request(gateway, provider, upstream, caplog):
+    heard = Lifelines()
+    gw = gateway({"providers": [provider("a")]}, pm=make_pm(heard=heard, noisy=RaisingLifelines()))
+    with caplog.at_level(logging.ERROR, logger="modelbroker"):
+        answer = _chat(gw, headers={"x-request-id": "rid-on-request", "x-trace": "t-1"})
+    assert answer.status_code == 200  # a plugin raising in on_request is contained
+    assert heard.events[:2] == [("request", "rid-on-request", "chat", "t-1"), ("admit", "rid-on-request")]
+    assert any("'noisy'" in r.getMessage() and "on_request" in r.getMessage() for r in caplog.records)
+    assert heard.ends(1) == [("end", "rid-on-request", 200)]
+    heard.events.clear()
+    assert gw.post("/v1/chat/completions", content=b"{not json",
+                   headers={"content-type": "application/json"}).status_code == 400
+    assert heard.events == []  # refused before it was parsed: neither on_request nor on_request_end
+
+
+def test_hook_on_attempt(gateway, provider, upstream, caplog):
+    heard = Lifelines()
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("down", model="fail-503", priority=1),
+                                                         provider("up", priority=2)]},
+                 pm=make_pm(heard=heard, noisy=RaisingLifelines()))
+    with caplog.at_level(logging.WARNING, logger="modelbroker"):
+        assert gw.generate({"prompt": "hi"}, headers={"x-request-id": "rid-attempt"}).status_code == 200
+    assert [e for e in heard.events if e[0] in ("attempt", "result", "failure")] == [
+        ("attempt", "rid-attempt", "down/fail-503", 1), ("failure", "rid-attempt", 1),
+        ("attempt", "rid-attempt", "up/up", 2), ("result", "rid-attempt", 2)]
+    # the headers reach the upstream, each attempt its own (a raising plugin only loses its own)
+    assert [r["headers"].get("x-attempt-mark") for r in upstream.requests] == ["rid-attempt/1", "rid-attempt/2"]
+    assert any("'noisy'" in r.getMessage() and "on_attempt" in r.getMessage() for r in caplog.records)
+    assert gw.generate({"prompt": "again"}).status_code == 200
+    assert "x-attempt-mark" in upstream.requests[-1]["headers"]  # nothing left over from the last request
+
+
+def test_hook_on_request_end(gateway, provider, upstream):
+    heard = Lifelines()
+    gw = gateway({"reliability": NO_RETRY, "providers": [provider("a"), provider("down", model="fail-503")]},
+                 pm=make_pm(heard=heard, noisy=RaisingLifelines()))
+    stream = _chat(gw, stream=True, model="a", headers={"x-request-id": "rid-stream"})
+    assert stream.status_code == 200 and "[DONE]" in stream.text
+    assert _chat(gw, model="nope", headers={"x-request-id": "rid-404"}).status_code == 404
+    assert _chat(gw, model="fail-503", headers={"x-request-id": "rid-502"}).status_code == 502
+    ends = heard.ends(3)  # told once the answer has gone out: a moment after the client has read it
+    assert ends == [("end", "rid-stream", 200), ("end", "rid-404", 404), ("end", "rid-502", 502)]
+    streamed = [e for e in heard.events if e[1] == "rid-stream"]
+    assert [e[0] for e in streamed] == ["request", "admit", "attempt", "result", "end"]  # after the stream's end
