@@ -1,63 +1,59 @@
-"""Headless Chromium for the dashboard tests: ``browse(url) -> Page`` (the DOM after the scripts ran,
-and a screenshot).
+"""Headless Chromium for the dashboard tests: ``browse(url) -> Page``, the DOM once the page has
+drawn its data (polled, never a fixed wait), and a screenshot.
 
-Chromium is the Debian package ``chromium``. Without it the tests are skipped, or fail
-when ``CI`` is set, so that CI never passes without having drawn the page.
+``tests/browser.py`` drives Chromium; without it the tests are skipped, or fail in CI.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from browser import Browser, chromium_path
 
-INSTALL = "apt-get update && apt-get install -y chromium"
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--window-size=1280,900", "--virtual-time-budget=5000",
-]
+#: The page has had its first answers and drawn them (dashboard.js sets it after each refresh).
+DRAWN = "document.body.dataset.state === 'ready'"
 
 
 @dataclass
 class Page:
     dom: str
     screenshot: Path
+    status: int
+    requested: list[str]
 
     def section(self, name: str) -> str:
-        """The HTML of ``<section id=name>``."""
-        match = re.search(rf'<section[^>]* id="{name}"[^>]*>.*?</section>', self.dom, re.S)
-        assert match, f"no section {name!r} in the page:\n{self.dom[:3000]}"
-        return match.group(0)
+        return section(self.dom, name)
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        message = f"chromium is not installed; to run the dashboard tests: {INSTALL}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+def section(dom: str, name: str) -> str:
+    """The HTML of ``<section id=name>``."""
+    match = re.search(rf'<section[^>]* id="{name}"[^>]*>.*?</section>', dom, re.S)
+    assert match, f"no section {name!r} in the page:\n{dom[:3000]}"
+    return match.group(0)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    with Browser(chromium_path(), tmp_path_factory.mktemp("chromium")) as browser:
+        yield browser
 
 
 @pytest.fixture
-def browse(chromium, tmp_path):
-    """``browse(url, name="dashboard") -> Page``: load ``url``, let its scripts and fetches run, then dump
-    the DOM and save ``tmp_path / f"{name}.png"`` (1280x900)."""
+def browse(browser, tmp_path):
+    """``browse(url, name="dashboard", ready=DRAWN) -> Page``: open ``url``, wait for its answer and
+    until the JavaScript expression ``ready`` holds (at most 15 s; None: do not wait), then take the
+    DOM and ``tmp_path / f"{name}.png"`` (1280x900). No page may ask for anything outside this machine."""
 
-    def load(url: str, name: str = "dashboard") -> Page:
-        shot = tmp_path / f"{name}.png"
-        command = [chromium, *FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}",
-                   f"--screenshot={shot}", "--dump-dom", url]
-        done = subprocess.run(command, capture_output=True, timeout=60)
-        assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]
-        return Page(done.stdout.decode(), shot)
+    def load(url: str, name: str = "dashboard", ready: str | None = DRAWN) -> Page:
+        tab = browser.open(url)
+        status = tab.document()["status"]
+        if ready is not None:
+            tab.wait_for(ready)
+        page = Page(tab.dom(), tab.screenshot(tmp_path / f"{name}.png"), status, tab.requested)
+        assert not browser.outside, f"the page asked for something outside this machine: {browser.outside}"
+        return page
 
     return load
