@@ -33,7 +33,10 @@ def api_routes():
 
 @hookimpl
 def register_commands(commands):
-    usage = commands.add_parser("usage", help="requests, tokens, cost and latency from the usage ledger")
+    usage = commands.add_parser(
+        "usage", help="requests, tokens, cost and latency from the usage ledger",
+        description="Requests, tokens, cost and latency from the usage ledger (the database of "
+                    "MODELBROKER_DATABASE_URL), read directly: the gateway need not be running.")
     usage.add_argument("--from", dest="from_", metavar="FROM", default=None,
                        help="ISO date or datetime, UTC (default: 30 days before --to)")
     usage.add_argument("--to", default=None, help="ISO date (the whole day) or datetime (default: now)")

@@ -491,13 +491,17 @@ def test_a_deadline_passed_before_any_attempt_is_a_rejection(gateway, provider, 
 
 
 def test_hook_register_commands(tmp_path):
-    """A plugin's subcommand appears in `modelbroker --help` and runs (the ledger's `usage`)."""
+    """A plugin's subcommand is listed by `modelbroker plugins`, has its own help and runs (the
+    ledger's `usage`). `modelbroker --help` loads no plugin, to stay fast, so it does not list it."""
     import subprocess
     import sys
 
-    help_text = subprocess.run([sys.executable, "-m", "modelbroker", "--help"], capture_output=True, text=True,
-                               timeout=60, cwd=tmp_path).stdout
-    assert "usage     requests, tokens, cost and latency" in help_text
+    listed = subprocess.run([sys.executable, "-m", "modelbroker", "plugins"], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path).stdout
+    assert "command usage" in listed
+    help_text = subprocess.run([sys.executable, "-m", "modelbroker", "usage", "--help"], capture_output=True,
+                               text=True, timeout=60, cwd=tmp_path).stdout
+    assert "Requests, tokens, cost and latency from the usage ledger" in help_text
     ran = subprocess.run([sys.executable, "-m", "modelbroker", "usage"], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
     assert ran.returncode == 2
