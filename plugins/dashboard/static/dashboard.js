@@ -247,6 +247,7 @@ function renderHealth(answer) {
 function renderTotals(providers) {
   const body = $("#totals tbody");
   body.replaceChildren();
+  if (!providers.length) el("td", { class: "empty", colspan: 8 }, el("tr", {}, body), NO_DATA);
   for (const g of providers) {
     const row = el("tr", { "data-provider": g.key ?? "" }, body);
     const failures = g.attempts ? ` (${fmt.percent(g.failures / g.attempts)})` : "";
@@ -303,10 +304,14 @@ async function refresh() {
   const from = $("#from").value, to = $("#to").value;
   document.body.dataset.state = "loading";
   try {
-    const [usage, health] = await Promise.all([loadUsage(from, to), getJSON("health")]);
-    renderHealth(health);
-    shown = [usage, daysBetween(from, to)];
-    renderUsage(...shown);
+    // Each part is drawn as soon as its answer comes; "ready" once both are drawn.
+    await Promise.all([
+      getJSON("health").then(renderHealth),
+      loadUsage(from, to).then((usage) => {
+        shown = [usage, daysBetween(from, to)];
+        renderUsage(...shown);
+      }),
+    ]);
     $("#updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
     notice(`The dashboard could not be updated: ${error.message}`); // the gateway is down, most likely
@@ -335,8 +340,8 @@ function start() {
     clearTimeout(resizing);
     resizing = setTimeout(() => shown && renderUsage(...shown), 200);
   });
+  refresh(); // at once: the first data is not left for the first refresh period
   schedule();
-  refresh();
 }
 
 start();

@@ -4,12 +4,15 @@ It hears every attempt through the hooks, as plugins/ledger does, and answers in
 ledger's shape (plugins/ledger/queries.py): ``from`` and ``to`` as dates (``to``
 included), groups by ``day`` or ``provider``. With ``by_day_and_provider`` it also
 answers ``group_by=day,provider`` (``key`` = ``[day, provider]``), the breakdown the
-dashboard asks for; without, it refuses it with 400, as the ledger does today.
+dashboard asks for; without, it refuses it with 400, as the ledger does today. With
+``held``, /usage answers only once ``release()`` is called (a slow ledger).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -48,9 +51,15 @@ def history(days: int = 6) -> list[Row]:
 
 
 class StubLedger:
-    def __init__(self, *, by_day_and_provider: bool = True, rows: list[Row] | None = None) -> None:
+    def __init__(self, *, by_day_and_provider: bool = True, rows: list[Row] | None = None, held: bool = False) -> None:
         self.by_day_and_provider = by_day_and_provider
         self.rows = list(rows or [])
+        self.released = threading.Event()
+        if not held:
+            self.released.set()
+
+    def release(self) -> None:
+        self.released.set()
 
     @hookimpl
     def on_result(self, provider, request, result, elapsed_ms, attempt):
@@ -73,6 +82,7 @@ class StubLedger:
 
         @router.get("/usage")
         async def usage(start: str = Query(alias="from"), to: str = Query(), group_by: str | None = None):
+            await asyncio.to_thread(self.released.wait, 30)
             keys = {"day": ("day",), "provider": ("provider",), None: ()}
             if self.by_day_and_provider:
                 keys["day,provider"] = ("day", "provider")

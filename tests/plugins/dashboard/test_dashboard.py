@@ -17,10 +17,13 @@ from modelbroker._routing.errors import APIError
 from modelbroker.hookspecs import hookimpl
 from modelbroker.plugins import chat_completions, dashboard, generate, openai_http, priority
 
+from .conftest import DRAWN, section
 from .stub_ledger import StubLedger, history
 
 BAD_JSON = b"{not json"
 DAYS = 7  # the page shows the last 7 days by default
+NO_DATA = "No data yet: requests sent through the gateway appear here."
+LOADING = "Loading…"
 
 
 def make_pm(**extra):
@@ -97,13 +100,34 @@ def test_without_a_day_by_provider_breakdown_the_total_spend_is_drawn(gateway, p
     assert "no per-provider daily breakdown" in spend
 
 
-def test_an_empty_ledger_says_there_is_no_data_yet(gateway, providers, upstream, browse):
+def test_an_empty_ledger_says_there_is_no_data_yet_in_every_panel(gateway, providers, upstream, browse):
     gw = gateway(providers, pm=make_pm(ledger=StubLedger()))
     page = browse(gw.url + "/dashboard")
-    for name in ("spend", "volume", "latency"):
-        assert "No data yet" in page.section(name)
-        assert "<svg" not in page.section(name)
+    for name in ("spend", "volume", "latency", "totals"):
+        assert NO_DATA in page.section(name), name
+        assert "<svg" not in page.section(name) and "data-provider" not in page.section(name), name
+        assert LOADING not in page.section(name), name
     assert 'data-provider="fast/fast" data-state="healthy"' in page.section("health")
+
+
+def test_until_the_first_answers_every_panel_says_loading(gateway, providers, upstream, browse, browser):
+    """The data is asked for as the page opens; each panel says so until its answer is drawn, and
+    the health, answered first, is drawn without waiting for the usage."""
+    ledger = StubLedger(rows=history(), held=True)
+    gw = gateway(providers, pm=make_pm(ledger=ledger))
+    assert gw.get("/dashboard").text.count(LOADING) == 5  # every panel, before any script ran
+
+    tab = browser.open(gw.url + "/dashboard")
+    tab.wait_for("!!document.querySelector('#health tr[data-provider]')")
+    waiting = tab.dom()
+    for name in ("spend", "volume", "latency", "totals"):
+        assert LOADING in section(waiting, name), name
+    assert 'data-state="loading"' in waiting
+    ledger.release()
+    tab.wait_for(DRAWN)
+    drawn = tab.dom()
+    assert LOADING not in drawn
+    assert count(section(drawn, "spend"), r'<g data-series="fast">') == 1
 
 
 def test_with_the_ledger_off_the_health_is_still_shown(gateway, providers, upstream, browse):
