@@ -256,6 +256,8 @@ class BuiltSurface:
 #: Paths the core answers itself, which no surface may take.
 CORE_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/v1/models", "/models", "/openapi.json", "/docs",
                         "/redoc", "/metrics"})
+#: Folders of such paths: /docs/assets/ (Swagger UI's and ReDoc's files), /docs/oauth2-redirect.
+CORE_FOLDERS = ("/docs/",)
 
 
 def build_surfaces(pm: PluginManager, hooks: HookCalls, config: GatewayConfig) -> dict[str, BuiltSurface]:
@@ -285,7 +287,7 @@ def build_surfaces(pm: PluginManager, hooks: HookCalls, config: GatewayConfig) -
         paths = _paths(getattr(obj, "paths", None), f"{where}: paths")
         error_paths = _paths(getattr(obj, "error_paths", ()) or (), f"{where}: error_paths", empty=True)
         for path in paths:
-            if path in CORE_PATHS:
+            if path in CORE_PATHS or path.startswith(CORE_FOLDERS):
                 raise ConfigError(f"{where}: path {path!r} is the gateway's own; choose another")
             if path in owner:
                 raise ConfigError(f"path {path!r} is claimed by two surfaces: {owner[path]} and {where}; "
