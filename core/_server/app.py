@@ -26,6 +26,7 @@ from modelbroker._server.direct import DirectRoutes, GatewayApp
 from modelbroker._server.edge import Edge
 from modelbroker._server.errors import install_error_handlers
 from modelbroker._server.heap import settle_after_startup
+from modelbroker._server.openapi import serve_docs
 from modelbroker._server.routes import admin, health, models
 from modelbroker._server.surfaces import SurfaceRoute
 
@@ -65,10 +66,11 @@ def create_app(settings: Settings | None = None, pm: pluggy.PluginManager | None
         finally:
             await gateway.stop()
 
-    app = GatewayApp(title="modelbroker", version=__version__, lifespan=lifespan)
+    app = GatewayApp(title="modelbroker", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.gateway = gateway
     for routes in (health, models, admin):
         app.include_router(routes.router)
+    serve_docs(app)  # /docs and /redoc, with no CDN
     endpoints = mount_surfaces(app, gateway)
     for _, routers in HookCalls(gateway.pm).each("api_routes"):
         for plugin_router in routers:
