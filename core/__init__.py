@@ -22,6 +22,7 @@ from modelbroker._routing.pricing import cost_of, estimate_tokens, estimated_cos
 from modelbroker._routing.records import AttemptRecord
 from modelbroker._routing.router import Routed
 from modelbroker._routing.state import MemoryState, SharedState
+from modelbroker._routing.stored import Stored
 from modelbroker._routing.streaming import StreamEnd, single_chunk_stream
 from modelbroker._routing.types import (
     ChatRequest,
@@ -110,6 +111,7 @@ __all__ = [
     "Incoming",
     "Routed",
     "StreamEnd",
+    "Stored",
     "json_object",
     "checked_json",
     "invalid_fields",

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from modelbroker._routing.health import Health
     from modelbroker._routing.records import AttemptRecord
     from modelbroker._routing.state import SharedState
-    from modelbroker._routing.types import ChatRequest, Completion, Principal, ProviderError
+    from modelbroker._routing.stored import Stored
+    from modelbroker._routing.types import ChatRequest, Completion, Principal, ProviderError, StreamChunk
     from modelbroker.fake_upstream.formats import RegisterFakeFormat
 
 hookspec = pluggy.HookspecMarker("modelbroker")
@@ -251,6 +252,43 @@ def admit(request: ChatRequest, principal: Principal | None, config: GatewayConf
     """
 
 
+@hookspec(firstresult=True)
+def lookup(
+    request: ChatRequest, principal: Principal | None, headers: Headers, config: GatewayConfig,
+) -> Stored | Awaitable[Stored | None] | None:
+    """A request was admitted: answer it from an answer you kept, with no attempt, or not.
+
+    :param request: the admitted request.
+    :param principal: who is calling, from ``authenticate``, or None.
+    :param headers: the client's headers (case-insensitive), say its ``cache-control``.
+    :param config: the providers.yaml in force.
+
+    Return None to let the request be routed, or a ``modelbroker.Stored`` (or an awaitable
+    giving one or None): the core answers with it as the provider named in it would have,
+    a stream replayed from its chunks, at no cost, and calls ``on_stored_answer``. The
+    first non-None answer wins (an awaitable is an answer). Called after ``admit``, before
+    the providers are chosen, only while a plugin implements it. An exception, or a failed
+    awaitable, is logged with the plugin's name and the request is routed as usual.
+    """
+
+
+@hookspec
+def on_stored_answer(provider: ProviderConfig, request: ChatRequest, stored: Stored, record: AttemptRecord) -> None:
+    """A request was answered from a ``lookup`` plugin's ``Stored`` answer, with no attempt.
+
+    :param provider: the provider that made the stored answer.
+    :param request: the client's request.
+    :param stored: the answer given; ``stored.completion.cost`` is what it cost when it was
+        made, which this answer saved.
+    :param record: the request as one record: attempt 0, outcome ``ok``, ``cache_hit``
+        true, no tokens, ``cost`` 0, ``saved_cost``, ``latency_ms`` the request's time.
+
+    Called once, before the answer is sent, instead of ``on_result``: no provider was
+    called. Every implementation runs. Must be quick and must not raise: an exception is
+    logged with the plugin's name.
+    """
+
+
 @hookspec
 def on_attempt(provider: ProviderConfig, request: ChatRequest, attempt: int) -> Mapping[str, str] | None:
     """An attempt is about to call ``provider``: headers for its upstream request, or None.
@@ -277,6 +315,7 @@ def on_result(
     elapsed_ms: float,
     attempt: int,
     record: AttemptRecord,
+    chunks: list[StreamChunk] | None,
 ) -> None:
     """An attempt succeeded.
 
@@ -287,6 +326,8 @@ def on_result(
     :param attempt: 1 for the request's first attempt, 2 for the next, ...
     :param record: the attempt as one flat record (``AttemptRecord``), built once by
         the core for every logger.
+    :param chunks: for a stream, every chunk the upstream sent, in order (kept only while
+        some plugin declares this argument); None for a whole answer.
 
     Every implementation runs. Must be quick (it runs on the event loop for every
     attempt) and must not raise: an exception is logged with the plugin's name.

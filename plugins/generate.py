@@ -36,6 +36,8 @@ class GenerateBody(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     strategy: str | None = Field(default=None, description="Override the configured strategy.")
     stream: bool = Field(default=False, description="Answer with server-sent events, text deltas as they come.")
+    max_cost: float | None = Field(default=None, gt=0, allow_inf_nan=False,
+                                   description="Skip providers whose worst case would cost more (docs/cost.md).")
 
 
 class Generate:
@@ -64,6 +66,7 @@ class Generate:
             max_tokens=data.max_tokens,
             temperature=data.temperature,
             stream=data.stream,
+            max_cost=data.max_cost,
         )
 
     def answer(self, request: ChatRequest, routed: Routed) -> dict[str, Any]:
@@ -106,7 +109,8 @@ def generate_answer(chat: ChatRequest, routed: Routed, completion: Completion) -
         "cost": completion.cost,
         "response": completion.text,
         "provider": routed.provider.id,
-        "latency_ms": round(routed.attempts[-1].elapsed_ms, 1),
+        # an answer from a store (the cache) took no attempt: its time is the request's own
+        "latency_ms": round(routed.attempts[-1].elapsed_ms if routed.attempts else completion.overhead_ms, 1),
         "attempts": len(routed.attempts),
         "request_id": chat.request_id,
     }

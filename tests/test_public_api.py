@@ -29,7 +29,7 @@ PUBLIC = {
     "snippet", "retry_after_seconds", "rate_limit_of", "duration_seconds", "int_header",
     "SharedState", "MemoryState",
     "GatewayView", "gateway_of", "caller_of", "require_admin", "error_responses", "format_table",
-    "Native", "Surface", "Incoming", "Routed", "StreamEnd", "json_object", "checked_json", "invalid_fields",
+    "Native", "Surface", "Incoming", "Routed", "StreamEnd", "Stored", "json_object", "checked_json", "invalid_fields",
     "request_body_schema", "sse_event",
     "__version__",
 }

@@ -53,6 +53,10 @@ class AttemptRecord:
     overhead_ms: float | None
     #: The API the request came in through (``chat``, ``messages``, ...; ``ChatRequest.surface``).
     surface: str | None = None
+    #: True for a request answered from a store (``lookup``) with no attempt: ``attempt`` 0,
+    #: ``cost`` 0, and ``saved_cost`` what the stored answer cost when it was made.
+    cache_hit: bool = False
+    saved_cost: float = 0.0
 
     @property
     def success(self) -> bool:
@@ -95,6 +99,15 @@ def rejected_record(request: ChatRequest | None, request_id: str, route: str, st
     )
 
 
+def stored_record(provider, request: ChatRequest, completion: Completion, elapsed_ms: float) -> AttemptRecord:
+    """A request answered from a store: attempt 0, no tokens, no cost; the cost it saved."""
+    return AttemptRecord(
+        time.time(), request.request_id, request.uid, 0, request.route, request.client,
+        provider.name, provider.id, provider.model, completion.model, OK, None, None, None,
+        0, 0, 0, None, None, False, 0.0, elapsed_ms, elapsed_ms, request.surface, True, completion.cost,
+    )
+
+
 _NO_USAGE = Usage()
 
 
@@ -107,11 +120,19 @@ class AttemptReporter:
         self._result_records = hooks.wants("on_result", "record")
         self._failure_records = hooks.wants("on_failure", "record")
         self._rejected_records = hooks.wants("on_rejected", "record")
+        #: Whether a streamed attempt keeps its chunks for ``on_result`` (some plugin reads them).
+        self.keeps_chunks = hooks.wants("on_result", "chunks")
 
-    def result(self, provider, request: ChatRequest, result: Completion, elapsed_ms: float, attempt: int) -> None:
+    def result(self, provider, request: ChatRequest, result: Completion, elapsed_ms: float, attempt: int,
+               chunks: list | None = None) -> None:
         record = result_record(provider, request, result, elapsed_ms, attempt) if self._result_records else None
         self.hooks.notify("on_result", provider=provider, request=request, result=result, elapsed_ms=elapsed_ms,
-                          attempt=attempt, record=record)
+                          attempt=attempt, record=record, chunks=chunks)
+
+    def stored(self, provider, request: ChatRequest, stored, elapsed_ms: float) -> None:
+        """A request answered from a store (``lookup``): ``on_stored_answer``, with its record."""
+        record = stored_record(provider, request, stored.completion, elapsed_ms)
+        self.hooks.notify("on_stored_answer", provider=provider, request=request, stored=stored, record=record)
 
     def failure(self, provider, request: ChatRequest, error: ProviderError, elapsed_ms: float, attempt: int) -> None:
         record = failure_record(provider, request, error, elapsed_ms, attempt) if self._failure_records else None

@@ -47,6 +47,8 @@ class StreamAttempt:
         self.started = started
         self.chunks = chunks
         self.held: list[StreamChunk] = []
+        #: Every chunk, for ``on_result``'s ``chunks``, when some plugin reads them.
+        self.kept: list[StreamChunk] | None = [] if report.keeps_chunks else None
         self.text: list[str] = []
         self.usage: Usage | None = None
         self.model = provider.model
@@ -118,7 +120,7 @@ class StreamAttempt:
         )
         completion.cost = cost_of(self.provider, completion.usage)
         self.reported = True
-        self.report.result(self.provider, self.request, completion, self._elapsed_ms(), self.number)
+        self.report.result(self.provider, self.request, completion, self._elapsed_ms(), self.number, self.kept)
         return completion
 
     def fail(self, error: ProviderError) -> None:
@@ -145,6 +147,8 @@ class StreamAttempt:
             ) from exc
         finally:
             self.upstream_ms += (time.perf_counter() - waited) * 1000
+        if self.kept is not None:
+            self.kept.append(chunk)
         if chunk.text:
             self.text.append(chunk.text)
         if chunk.usage is not None:
