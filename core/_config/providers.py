@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
@@ -90,13 +91,14 @@ class ProviderConfig(BaseModel):
             raise ValueError(
                 "give both cost_per_1k_input_tokens and cost_per_1k_output_tokens, or neither"
             )
-        self._prices, self._unpriced = self._find_prices(split)
+        self._prices, self._unpriced = self._find_prices()
         if not self.id:
             object.__setattr__(self, "id", f"{self.name}/{self.model}")
         return self
 
-    def _find_prices(self, split: tuple[float | None, float | None]) -> tuple[Prices, str]:
+    def _find_prices(self) -> tuple[Prices, str]:
         """The prices providers.yaml gives, else the catalogue's (with why they are unknown)."""
+        split = (self.cost_per_1k_input_tokens, self.cost_per_1k_output_tokens)
         if self.cost_per_1k_tokens is not None or split[0] is not None:
             return given_prices(self.cost_per_1k_tokens, split, self.cost_per_1k_cached_input_tokens), ""
         if self.cost_per_1k_cached_input_tokens is not None:
@@ -105,6 +107,13 @@ class ProviderConfig(BaseModel):
         from modelbroker._config import catalogue
 
         return catalogue.lookup(self.model, self.vendor, self.endpoint)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> ProviderConfig:
+        """A copy; with ``update``, its prices worked out again if a field they depend on changed."""
+        copy = super().model_copy(update=update, deep=deep)
+        if update and not _PRICED_BY.isdisjoint(update):
+            copy._prices, copy._unpriced = copy._find_prices()
+        return copy
 
     @property
     def prices(self) -> Prices:
@@ -129,6 +138,11 @@ class ProviderConfig(BaseModel):
     def output_price(self) -> float:
         """Price of 1,000 completion tokens (after a short prompt, at this moment)."""
         return self._prices.rates().output
+
+
+#: The fields a provider's prices are worked out from.
+_PRICED_BY = frozenset({"cost_per_1k_tokens", "cost_per_1k_input_tokens", "cost_per_1k_output_tokens",
+                        "cost_per_1k_cached_input_tokens", "vendor", "model", "endpoint"})
 
 
 class ReliabilityConfig(BaseModel):

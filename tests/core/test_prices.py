@@ -94,3 +94,10 @@ def test_the_catalogue_is_never_fetched(monkeypatch):
     monkeypatch.setattr(data_snapshot, "_custom_snapshot", data_snapshot.DataSnapshot([], from_auto_update=True))
     p = provider("{name: p, endpoint: 'http://127.0.0.1:9/v1', model: gpt-4o, vendor: openai}")
     assert p.prices.rates().input > 0
+
+
+def test_a_copy_with_another_price_has_that_price():
+    p = provider("{name: p, endpoint: 'http://127.0.0.1:9/v1', model: gpt-4o-mini, vendor: openai}")
+    dear = p.model_copy(update={"cost_per_1k_tokens": 0.002})
+    assert dear.prices.source == "providers.yaml" and cost_of(dear, Usage(500, 500, 1000)) == pytest.approx(0.002)
+    assert p.model_copy(update={"priority": 3}).prices is p.prices
