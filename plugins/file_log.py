@@ -1,4 +1,4 @@
-"""Logger ``file_log``: one JSON line per attempt in app.log (``MODELBROKER_LOG_FILE``).
+"""Logger ``file_log``: one JSON line per attempt (and per cache hit) in app.log (``MODELBROKER_LOG_FILE``).
 
 Lines are collected on the event loop (a list append) and written by a
 background task through a worker thread, in batches, so a slow disk never
@@ -109,6 +109,17 @@ class FileLogWriter:
         line["cost"] = record.cost
         if self.include_responses:
             line["response"] = result.text
+        self._buffer.append(orjson.dumps(line) + b"\n")
+
+    @hookimpl
+    def on_stored_answer(self, request, stored, record):
+        """A request answered from a stored answer (the cache): no attempt, the cost it saved."""
+        line = self._common(request, record)
+        line.update(success=True, model_used=record.model_used, overhead_ms=round(record.overhead_ms, 3))
+        self._add_usage(line, record)
+        line.update(cost=record.cost, cache_hit=True, saved_cost=record.saved_cost)
+        if self.include_responses:
+            line["response"] = stored.completion.text
         self._buffer.append(orjson.dumps(line) + b"\n")
 
     @hookimpl
