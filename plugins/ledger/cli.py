@@ -19,7 +19,8 @@ from modelbroker.plugins.storage.database import (
 from modelbroker.plugins.storage.location import sqlite_path
 from modelbroker.plugins.storage.urls import safe_url
 
-HEADER = ["requests", "attempts", "failures", "rejected", "tokens in", "tokens out", "cost", "p50 ms", "p95 ms"]
+HEADER = ["requests", "attempts", "failures", "rejected", "cache hits", "tokens in", "tokens out", "cost", "saved",
+          "p50 ms", "p95 ms"]
 
 
 class LedgerUnavailable(Exception):
@@ -70,8 +71,9 @@ def format_report(report: dict[str, Any]) -> str:
 def _cells(summary: dict[str, Any]) -> list[str]:
     return [
         *(str(summary[name]) for name in
-          ("requests", "attempts", "failures", "rejected", "prompt_tokens", "completion_tokens")),
+          ("requests", "attempts", "failures", "rejected", "cache_hits", "prompt_tokens", "completion_tokens")),
         f"{summary['cost']:.6f}",
+        f"{summary['saved_cost']:.6f}",
         *(f"{v:.1f}" if (v := summary[name]) is not None else "-" for name in ("p50_latency_ms", "p95_latency_ms")),
     ]
 

@@ -3,7 +3,9 @@
 For a time window, in total and per group (provider, model, day or client):
 requests (distinct requests: the gateway's own id, so a client's reused x-request-id
 still counts twice), attempts, failures (failed attempts), rejected
-requests, tokens, cost, and the p50 and p95 latency of the successful attempts.
+requests, cache hits (requests answered from the response cache, with no attempt),
+tokens, cost, the cost the cache hits saved, and the p50 and p95 latency of the
+successful attempts.
 Percentiles are nearest-rank (the smallest latency with at least p% of the group
 at or below it), computed in SQL with window functions, so the same query runs
 on SQLite and PostgreSQL and no latency leaves the database.
@@ -20,7 +22,9 @@ from modelbroker.plugins.storage.database import Connection, Database
 GROUPS = ("provider", "model", "day", "client")
 DEFAULT_DAYS = 30
 PERCENTILES = {"p50_latency_ms": 0.50, "p95_latency_ms": 0.95}
-COUNTS = ("requests", "attempts", "failures", "rejected", "prompt_tokens", "completion_tokens", "total_tokens")
+COUNTS = ("requests", "attempts", "failures", "rejected", "cache_hits", "prompt_tokens", "completion_tokens",
+          "total_tokens")
+SUMS_OF_COST = ("cost", "saved_cost")
 
 
 class UsageQueryError(ValueError):
@@ -148,7 +152,7 @@ def _windowed(key: str, one_client: bool = False) -> str:
     ``one_client``) with their group key, as ``windowed``."""
     return (
         f"WITH windowed AS (SELECT {key} AS key, request_id, request_uid, attempt, success, outcome, prompt_tokens, "
-        "completion_tokens, total_tokens, cost, latency_ms FROM attempts WHERE time >= ? AND time < ?"
+        "completion_tokens, total_tokens, cost, latency_ms, cache_hit, saved_cost FROM attempts WHERE time >= ? AND time < ?"
         + (" AND client = ?) " if one_client else ") ")
     )
 
@@ -158,19 +162,21 @@ SUMS = (
     "coalesce(sum(CASE WHEN attempt > 0 THEN 1 ELSE 0 END), 0) AS attempts, "
     "coalesce(sum(CASE WHEN attempt > 0 AND NOT success THEN 1 ELSE 0 END), 0) AS failures, "
     "coalesce(sum(CASE WHEN outcome = 'rejected' THEN 1 ELSE 0 END), 0) AS rejected, "
+    "coalesce(sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), 0) AS cache_hits, "
     "coalesce(sum(prompt_tokens), 0) AS prompt_tokens, "
     "coalesce(sum(completion_tokens), 0) AS completion_tokens, "
     "coalesce(sum(total_tokens), 0) AS total_tokens, "
-    "coalesce(sum(cost), 0.0) AS cost "
+    "coalesce(sum(cost), 0.0) AS cost, "
+    "coalesce(sum(saved_cost), 0.0) AS saved_cost "
     "FROM windowed GROUP BY key"
 )
 
-#: Per key, the nearest-rank percentiles of the successful attempts' latency.
+#: Per key, the nearest-rank percentiles of the successful attempts' latency (a cache hit is none).
 PERCENTILE_QUERY = (
     ", ranked AS (SELECT key, latency_ms, "
     "row_number() OVER (PARTITION BY key ORDER BY latency_ms) AS position, "
     "count(*) OVER (PARTITION BY key) AS n "
-    "FROM windowed WHERE success AND latency_ms IS NOT NULL) "
+    "FROM windowed WHERE success AND attempt > 0 AND latency_ms IS NOT NULL) "
     "SELECT key, "
     + ", ".join(f"min(CASE WHEN position >= n * {p!r} THEN latency_ms END) AS {name}"
                 for name, p in PERCENTILES.items())
@@ -181,13 +187,13 @@ PERCENTILE_QUERY = (
 def _summary(row) -> dict[str, Any]:
     summary: dict[str, Any] = {"key": row["key"]}
     summary.update((name, int(row[name])) for name in COUNTS)
-    summary["cost"] = float(row["cost"])
+    summary.update((name, float(row[name])) for name in SUMS_OF_COST)
     summary.update((name, None) for name in PERCENTILES)
     return summary
 
 
 def _empty() -> dict[str, Any]:
-    return {**dict.fromkeys(COUNTS, 0), "cost": 0.0, **dict.fromkeys(PERCENTILES)}
+    return {**dict.fromkeys(COUNTS, 0), **dict.fromkeys(SUMS_OF_COST, 0.0), **dict.fromkeys(PERCENTILES)}
 
 
 def _without_key(summary: dict[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,8 @@ def row_of(record: AttemptRecord) -> Record:
         "cached_tokens": record.cached_tokens, "reasoning_tokens": record.reasoning_tokens,
         "tokens_estimated": bool(record.tokens_estimated), "cost": float(record.cost),
         "latency_ms": _round(record.latency_ms), "overhead_ms": _round(record.overhead_ms),
-        "request_uid": record.request_uid, "surface": record.surface,
+        "request_uid": record.request_uid, "surface": record.surface, "cache_hit": bool(record.cache_hit),
+        "saved_cost": float(record.saved_cost),
     }
 
 
@@ -48,7 +49,8 @@ def _blank(request_id: str, attempt: int) -> Record:
         "model_used": None, "success": False, "outcome": FAILED, "error_kind": None, "status": None,
         "error": None, "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0,
         "cached_tokens": None, "reasoning_tokens": None, "tokens_estimated": False, "cost": 0.0,
-        "latency_ms": None, "overhead_ms": None, "request_uid": None, "surface": None,
+        "latency_ms": None, "overhead_ms": None, "request_uid": None, "surface": None, "cache_hit": False,
+        "saved_cost": 0.0,
     }
 
 

@@ -29,7 +29,7 @@ async def usage(
     to: Annotated[str | None, Query(description="ISO date (the whole day) or datetime (default: now)")] = None,
     group_by: Annotated[str | None, Query(description="provider, model, day, client or none; or two joined by a comma, e.g. day,provider")] = None,
 ) -> dict:
-    """Requests, attempts, failures, tokens, cost and p50/p95 latency, in total and per group.
+    """Requests, attempts, failures, cache hits, tokens, cost, saved cost and p50/p95 latency, in total and per group.
 
     An admin key reads every client's; a client key only its own (``client`` in the answer)."""
     try:

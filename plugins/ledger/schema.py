@@ -105,17 +105,26 @@ async def _add_surface(conn: Connection) -> None:
     await conn.execute("ALTER TABLE attempts ADD COLUMN surface TEXT")
 
 
+async def _add_cache_columns(conn: Connection) -> None:
+    """Migration 4: requests answered from the response cache (``cache_hit``, attempt 0, cost 0)
+    and the cost each one saved; rows written before it are no hits and saved nothing."""
+    t = _TYPES[conn.dialect]
+    await conn.execute(f"ALTER TABLE attempts ADD COLUMN cache_hit {t['bool']} DEFAULT {t['false']} NOT NULL")
+    await conn.execute(f"ALTER TABLE attempts ADD COLUMN saved_cost {t['float']} DEFAULT '0' NOT NULL")
+
+
 #: Version N of the schema is the first N of these, applied in order.
 MIGRATIONS: list[Migration] = [
     ("create the attempts table", _create_attempts),
     ("key attempts by the gateway's request uid", _key_rows_by_request_uid),
     ("record the surface of each request", _add_surface),
+    ("record cache hits and the cost they saved", _add_cache_columns),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: The columns a record fills (all but the surrogate key), in the latest shape.
-RECORD_COLUMNS = (*_V1_RECORD_COLUMNS, "request_uid", "surface")
+RECORD_COLUMNS = (*_V1_RECORD_COLUMNS, "request_uid", "surface", "cache_hit", "saved_cost")
 
 
 LEDGER = Schema("the ledger's tables", MIGRATIONS, VERSION_TABLE, MIGRATION_LOCK_KEY,

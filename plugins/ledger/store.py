@@ -52,6 +52,10 @@ class LedgerStore:
         self.writer.add(row_of(record))
 
     @hookimpl
+    def on_stored_answer(self, record):
+        self.writer.add(row_of(record))
+
+    @hookimpl
     def on_failure(self, record):
         self.writer.add(row_of(record))
 

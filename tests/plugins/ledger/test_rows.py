@@ -173,7 +173,7 @@ def test_a_row_has_every_column_from_the_cores_record():
     from datetime import timezone
     from types import SimpleNamespace as NS
 
-    from modelbroker._routing.records import failure_record, rejected_record, result_record
+    from modelbroker._routing.records import failure_record, rejected_record, result_record, stored_record
     from modelbroker._routing.types import ChatRequest, Completion, ErrorKind, ProviderError, Usage
     from modelbroker.plugins.ledger.records import MAX_ERROR_CHARS, row_of
     from modelbroker.plugins.ledger.schema import RECORD_COLUMNS
@@ -189,7 +189,8 @@ def test_a_row_has_every_column_from_the_cores_record():
         "provider_id": "p/m", "model": "m", "model_used": "m-2025", "success": True, "outcome": "ok",
         "error_kind": None, "status": None, "error": None, "prompt_tokens": 3, "completion_tokens": 4,
         "total_tokens": 7, "cached_tokens": 1, "reasoning_tokens": 2, "tokens_estimated": True, "cost": 0.25,
-        "latency_ms": 12.346, "overhead_ms": 0.123, "request_uid": request.uid, "surface": "generate"}
+        "latency_ms": 12.346, "overhead_ms": 0.123, "request_uid": request.uid, "surface": "generate",
+        "cache_hit": False, "saved_cost": 0.0}
     error = ProviderError(ErrorKind.PARTIAL, "x" * 600, status=502, usage=Usage(1, 2, 3))
     failed = row_of(failure_record(provider, request, error, 5.0, 1))
     assert (failed["success"], failed["outcome"], failed["error_kind"], failed["status"]) == (
@@ -200,7 +201,10 @@ def test_a_row_has_every_column_from_the_cores_record():
     refused = row_of(rejected_record(None, "r-2", "/generate", 401, "no key", "generate"))
     assert (refused["attempt"], refused["outcome"], refused["status"], refused["provider"], refused["surface"]) == (
         0, "rejected", 401, None, "generate")
-    for row in (ok | {"time": None}, failed, refused):
+    hit = row_of(stored_record(provider, request, result, 0.5))
+    assert (hit["attempt"], hit["outcome"], hit["cache_hit"], hit["cost"], hit["saved_cost"], hit["total_tokens"]) == (
+        0, "ok", True, 0.0, 0.25, 0)
+    for row in (ok | {"time": None}, failed, refused, hit):
         assert set(row) == set(RECORD_COLUMNS)
 
 

@@ -19,8 +19,8 @@ HELLO = [{"role": "user", "content": "one two three"}]  # 3 tokens in, 7 out at 
 
 
 def zero(**fields) -> dict:
-    summary = {"requests": 0, "attempts": 0, "failures": 0, "rejected": 0, "prompt_tokens": 0,
-               "completion_tokens": 0, "total_tokens": 0, "cost": 0.0,
+    summary = {"requests": 0, "attempts": 0, "failures": 0, "rejected": 0, "cache_hits": 0, "prompt_tokens": 0,
+               "completion_tokens": 0, "total_tokens": 0, "cost": 0.0, "saved_cost": 0.0,
                "p50_latency_ms": None, "p95_latency_ms": None}
     summary.update(fields)
     return summary
@@ -200,11 +200,11 @@ def test_print_usage_is_the_same_report_as_a_table(sqlite_url):
     text = print_usage(settings, "2025-01-01", "2025-01-31", "provider")
     title, blank, header, rule, p, q, total = text.splitlines()
     assert title == "Usage from 2025-01-01T00:00:00+00:00 to 2025-02-01T00:00:00+00:00, by provider"
-    assert header.split() == ["provider", "requests", "attempts", "failures", "rejected", "tokens", "in",
-                              "tokens", "out", "cost", "p50", "ms", "p95", "ms"]
-    assert p.split() == ["p", "2", "2", "1", "0", "0", "0", "1.000000", "10.0", "10.0"]
-    assert q.split() == ["q", "1", "1", "0", "0", "0", "0", "2.000000", "10.0", "10.0"]
-    assert total.split() == ["total", "3", "3", "1", "0", "0", "0", "3.000000", "10.0", "10.0"]
+    assert header.split() == ["provider", "requests", "attempts", "failures", "rejected", "cache", "hits", "tokens",
+                              "in", "tokens", "out", "cost", "saved", "p50", "ms", "p95", "ms"]
+    assert p.split() == ["p", "2", "2", "1", "0", "0", "0", "0", "1.000000", "0.000000", "10.0", "10.0"]
+    assert q.split() == ["q", "1", "1", "0", "0", "0", "0", "0", "2.000000", "0.000000", "10.0", "10.0"]
+    assert total.split() == ["total", "3", "3", "1", "0", "0", "0", "0", "3.000000", "0.000000", "10.0", "10.0"]
 
 
 def test_print_usage_totals_only_and_defaults(sqlite_url):
@@ -250,3 +250,27 @@ def test_a_bad_pair_of_groups_is_refused(gateway, provider, upstream, sqlite_url
     answer = gw.get("/usage", params={"group_by": group_by})
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "group_by"
+
+
+def test_cache_hits_and_saved_cost_per_client_and_day(database_url):
+    """A hit (attempt 0, cache_hit, cost 0, saved_cost) is a request but no attempt, and its time
+    is left out of the attempts' latency."""
+    rows = [
+        record("made", time=at("2025-01-10T12:00:00"), client="c1", cost=1.5, latency_ms=100.0),
+        record("hit-1", attempt=0, time=at("2025-01-10T13:00:00"), client="c2", cost=0.0, cache_hit=True,
+               saved_cost=1.5, latency_ms=1.0),
+        record("hit-2", attempt=0, time=at("2025-01-11T13:00:00"), client="c2", cost=0.0, cache_hit=True,
+               saved_cost=1.5, latency_ms=1.0),
+    ]
+    insert(database_url, rows)
+    window = parse_window("2025-01-01", "2025-01-31")
+    report = run(with_db(database_url, lambda db: usage_report(db, window, "client")))
+    totals = report["totals"]
+    assert (totals["requests"], totals["attempts"], totals["cache_hits"]) == (3, 1, 2)
+    assert (totals["cost"], totals["saved_cost"]) == (1.5, 3.0)
+    assert totals["p50_latency_ms"] == totals["p95_latency_ms"] == 100.0
+    by_client = {g["key"]: (g["cache_hits"], g["cost"], g["saved_cost"]) for g in report["groups"]}
+    assert by_client == {"c1": (0, 1.5, 0.0), "c2": (2, 0.0, 3.0)}
+    by_day = run(with_db(database_url, lambda db: usage_report(db, window, "day")))["groups"]
+    assert [(g["key"], g["requests"], g["saved_cost"]) for g in by_day] == [("2025-01-10", 2, 1.5),
+                                                                           ("2025-01-11", 1, 1.5)]
