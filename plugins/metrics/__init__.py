@@ -14,6 +14,7 @@ import os
 from prometheus_client import values
 
 from modelbroker import ConfigError, hookimpl
+from modelbroker.plugins.metrics.cache import CacheCollector, cache_stats_of
 from modelbroker.plugins.metrics.recorder import MetricsRecorder
 from modelbroker.plugins.metrics.routes import RECORDER_NAME
 
@@ -26,6 +27,8 @@ MULTIPROC_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 def on_startup(pm, config, health):
     """Register this gateway's recorder."""
     recorder = MetricsRecorder(config, multiprocess_dir=multiprocess_dir())
+    if not recorder.multiprocess_dir:
+        recorder.registry.register(CacheCollector(cache_stats_of(pm)))
     pm.register(recorder, name=RECORDER_NAME)
     return recorder.start(health)
 
