@@ -12,6 +12,7 @@ import inspect
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
+from modelbroker._cli.prices import describe_prices
 from modelbroker._cli.tables import format_table
 from modelbroker._config.loading import load_config
 from modelbroker._config.messages import ConfigError
@@ -66,6 +67,7 @@ def describe_config(settings: Settings, gateway: Gateway) -> str:
     out = [f"{settings.config}: valid, {len(config.providers)} providers, strategy {config.strategy!r}", ""]
     out.append(format_table(rows, ["provider", "type", "priority", "price in/out per 1k", "enabled"]))
     out.append("")
+    out += [describe_prices(config.providers), ""]
     enabled = config.enabled_providers
     out.append("Order for a short prompt, by strategy:" if enabled else "No enabled provider: nothing to order.")
     for name, strategy in sorted(gateway.registry.strategies.items()) if enabled else ():

@@ -101,3 +101,31 @@ def test_a_copy_with_another_price_has_that_price():
     dear = p.model_copy(update={"cost_per_1k_tokens": 0.002})
     assert dear.prices.source == "providers.yaml" and cost_of(dear, Usage(500, 500, 1000)) == pytest.approx(0.002)
     assert p.model_copy(update={"priority": 3}).prices is p.prices
+
+
+def test_check_shows_each_providers_prices_and_their_source(tmp_path):
+    from modelbroker._cli.report import check_config
+    from modelbroker._config.settings import Settings
+
+    path = tmp_path / "providers.yaml"
+    path.write_text(textwrap.dedent("""\
+        providers:
+          - {name: openai, endpoint: "https://api.openai.com/v1/chat/completions", model: gpt-4o-mini}
+          - {name: gem, type: gemini, api_key: k, endpoint: "https://generativelanguage.googleapis.com/v1beta/models",
+             model: gemini-2.5-pro}
+          - {name: local, endpoint: "http://localhost:11434/v1/chat/completions", model: llama3.2}
+          - {name: groq, endpoint: "https://api.groq.com/openai/v1/chat/completions", model: llama-3.1-8b-instant,
+             cost_per_1k_input_tokens: 0.00005, cost_per_1k_output_tokens: 0.00008}
+        """))
+    report = check_config(Settings(config=path))
+    assert not report.problems
+    table = report.text.split("Prices per 1M tokens:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    version = genai_prices.__version__
+    assert [line.split(None, 4) for line in table[2:]] == [
+        ["openai/gpt-4o-mini", "0.15", "0.6", "0.075", f"genai-prices {version} (openai/gpt-4o-mini)"],
+        ["gem/gemini-2.5-pro", "1.25", "10", "0.125",
+         f"genai-prices {version} (google/gemini-2.5-pro); more above 200,000 prompt tokens"],
+        ["local/llama3.2", "0", "0", "0", "unknown: costs 0"],
+        ["groq/llama-3.1-8b-instant", "0.05", "0.08", "0.05", "providers.yaml"],
+    ]
+    assert table[0].split() == ["provider", "input", "output", "cached", "input", "source"]
