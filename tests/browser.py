@@ -5,6 +5,7 @@ the DevTools protocol:
         tab = browser.open(gw.url + "/docs")
         tab.wait_for("!!document.querySelector('.opblock')")  # polled, at most 15 s
         tab.dom(), tab.screenshot(path), tab.requested       # every URL the page asked for
+        tab.blocked                                          # those the browser refused to send
         browser.outside                                      # every request that left the machine
 
 Each tab has a browser context of its own (no cookie or password shared with another),
@@ -203,6 +204,17 @@ class Tab:
         """Every URL the page asked for, itself included, in order."""
         return [event["params"]["request"]["url"] for event in self.browser.events[self.session]
                 if event["method"] == "Network.requestWillBeSent"]
+
+    @property
+    def blocked(self) -> dict[str, str]:
+        """URL -> why, for each request the browser did not send (``csp``: the page's
+        Content-Security-Policy forbids it)."""
+        events = self.browser.events[self.session]
+        urls = {e["params"]["requestId"]: e["params"]["request"]["url"] for e in events
+                if e["method"] == "Network.requestWillBeSent"}
+        return {urls[e["params"]["requestId"]]: e["params"]["blockedReason"] for e in events
+                if e["method"] == "Network.loadingFailed" and e["params"].get("blockedReason")
+                and e["params"]["requestId"] in urls}
 
     def document(self, timeout: float = 15) -> dict[str, Any]:
         """The response to the page's own request (``status``, ``headers``...), once it has come: even

@@ -14,6 +14,9 @@ from pydantic import BaseModel, TypeAdapter
 
 #: Where the pages' scripts, styles and favicon are served: the files of the fastapi-offline package.
 DOCS_ASSETS = "/docs/assets"
+#: The pages load nothing from another machine (what their scripts may do is left as it is): ReDoc
+#: takes its footer's logo from cdn.redoc.ly, which the browser then does not ask for.
+DOCS_POLICY = "default-src 'self' 'unsafe-inline' 'unsafe-eval' data: blob:; base-uri 'self'"
 
 
 def serve_docs(app: FastAPI) -> None:
@@ -28,12 +31,12 @@ def serve_docs(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_swagger_ui_html(
+        return _kept_here(get_swagger_ui_html(
             openapi_url=root + app.openapi_url, title=f"{app.title} - Swagger UI",
             swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
             oauth2_redirect_url=root + app.swagger_ui_oauth2_redirect_url, swagger_ui_parameters=app.swagger_ui_parameters,
-        )
+        ))
 
     @app.get(app.swagger_ui_oauth2_redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -42,9 +45,14 @@ def serve_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
-        return get_redoc_html(openapi_url=root + app.openapi_url, title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
-                              redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False)
+        return _kept_here(get_redoc_html(openapi_url=root + app.openapi_url, title=f"{app.title} - ReDoc",
+                                         redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+                                         redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png", with_google_fonts=False))
+
+
+def _kept_here(page: HTMLResponse) -> HTMLResponse:
+    page.headers["content-security-policy"] = DOCS_POLICY
+    return page
 
 
 def request_body_schema(body: type[BaseModel] | TypeAdapter) -> dict[str, Any]:
