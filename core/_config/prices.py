@@ -9,8 +9,9 @@ each attempt is a few comparisons; the catalogue itself is never read after star
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -63,6 +64,9 @@ class Prices:
     known: bool = True
     per_total: float | None = None
     dated: tuple[tuple[Callable[[datetime], bool], Tiers], ...] = ()
+    #: For ``dated``: the tiers in force and until when (``time.time()``), so that the clock is
+    #: read, and the constraints checked, once a minute rather than on every attempt.
+    _now: list = field(default_factory=lambda: [0.0, ()], compare=False, repr=False)
 
     @classmethod
     def flat(cls, rates: Rates, source: str = PROVIDERS_YAML, *, known: bool = True,
@@ -71,13 +75,27 @@ class Prices:
 
     def rates(self, prompt_tokens: int = 0, now: datetime | None = None) -> Rates:
         """The rates for a prompt of ``prompt_tokens`` sent at ``now`` (default: this moment)."""
-        tiers = self.tiers if not self.dated else self.tiers_at(now or datetime.now(timezone.utc))
+        if not self.dated:
+            tiers = self.tiers
+        elif now is not None:
+            tiers = self.tiers_at(now)
+        else:
+            tiers = self._tiers_now()
         if len(tiers) == 1:
             return tiers[0][1]
         for start, rates in reversed(tiers):
             if prompt_tokens > start:
                 return rates
         return tiers[0][1]
+
+    def _tiers_now(self) -> Tiers:
+        now_s = time.time()
+        until, tiers = self._now
+        if now_s >= until:
+            # The vendors' prices change on a date or at a time of day, on a whole minute.
+            tiers = self.tiers_at(datetime.fromtimestamp(now_s, timezone.utc))
+            self._now[:] = [(now_s // 60 + 1) * 60, tiers]
+        return tiers
 
     def tiers_at(self, now: datetime) -> Tiers:
         for active, tiers in reversed(self.dated):

@@ -118,7 +118,7 @@ class ProviderConfig(BaseModel):
     @property
     def prices(self) -> Prices:
         """What this provider's tokens cost, and where that was learnt (``Prices.source``)."""
-        return self._prices
+        return self.__pydantic_private__["_prices"]  # read on every attempt: pydantic's own lookup is slower
 
     @property
     def unpriced(self) -> str:
@@ -132,12 +132,12 @@ class ProviderConfig(BaseModel):
     @property
     def input_price(self) -> float:
         """Price of 1,000 prompt tokens (a short prompt's, at this moment)."""
-        return self._prices.rates().input
+        return self.prices.rates().input
 
     @property
     def output_price(self) -> float:
         """Price of 1,000 completion tokens (after a short prompt, at this moment)."""
-        return self._prices.rates().output
+        return self.prices.rates().output
 
 
 #: The fields a provider's prices are worked out from.
