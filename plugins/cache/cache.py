@@ -44,12 +44,18 @@ class ResponseCache:
             _tell(request, BYPASS)
             return None
         key = cache_key(request, principal, settings.shared)
-        return self._find(request, key, config, settings if "no-store" not in told else None)
+        keep = settings if "no-store" not in told else None
+        if not self.store.awaits:
+            return self._found(request, key, config, keep, self.store.get(key))
+        return self._find(request, key, config, keep)
 
     async def _find(self, request: ChatRequest, key: str, config: GatewayConfig,
                     keep: CacheSettings | None) -> Stored | None:
-        """The kept answer under ``key``; on a miss, note the key for on_result unless ``keep`` is None."""
-        data = await self.store.get(key)
+        return self._found(request, key, config, keep, await self.store.get(key))
+
+    def _found(self, request: ChatRequest, key: str, config: GatewayConfig, keep: CacheSettings | None,
+               data: bytes | None) -> Stored | None:
+        """The kept answer in ``data``; on a miss, note the key for on_result unless ``keep`` is None."""
         stored = decode(data, self._providers_of(config)) if data is not None else None
         if stored is not None:
             _tell(request, HIT)
@@ -73,6 +79,9 @@ class ResponseCache:
         data = encode(provider, result, chunks)
         if len(data) > settings.max_entry_bytes:
             self.too_large += 1
+            return
+        if not self.store.awaits:
+            self.store.put(key, data, settings.ttl_s)
             return
         task = asyncio.get_running_loop().create_task(self.store.put(key, data, settings.ttl_s))
         self._writing.add(task)

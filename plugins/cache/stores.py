@@ -23,13 +23,15 @@ class MemoryStore:
     """Answers in this process, at most ``max_bytes`` of them (their encoded size)."""
 
     name = "memory"
+    #: ``get`` and ``put`` answer at once: the cache calls them without a coroutine or a task.
+    awaits = False
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._entries: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
 
-    async def get(self, key: str) -> bytes | None:
+    def get(self, key: str) -> bytes | None:
         found = self._entries.get(key)
         if found is None:
             return None
@@ -40,7 +42,7 @@ class MemoryStore:
         self._entries.move_to_end(key)
         return data
 
-    async def put(self, key: str, data: bytes, ttl_s: float) -> None:
+    def put(self, key: str, data: bytes, ttl_s: float) -> None:
         if len(data) > self.max_bytes:
             return
         if key in self._entries:
@@ -66,6 +68,7 @@ class RedisStore:
     """Answers in Redis under ``modelbroker:cache:<hash>``, each with its expiry (SET EX)."""
 
     name = "redis"
+    awaits = True
 
     def __init__(self, url: str, *, timeout_s: float = 0.25, prefix: str = REDIS_PREFIX) -> None:
         import redis.asyncio

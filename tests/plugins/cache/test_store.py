@@ -13,28 +13,28 @@ from modelbroker.plugins.cache.keys import cache_key, cacheable, directives
 from modelbroker.plugins.cache.stores import MemoryStore, RedisStore
 
 
-async def test_the_memory_store_drops_the_least_recently_used_past_max_bytes():
+def test_the_memory_store_drops_the_least_recently_used_past_max_bytes():
     store = MemoryStore(max_bytes=30)
-    await store.put("a", b"x" * 10, 60)
-    await store.put("b", b"y" * 10, 60)
-    await store.put("c", b"z" * 10, 60)
-    assert await store.get("a") == b"x" * 10  # now the most recently used
-    await store.put("d", b"w" * 10, 60)  # 40 bytes: b, the least recently used, goes
-    assert await store.get("b") is None
-    assert [await store.get(k) is not None for k in "acd"] == [True, True, True]
+    store.put("a", b"x" * 10, 60)
+    store.put("b", b"y" * 10, 60)
+    store.put("c", b"z" * 10, 60)
+    assert store.get("a") == b"x" * 10  # now the most recently used
+    store.put("d", b"w" * 10, 60)  # 40 bytes: b, the least recently used, goes
+    assert store.get("b") is None
+    assert [store.get(k) is not None for k in "acd"] == [True, True, True]
     assert store.bytes == 30 and len(store) == 3
-    await store.put("big", b"v" * 31, 60)  # larger than the whole store: never kept
-    assert await store.get("big") is None and store.bytes == 30
-    await store.put("a", b"x" * 5, 60)  # replaced, counted once
+    store.put("big", b"v" * 31, 60)  # larger than the whole store: never kept
+    assert store.get("big") is None and store.bytes == 30
+    store.put("a", b"x" * 5, 60)  # replaced, counted once
     assert store.bytes == 25
 
 
 async def test_the_memory_store_expires_an_answer_after_its_ttl():
     store = MemoryStore(max_bytes=100)
-    await store.put("a", b"x", 0.05)
-    assert await store.get("a") == b"x"
+    store.put("a", b"x", 0.05)
+    assert store.get("a") == b"x"
     await asyncio.sleep(0.06)
-    assert await store.get("a") is None and store.bytes == 0
+    assert store.get("a") is None and store.bytes == 0
 
 
 async def test_the_redis_store_sets_a_prefixed_key_with_its_ttl(redis_url):
