@@ -34,13 +34,14 @@ def api_routes():
 @hookimpl
 def register_commands(commands):
     usage = commands.add_parser(
-        "usage", help="requests, tokens, cost and latency from the usage ledger",
+        "usage", help="requests, tokens, cost, cache savings and latency from the usage ledger",
         description="Requests, tokens, cost and latency from the usage ledger (the database of "
-                    "MODELBROKER_DATABASE_URL), read directly: the gateway need not be running.")
+                    "MODELBROKER_DATABASE_URL), read directly: the gateway need not be running. Cache hits "
+                    "are requests with no attempt and no cost; 'saved' is what they would have cost.")
     usage.add_argument("--from", dest="from_", metavar="FROM", default=None,
                        help="ISO date or datetime, UTC (default: 30 days before --to)")
     usage.add_argument("--to", default=None, help="ISO date (the whole day) or datetime (default: now)")
-    usage.add_argument("--group-by", default=None,
+    usage.add_argument("--group-by", "--by", default=None,
                        help="provider, model, day, client or none; or two joined by a comma (day,provider)")
     usage.set_defaults(run=_usage)
 

@@ -274,3 +274,16 @@ def test_cache_hits_and_saved_cost_per_client_and_day(database_url):
     by_day = run(with_db(database_url, lambda db: usage_report(db, window, "day")))["groups"]
     assert [(g["key"], g["requests"], g["saved_cost"]) for g in by_day] == [("2025-01-10", 2, 1.5),
                                                                            ("2025-01-11", 1, 1.5)]
+
+
+def test_modelbroker_usage_by_client_shows_the_saved_cost(sqlite_url, monkeypatch, capsys):
+    from modelbroker._cli.main import main
+
+    insert(sqlite_url, [record("made", client="c1", cost=1.5),
+                        record("hit", attempt=0, client="c2", cost=0.0, cache_hit=True, saved_cost=1.5)])
+    monkeypatch.setenv("MODELBROKER_DATABASE_URL", sqlite_url)
+    assert main(["usage", "--by", "client"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[4:]}
+    assert rows["c1"][5] == "0" and rows["c1"][8:10] == ["1.500000", "0.000000"]  # cache hits; cost, saved
+    assert rows["c2"][5] == "1" and rows["c2"][8:10] == ["0.000000", "1.500000"]
+    assert rows["total"][1:3] == ["2", "1"]  # two requests, one attempt
