@@ -18,6 +18,7 @@ from modelbroker._config.settings import Settings, load_settings
 from modelbroker._plugins.hookcall import HookCalls, PluginError
 from modelbroker._plugins.manager import PROJECT, PluginManager, make_plugin_manager
 from modelbroker._plugins.registry import Registry, build_registry, build_surfaces
+from modelbroker._routing.ceiling import within_ceiling
 from modelbroker._routing.errors import APIError, NoProviderAvailable, UnknownModel
 from modelbroker._routing.features import ALL_FEATURES, FEATURES, provider_features, request_features
 from modelbroker._routing.health import HealthTracker
@@ -232,7 +233,9 @@ class Gateway:
         if not enabled:
             raise NoProviderAvailable(self.why_no_provider(matches))
         if self._features is not None or (request.native is not None and request.native.required):
-            return self._able(request, enabled)
+            enabled = self._able(request, enabled)
+        if request.max_cost is not None:
+            enabled = within_ceiling(request, enabled)
         return enabled
 
     def _able(self, request: ChatRequest, providers: list[ProviderConfig]) -> list[ProviderConfig]:

@@ -73,6 +73,12 @@ class ChatRequest:
     #: Providers left out because they cannot carry a feature the request needs
     #: (provider id -> the features), set by the gateway when it chooses the candidates.
     skipped: dict[str, list[str]] | None = None
+    #: The most this request may cost: providers whose worst case costs more are left out
+    #: (``x-modelbroker-max-cost``, a surface's field, a key's default; ``_routing/ceiling.py``).
+    max_cost: float | None = None
+    #: Headers a plugin adds to the answer (``admit`` or ``lookup`` may set them), sent
+    #: with the routing headers on a whole answer and a stream alike.
+    response_headers: dict[str, str] | None = None
 
     def prompt_text(self) -> str:
         """The text of all messages joined (an embeddings request: its input), for token
