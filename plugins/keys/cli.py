@@ -38,7 +38,8 @@ from modelbroker.plugins.storage.location import database_url, sqlite_path
 from modelbroker.plugins.storage.migrations import SchemaTooNew
 from modelbroker.plugins.storage.urls import safe_url
 
-LIST_HEADER = ["name", "role", "prefix", "daily", "monthly", "rpm", "tpm", "models", "created", "revoked"]
+LIST_HEADER = ["name", "role", "prefix", "daily", "monthly", "rpm", "tpm", "max cost", "models", "created",
+               "revoked"]
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -53,6 +54,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     create.add_argument("--budget-monthly", type=_positive(float), metavar="COST", help="cost per UTC month")
     create.add_argument("--rpm", type=_positive(int), help="requests per minute")
     create.add_argument("--tpm", type=_positive(int), help="tokens per minute")
+    create.add_argument("--max-cost-per-request", type=_positive(float), metavar="COST",
+                        help="the cost ceiling of each request that sets none lower (x-modelbroker-max-cost)")
     create.add_argument("--models", type=_models, metavar="A,B",
                         help="the only values 'model' may take (provider ids, models, provider names, "
                              "auto, strategy names); default: any")
@@ -73,7 +76,7 @@ def _create(args: argparse.Namespace) -> int:
     row = ClientKey(
         name=args.name, prefix=key_prefix(key), key_hash=hash_key(key), created_at=datetime.now(timezone.utc),
         budget_daily=args.budget_daily, budget_monthly=args.budget_monthly, rpm=args.rpm, tpm=args.tpm,
-        models=args.models, role=ADMIN if args.admin else CLIENT,
+        models=args.models, role=ADMIN if args.admin else CLIENT, max_cost_per_request=args.max_cost_per_request,
     )
     try:
         _run(lambda db: insert_key(db, row))
@@ -147,7 +150,7 @@ def _run(work: Callable[[Database], Awaitable[Any]]) -> Any:
 def _row(key: ClientKey) -> list[str]:
     return [
         key.name, key.role, key.prefix + "...", _limit(key.budget_daily), _limit(key.budget_monthly), _limit(key.rpm),
-        _limit(key.tpm), ",".join(key.models) if key.models is not None else "any",
+        _limit(key.tpm), _limit(key.max_cost_per_request), ",".join(key.models) if key.models is not None else "any",
         f"{key.created_at:%Y-%m-%d %H:%M}", f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked else "-",
     ]
 

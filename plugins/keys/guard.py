@@ -86,6 +86,9 @@ class KeyGuard:
         if key is None:
             return None
         check_model(key, request)
+        ceiling = key.max_cost_per_request
+        if ceiling is not None and (request.max_cost is None or request.max_cost > ceiling):
+            request.max_cost = ceiling  # a request may ask for less than its key's ceiling, never more
         return self.limits.check(key) if key.limited else None
 
     @hookimpl

@@ -35,7 +35,7 @@ ROLES = (CLIENT, ADMIN)
 
 #: The columns of ``client_keys`` a ClientKey is read from (all but the surrogate key).
 COLUMNS = ("name", "prefix", "key_hash", "budget_daily", "budget_monthly", "rpm", "tpm", "models", "role",
-           "created_at", "revoked_at")
+           "max_cost_per_request", "created_at", "revoked_at")
 #: The columns a new key fills (a key is stored unrevoked).
 _INSERTED = COLUMNS[:-1]
 
@@ -72,9 +72,15 @@ async def _add_role(conn: Connection) -> None:
     await conn.execute(f"ALTER TABLE client_keys ADD COLUMN role TEXT NOT NULL DEFAULT '{CLIENT}'")
 
 
+async def _add_max_cost(conn: Connection) -> None:
+    """Migration 3 (frozen): a key's default cost ceiling per request (NULL: none)."""
+    await conn.execute(f"ALTER TABLE client_keys ADD COLUMN max_cost_per_request {_TYPES[conn.dialect]['float']}")
+
+
 MIGRATIONS: list[Migration] = [
     ("create the client_keys table", _create_client_keys),
     ("add the role column: client or admin", _add_role),
+    ("add the max_cost_per_request column: a key's default cost ceiling", _add_max_cost),
 ]
 
 
@@ -85,7 +91,7 @@ class KeyNameTaken(Exception):
 @dataclass(frozen=True, slots=True)
 class ClientKey:
     """One row of ``client_keys``. ``models`` None: any model; budgets in cost units; ``role``
-    one of ROLES."""
+    one of ROLES; ``max_cost_per_request``: the cost ceiling of a request that sets none lower."""
 
     name: str
     prefix: str
@@ -98,6 +104,7 @@ class ClientKey:
     models: tuple[str, ...] | None = None
     revoked_at: datetime | None = None
     role: str = CLIENT
+    max_cost_per_request: float | None = None
 
     @property
     def revoked(self) -> bool:
@@ -132,7 +139,8 @@ async def insert_key(db: Database, key: ClientKey) -> None:
     """Store ``key``; raises KeyNameTaken if an unrevoked key has its name."""
     values = (
         key.name, key.prefix, key.key_hash, key.budget_daily, key.budget_monthly, key.rpm, key.tpm,
-        orjson.dumps(list(key.models)).decode() if key.models is not None else None, key.role, key.created_at,
+        orjson.dumps(list(key.models)).decode() if key.models is not None else None, key.role,
+        key.max_cost_per_request, key.created_at,
     )
     try:
         async with db.writing() as conn:
@@ -181,4 +189,5 @@ def _from_row(db: Database, row: Any) -> ClientKey:
         created_at=db.read_time(row["created_at"]), budget_daily=row["budget_daily"],
         budget_monthly=row["budget_monthly"], rpm=row["rpm"], tpm=row["tpm"], models=models,
         revoked_at=db.read_time(row["revoked_at"]), role=row["role"],
+        max_cost_per_request=row["max_cost_per_request"],
     )

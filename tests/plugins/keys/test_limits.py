@@ -234,3 +234,28 @@ def test_the_counters_live_in_the_gateways_shared_state(gateway, provider, upstr
     assert chat(gw, key).status_code == 200
     wait_for(lambda: spend(gw, name) > 0, "the request to be charged")
     assert guard_of(gw).limits.state is gw.gateway.state
+
+
+def test_a_keys_ceiling_applies_when_the_request_sets_none_lower(gateway, provider, upstream, db_url, cli):
+    """``keys create --max-cost-per-request``: the key's default ceiling; a request's header may lower it,
+    never raise it."""
+    name = unique("ceiling")
+    assert cli("create", "--name", name, "--max-cost-per-request", "0.001").returncode == 0
+    key = cli("create", "--name", unique("other")).stdout.strip()
+    (row,) = [line for line in cli("list").stdout.splitlines() if line.startswith(name)]
+    assert "0.001" in row.split()
+    ceiling_key = add_key(db_url, unique("ceiling-row"), max_cost_per_request=0.001)
+    gw = gateway(keys_config(provider("dear", priority=1, cost_per_1k_tokens=0.1),
+                             provider("cheap", priority=2, cost_per_1k_tokens=0.001), reliability=NO_RETRY),
+                 database_url=db_url)
+
+    def generate(key: str, **headers):
+        return gw.generate({"prompt": "hi", "max_tokens": 100},
+                           headers={"authorization": f"Bearer {key}", **headers})
+
+    assert generate(key).json()["provider"] == "dear/dear"  # a key without a ceiling
+    assert generate(ceiling_key).json()["provider"] == "cheap/cheap"
+    assert generate(ceiling_key, **{"x-modelbroker-max-cost": "1"}).json()["provider"] == "cheap/cheap"  # not raised
+    lowered = generate(ceiling_key, **{"x-modelbroker-max-cost": "0.00001"})
+    assert lowered.status_code == 400 and lowered.json()["error"]["code"] == "cost_limit_exceeded"
+    assert "cost ceiling of 1e-05" in lowered.json()["error"]["message"]

@@ -47,10 +47,10 @@ async def with_databases(url: str, work, databases: int = 1):
 
 def test_the_table_migrates_once_from_many_processes_and_keeps_names_unique(any_db_url):
     async def work(one, two):
-        assert await asyncio.gather(migrate(one), migrate(two)) == [2, 2]  # racing, as two gateways do
+        assert await asyncio.gather(migrate(one), migrate(two)) == [3, 3]  # racing, as two gateways do
         async with one.reading() as conn:
             versions = [tuple(r) for r in await conn.fetch("SELECT version FROM keys_schema_version ORDER BY version")]
-        assert versions == [(1,), (2,)]
+        assert versions == [(1,), (2,), (3,)]
         await insert_key(one, row("alice", budget_daily=1.5, rpm=10, models=("a", "b")))
         with pytest.raises(KeyNameTaken):
             await insert_key(two, row("alice"))
@@ -74,12 +74,13 @@ def test_keys_made_before_roles_are_client_keys(any_db_url):
         async with db.writing() as conn:  # the INSERT of version 1, which knew no role
             await conn.execute("INSERT INTO client_keys (name, prefix, key_hash, rpm, created_at) VALUES (?, ?, ?, ?, ?)",
                                (old.name, old.prefix, old.key_hash, old.rpm, old.created_at))
-        assert await migrate(db) == 2
+        assert await migrate(db) == 3
         await insert_key(db, row("ops", role="admin"))
         return await load_keys(db)
 
     before, admin = asyncio.run(with_databases(any_db_url, work))
     assert (before.name, before.rpm, before.role, before.admin) == ("old-timer", 5, "client", False)
+    assert before.max_cost_per_request is None  # no ceiling for the keys made before there were any
     assert (admin.name, admin.role, admin.admin) == ("ops", "admin", True)
 
 
@@ -204,7 +205,7 @@ def test_a_key_table_written_by_the_sqlalchemy_era_gateway_is_read_and_extended(
         conn.executescript(dump.read_text())
 
     async def work(db):
-        assert await migrate(db) == 2
+        assert await migrate(db) == 3
         (alice,) = await load_keys(db)
         await insert_key(db, row("bob"))
         spend = await ledger_spend(db, ["alice"], datetime(2025, 6, 1, 12, 0, 30, tzinfo=timezone.utc),
