@@ -205,3 +205,20 @@ def test_an_unreachable_redis_is_a_miss(gateway, provider, upstream, closed_port
     assert [a.status_code for a in answers] == [200] * 3
     assert [a.headers[HEADER] for a in answers] == ["miss"] * 3
     assert len(upstream.requests) == 3
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/responses", {"model": "a", "input": "x", "temperature": 0, "stream": True}),
+    ("/generate", {"prompt": "x", "temperature": 0, "stream": True}),
+], ids=["responses", "generate"])
+def test_streamed_hits_on_the_other_surfaces(gateway, provider, upstream, path, body):
+    gw = gateway(cache_config(provider("a")))
+    body = {**body, **({"input": unique()} if "input" in body else {"prompt": unique()})}
+    streams = []
+    for _ in range(2):
+        with gw.client.stream("POST", path, json=body) as r:
+            streams.append((r.status_code, r.headers[HEADER], r.read().decode()))
+    (s1, h1, t1), (s2, h2, t2) = streams
+    assert (s1, h1, s2, h2) == (200, "miss", 200, "hit")
+    assert len(upstream.requests) == 1
+    assert "Fake reply f" in t2 and t2.count("data:") == t1.count("data:")
