@@ -41,11 +41,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(autouse=True, scope="session")
 def _clean_environment():
-    """No MODELBROKER_* setting or provider key from the developer's shell reaches a test
-    (session-scoped, so that module-scoped gateways are built without them too)."""
+    """No MODELBROKER_* setting, provider key or OTEL_* variable from the developer's shell
+    reaches a test (session-scoped, so that module-scoped gateways are built without them too).
+    The MODELBROKER_TEST_* variables stay: they tell the tests where PostgreSQL and Redis are."""
     with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.startswith("MODELBROKER_"):
+        for name in list(os.environ):  # MODELBROKER_TEST_* name this run's services, not a gateway setting
+            if name.startswith("MODELBROKER_") and not name.startswith("MODELBROKER_TEST_"):
                 patch.delenv(name)
         patch.delenv("GROQ_API_KEY", raising=False)
         for name in list(os.environ):  # a developer's tracing setup would make every gateway export spans
