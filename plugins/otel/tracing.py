@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -36,6 +37,9 @@ from modelbroker import __version__, hookimpl
 SERVICE = "modelbroker"
 #: How long shutdown waits for the last spans to be exported.
 FLUSH_MS = 5000
+#: The parent of a request whose client sent no traceparent: none (given, so the SDK does not
+#: look up the task's current context for it).
+ROOT = Context()
 
 
 def resource() -> Resource:
@@ -89,10 +93,11 @@ class Tracing:
         started = None
         if request.received_at:  # when the gateway got it, not when it was parsed
             started = time.time_ns() - int((time.perf_counter() - request.received_at) * 1e9)
+        parent = self.propagator.extract(headers, ROOT) if "traceparent" in headers else ROOT
         span = self.tracer.start_span(f"{operation} {request.model}" if request.model else operation,
-                                      context=self.propagator.extract(headers), kind=SpanKind.SERVER,
-                                      attributes=attributes, start_time=started)
-        self.requests[request.uid] = Traced(span, trace.set_span_in_context(span), operation)
+                                      context=parent, kind=SpanKind.SERVER, attributes=attributes,
+                                      start_time=started)
+        self.requests[request.uid] = Traced(span, trace.set_span_in_context(span, ROOT), operation)
 
     @hookimpl
     def on_attempt(self, provider, request, attempt):
@@ -100,38 +105,35 @@ class Tracing:
         traced = self.requests.get(request.uid)
         if traced is None:
             return None
-        span = self._attempt_span(traced, provider, request, attempt, None)
-        carrier: dict[str, str] = {}
-        self.propagator.inject(carrier, context=trace.set_span_in_context(span))
-        return carrier
+        context = self._attempt_span(traced, provider, request, attempt, None).get_span_context()
+        # W3C trace context, as TraceContextTextMapPropagator.inject writes it, without a Context made for it
+        headers = {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"}
+        if context.trace_state:
+            headers["tracestate"] = context.trace_state.to_header()
+        return headers
 
     @hookimpl
     def on_result(self, provider, request, record):
         traced = self.requests.get(request.uid)
         if traced is None:
             return
-        span = self._ending(traced, provider, request, record)
+        ended = _usage(record)
         if record.model_used:
-            span.set_attribute("gen_ai.response.model", record.model_used)
-        span.end(end_time=int(record.time * 1e9))
-        answered = traced.span
-        answered.set_attribute("modelbroker.provider", provider.id)
-        _copy_usage(answered, record)
-        if record.model_used:
-            answered.set_attribute("gen_ai.response.model", record.model_used)
+            ended["gen_ai.response.model"] = record.model_used
+        traced.span.set_attributes({**ended, "modelbroker.provider": provider.id})
+        self._end(traced, provider, request, record, ended)
 
     @hookimpl
     def on_failure(self, provider, request, record):
         traced = self.requests.get(request.uid)
         if traced is None:
             return
-        span = self._ending(traced, provider, request, record)
-        span.set_attribute("error.type", str(record.status) if record.status else record.error_kind)
-        span.set_attribute("modelbroker.error_kind", record.error_kind)
+        ended = _usage(record)
+        ended["error.type"] = str(record.status) if record.status else record.error_kind
+        ended["modelbroker.error_kind"] = record.error_kind
         if record.status:
-            span.set_attribute("http.response.status_code", record.status)
-        span.set_status(Status(StatusCode.ERROR, record.error))
-        span.end(end_time=int(record.time * 1e9))
+            ended["http.response.status_code"] = record.status
+        self._end(traced, provider, request, record, ended, Status(StatusCode.ERROR, record.error))
 
     @hookimpl
     def on_request_end(self, request, status):
@@ -141,11 +143,11 @@ class Tracing:
         for leftover in traced.attempts.values():  # every attempt is reported; this is a safeguard
             leftover.end()
         span = traced.span
-        span.set_attribute("http.response.status_code", status)
-        span.set_attribute("modelbroker.attempts", traced.tried)
-        span.set_attribute("modelbroker.cost", traced.cost)
+        ended = {"http.response.status_code": status, "modelbroker.attempts": traced.tried,
+                 "modelbroker.cost": traced.cost}
         if status >= 400:
-            span.set_attribute("error.type", str(status))
+            ended["error.type"] = str(status)
+        span.set_attributes(ended)
         if status >= 500:  # a 4xx is the client's error: the server span's status stays unset
             span.set_status(Status(StatusCode.ERROR))
         span.end()
@@ -175,19 +177,22 @@ class Tracing:
         traced.tried += 1
         return span
 
-    def _ending(self, traced: Traced, provider, request, record):
-        """The attempt's open span, with what every ending records (one is made from the
-        record's times if the attempt was reported without ``on_attempt``)."""
+    def _end(self, traced: Traced, provider, request, record, ended: dict[str, Any],
+             status: Status | None = None) -> None:
+        """End the attempt's span when the attempt ended (one is made from the record's times
+        if the attempt was reported without ``on_attempt``)."""
         span = traced.attempts.pop(record.attempt, None)
         if span is None:
             started = int((record.time - (record.latency_ms or 0.0) / 1000) * 1e9)
             span = self._attempt_span(traced, provider, request, record.attempt, started)
             traced.attempts.pop(record.attempt)
-        _copy_usage(span, record)
-        span.set_attribute("modelbroker.cost", record.cost)
-        span.set_attribute("modelbroker.outcome", record.outcome)
+        ended["modelbroker.cost"] = record.cost
+        ended["modelbroker.outcome"] = record.outcome
+        span.set_attributes(ended)
+        if status is not None:
+            span.set_status(status)
+        span.end(end_time=int(record.time * 1e9))
         traced.cost += record.cost
-        return span
 
     def _server_of(self, endpoint: str) -> tuple[str | None, int | None]:
         """``server.address`` and ``server.port`` of an endpoint, worked out once."""
@@ -211,6 +216,5 @@ def _request_parameters(request, attributes: dict[str, Any]) -> None:
         attributes["gen_ai.request.temperature"] = request.temperature
 
 
-def _copy_usage(span, record) -> None:
-    span.set_attribute("gen_ai.usage.input_tokens", record.prompt_tokens)
-    span.set_attribute("gen_ai.usage.output_tokens", record.completion_tokens)
+def _usage(record) -> dict[str, Any]:
+    return {"gen_ai.usage.input_tokens": record.prompt_tokens, "gen_ai.usage.output_tokens": record.completion_tokens}
