@@ -37,12 +37,14 @@ class Receiver:
 
     def __init__(self) -> None:
         self.spans: list[dict] = []
+        self.headers: list[dict] = []  # of each export request
         self.lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                receiver.headers.append({name.lower(): value for name, value in self.headers.items()})
                 if self.path == "/v1/traces":
                     receiver.take(ExportTraceServiceRequest.FromString(body))
                 answer = ExportTraceServiceResponse().SerializeToString()
@@ -210,12 +212,23 @@ def test_a_request_that_fails_is_an_error_span(gateway, provider, upstream, trac
     assert request["attributes"]["modelbroker.request_id"] == answer.headers["x-request-id"]
 
 
-def test_the_service_name_is_the_environments(gateway, provider, upstream, traced, monkeypatch):
+def test_the_sdk_reads_its_own_environment(gateway, provider, upstream, traced, monkeypatch):
     monkeypatch.setenv("OTEL_SERVICE_NAME", "gateway-eu")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-backend-key=k-123")
     gw = gateway({"providers": [provider("up")]})
     assert gw.generate({"prompt": "hi"}).status_code == 200
     (request, _) = traced.wait_for(2)
     assert request["resource"]["service.name"] == "gateway-eu"
+    assert traced.headers[0]["x-backend-key"] == "k-123"
+
+
+def test_the_last_spans_are_exported_at_shutdown(gateway, provider, upstream, traced, monkeypatch):
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # no export on a timer during the test
+    gw = gateway({"providers": [provider("up")]})
+    assert gw.generate({"prompt": "hi"}).status_code == 200
+    assert traced.spans == []
+    gw.stop()  # on_shutdown flushes the queue
+    assert len(traced.wait_for(2, timeout_s=1.0)) == 2
 
 
 @pytest.mark.parametrize("environment", [{}, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
