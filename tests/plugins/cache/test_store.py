@@ -104,3 +104,17 @@ def test_an_entry_decodes_to_the_answer_it_was(provider):
     assert (stored.completion.text, stored.completion.raw, stored.completion.cost) == ("t", {"id": "x"}, 0.5)
     assert stored.chunks == chunks
     assert decode(encode(p, completion, None), {}) is None  # its provider is gone
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"ttl_s": 0}, "plugins.cache.ttl_s: must be > 0"),
+    ({"ttl_s": 10, "max_bytes": -1}, "plugins.cache.max_bytes: must be > 0"),
+    ({"ttl": 10}, "plugins.cache.ttl"),
+])
+def test_modelbroker_check_refuses_a_bad_cache_block(write_config, provider, block, message):
+    from modelbroker import ConfigError, Settings
+    from modelbroker._routing.gateway import Gateway
+
+    path = write_config({"providers": [provider("a")], "plugins": {"cache": block}})
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        Gateway.from_settings(Settings(config=str(path), log_file=""))
