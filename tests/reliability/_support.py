@@ -122,6 +122,9 @@ def make_router(gateway_config: Any, *, strategy: Any = None, adapter: Any = Non
 class _NoHooks:
     """No plugin: nobody hears the attempts."""
 
+    def has(self, hook: str) -> bool:
+        return False
+
     def wants(self, hook: str, argument: str) -> bool:
         return False
 
