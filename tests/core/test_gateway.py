@@ -98,7 +98,7 @@ def test_a_disabled_name_that_no_plugin_has_is_warned_about(write_config, monkey
     Gateway.from_settings(Settings(config=write_config(f"providers:\n  - {ENTRY}}}\n"), log_file=""))
     [warning] = [r.getMessage() for r in caplog.records if "no installed plugin" in r.getMessage()]
     assert warning.startswith("plugins.disabled / MODELBROKER_DISABLED_PLUGINS names 'costs', which no installed "
-                              "plugin is called; installed: anthropic, balanced, chat, cost,")
+                              "plugin is called; installed: anthropic, balanced, cache, chat, cost,")
 
 
 def test_the_health_plugin_cannot_be_disabled_and_the_message_names_both_places(write_config, monkeypatch):
