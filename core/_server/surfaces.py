@@ -24,7 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Scope
 
+from modelbroker._routing.ceiling import max_cost_of
 from modelbroker._routing.errors import APIError
+from modelbroker._routing.stored import look_up, served
 from modelbroker._routing.types import ChatRequest, Principal
 from modelbroker._server.disconnect import unless_disconnected
 from modelbroker._server.request_ids import request_id_of
@@ -115,6 +117,7 @@ class SurfaceRoute:
         chat.route = scope["path"]
         chat.surface = self.name
         chat.deadline = gateway.deadline(header(scope, b"x-modelbroker-timeout"))
+        chat.max_cost = max_cost_of(header(scope, b"x-modelbroker-max-cost"), chat.max_cost)
         if principal is not None:
             chat.principal = principal
             chat.client = principal.name
@@ -122,7 +125,13 @@ class SurfaceRoute:
         if gateway.hooks.has("on_request"):
             gateway.hooks.notify("on_request", request=chat, headers=incoming.headers)
         await gateway.admit(chat)
-        routed = await unless_disconnected(request.receive, gateway.router.route(chat, gateway.candidates(chat)))
+        stored = None
+        if gateway.hooks.has("lookup"):  # an answer kept by a plugin, given with no attempt
+            stored = await look_up(gateway.hooks, chat, incoming.headers, gateway.config)
+        if stored is not None:
+            routed = served(gateway.router.report, chat, stored)
+        else:
+            routed = await unless_disconnected(request.receive, gateway.router.route(chat, gateway.candidates(chat)))
         headers = routing_headers(chat, routed)
         if routed.stream is not None:
             return EventStreamResponse(self.surface.stream(chat, routed), headers=headers)
@@ -145,6 +154,8 @@ def routing_headers(chat: ChatRequest, routed: Routed) -> dict[str, str]:
         "x-modelbroker-attempts": str(len(routed.attempts)),
         "x-modelbroker-overhead-ms": f"{overhead:.3f}",
     }
+    if chat.response_headers:
+        headers.update(chat.response_headers)
     if chat.skipped:
         headers["x-modelbroker-skipped"] = "; ".join(
             f"{provider} (lacks {', '.join(features)})" for provider, features in chat.skipped.items())
