@@ -42,7 +42,8 @@ def test_check_shows_providers_and_the_order_of_every_strategy(run, write_config
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"{config}: valid, 3 providers, strategy 'priority'"
-    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("a/", "b/", "c/"))}
+    providers_table = lines[:lines.index("Prices per 1M tokens:")]  # the prices' table names them again
+    rows = {line.split()[0]: line.split() for line in providers_table if line.startswith(("a/", "b/", "c/"))}
     assert rows["a/big"][1:5] == ["openai", "1", "0.03/0.03", "yes"]
     assert rows["b/small"][1:5] == ["openai", "2", "0.001/0.002", "yes"]
     assert rows["c/tiny"][1:4] == ["openai", "0", "0/0"]

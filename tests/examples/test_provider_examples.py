@@ -83,7 +83,8 @@ def test_check_accepts_the_file_and_never_prints_a_key(path, tmp_path):
     done = check(path, tmp_path, env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{path.name}: valid, " in done.stdout
-    rows = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    providers_table = done.stdout.split("Prices per 1M tokens:", 1)[0]  # the prices' table names them again
+    rows = {line.split()[0]: line for line in providers_table.splitlines() if line.strip()}
     for provider in provider_ids(path):
         assert rows[provider].split()[-1] == "yes", rows[provider]
     assert "Order for a short prompt" in done.stdout
