@@ -123,7 +123,7 @@ def test_plugins_lists_the_builtins(run, write_config):
     assert " settings responses, surface responses " in rows["responses"]
     # the hooks of the object file_log registers in on_startup are listed too
     assert " settings file_log on_startup, register_settings; FileLogWriter: on_failure, on_result, " \
-           "on_shutdown " in rows["file_log"]
+           "on_shutdown, on_stored_answer " in rows["file_log"]
 
 
 def test_plugins_works_in_a_folder_without_providers_yaml(run, tmp_path):
