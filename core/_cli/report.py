@@ -59,13 +59,14 @@ def describe_config(settings: Settings, gateway: Gateway) -> str:
     config = gateway.config
     rows = [
         [
-            p.id, p.type, str(p.priority), f"{p.input_price:g}/{p.output_price:g}",
+            p.id, p.type, str(p.priority),
             "yes" if p.enabled else f"no: {p.disabled_reason or 'enabled: false'}",
         ]
         for p in config.providers
     ]
-    out = [f"{settings.config}: valid, {len(config.providers)} providers, strategy {config.strategy!r}", ""]
-    out.append(format_table(rows, ["provider", "type", "priority", "price in/out per 1k", "enabled"]))
+    count = len(config.providers)
+    out = [f"{settings.config}: valid, {count} provider{'' if count == 1 else 's'}, strategy {config.strategy!r}", ""]
+    out.append(format_table(rows, ["provider", "type", "priority", "enabled"]))
     out.append("")
     out += [describe_prices(config.providers), ""]
     enabled = config.enabled_providers

@@ -42,12 +42,17 @@ def test_check_shows_providers_and_the_order_of_every_strategy(run, write_config
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == f"{config}: valid, 3 providers, strategy 'priority'"
-    providers_table = lines[:lines.index("Prices per 1M tokens:")]  # the prices' table names them again
-    rows = {line.split()[0]: line.split() for line in providers_table if line.startswith(("a/", "b/", "c/"))}
-    assert rows["a/big"][1:5] == ["openai", "1", "0.03/0.03", "yes"]
-    assert rows["b/small"][1:5] == ["openai", "2", "0.001/0.002", "yes"]
-    assert rows["c/tiny"][1:4] == ["openai", "0", "0/0"]
+    split = lines.index("Prices per 1M tokens:")
+    def rows_of(table):
+        return {line.split()[0]: line.split() for line in table if line.startswith(("a/", "b/", "c/"))}
+    rows, prices = rows_of(lines[:split]), rows_of(lines[split:])
+    assert rows["a/big"][1:4] == ["openai", "1", "yes"]
+    assert rows["b/small"][1:4] == ["openai", "2", "yes"]
+    assert rows["c/tiny"][1:3] == ["openai", "0"]
     assert "no: environment variable MB_CLI_UNSET is not set" in " ".join(rows["c/tiny"])
+    assert prices["a/big"][1:] == ["30", "30", "30", "providers.yaml"]
+    assert prices["b/small"][1:] == ["1", "2", "1", "providers.yaml"]
+    assert prices["c/tiny"][1:] == ["0", "0", "0", "providers.yaml"]
     assert "Order for a short prompt, by strategy:" in lines
     orders = {line.split(":")[0].strip(): line.split(": ", 1)[1] for line in lines if line.startswith("  ")}
     assert set(orders) == {s + (" (configured)" if s == "priority" else "") for s in installed_strategies}

@@ -154,7 +154,7 @@ def test_a_plugin_that_does_not_load_is_named_with_what_to_do(tmp_path, run_cli,
         assert rows["priority"].rstrip().endswith("yes")
         assert "no: cannot be loaded: " in rows["broken"] and problem in " ".join(rows["broken"].split())
     else:
-        assert ran.stdout.startswith(f"{config}: valid, 1 providers, strategy 'priority'"), ran.stdout
+        assert ran.stdout.startswith(f"{config}: valid, 1 provider, strategy 'priority'"), ran.stdout
         assert "  priority (configured): a/a" in ran.stdout.splitlines()
     left_out = run_cli(command, "--config", str(config),
                        env=subprocess_env(PYTHONPATH=str(site), MODELBROKER_DISABLED_PLUGINS="broken"))
