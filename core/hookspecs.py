@@ -206,7 +206,7 @@ def on_shutdown() -> Awaitable[None] | None:
 
 @hookspec(firstresult=True)
 def authenticate(headers: Headers, path: str, config: GatewayConfig) -> Awaitable[Principal] | None:
-    """Decide who is calling; runs for every route but ``/health``, before the route.
+    """Decide who is calling; runs for every route but ``/health`` and its probes (``/health/live``, ``/health/ready``), before the route.
 
     :param headers: the request's headers (case-insensitive).
     :param path: the request's path.

@@ -1,7 +1,7 @@
 """Plugin ``keys``: client API keys, with budgets, rate limits and allowed models per key.
 
 With no key in the table the gateway is open (but /admin/* answers only this
-machine). Once one exists, every route but /health needs ``Authorization: Bearer <key>``,
+machine). Once one exists, every route but /health and its probes needs ``Authorization: Bearer <key>``,
 and /admin/*, /dashboard, every client's /usage and /metrics need an admin key
 (``keys create --admin``; /metrics stays open with ``MODELBROKER_METRICS_PUBLIC=true``).
 Keys live, hashed, in the ledger's database

@@ -121,7 +121,7 @@ def describe_keys(active: int, admins: int, revoked: int, *, metrics_public: boo
     own = ", and a client key reads only its own /usage"
     if not admins:
         return (f"client keys: {active} active, none of them an admin key, {revoked} revoked: every route but "
-                f"/health needs a key; {guarded} refuse every key until an admin key exists (modelbroker keys "
-                f"create --name NAME --admin){metrics}{own}")
-    return (f"client keys: {active} active ({admins} admin), {revoked} revoked: every route but /health needs "
-            f"a key; {guarded} need an admin key{metrics}{own}")
+                f"/health and its probes needs a key; {guarded} refuse every key until an admin key exists "
+                f"(modelbroker keys create --name NAME --admin){metrics}{own}")
+    return (f"client keys: {active} active ({admins} admin), {revoked} revoked: every route but /health and its "
+            f"probes needs a key; {guarded} need an admin key{metrics}{own}")
