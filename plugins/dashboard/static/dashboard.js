@@ -247,19 +247,31 @@ function renderHealth(answer) {
 function renderTotals(providers) {
   const body = $("#totals tbody");
   body.replaceChildren();
-  if (!providers.length) el("td", { class: "empty", colspan: 8 }, el("tr", {}, body), NO_DATA);
+  if (!providers.length) el("td", { class: "empty", colspan: 10 }, el("tr", {}, body), NO_DATA);
   for (const g of providers) {
     const row = el("tr", { "data-provider": g.key ?? "" }, body);
     const failures = g.attempts ? ` (${fmt.percent(g.failures / g.attempts)})` : "";
     const tokens = g.prompt_tokens + g.completion_tokens;
     cells(row, [g.key ?? "(refused)", fmt.count(g.requests), fmt.count(g.attempts), fmt.count(g.failures) + failures,
-                fmt.count(tokens), fmt.cost(g.cost), fmt.ms(g.p50_latency_ms), fmt.ms(g.p95_latency_ms)],
-          [1, 2, 3, 4, 5, 6, 7]);
+                fmt.count(tokens), fmt.cost(g.cost), fmt.count(g.cache_hits ?? 0), fmt.cost(g.saved_cost ?? 0),
+                fmt.ms(g.p50_latency_ms), fmt.ms(g.p95_latency_ms)],
+          [1, 2, 3, 4, 5, 6, 7, 8, 9]);
   }
 }
 
+// Spent and saved in the range, and the share of the requests the response cache answered
+// (a ledger without the cache's columns counts no hit).
+function renderCache(totals) {
+  const hits = totals.cache_hits ?? 0;
+  const answered = totals.requests - totals.rejected;
+  $("#spent").textContent = fmt.cost(totals.cost);
+  $("#saved").textContent = fmt.cost(totals.saved_cost ?? 0);
+  $("#hit-rate").textContent = answered > 0
+    ? `${fmt.percent(hits / answered)} (${fmt.count(hits)} of ${fmt.count(answered)})` : "–";
+}
+
 function renderUsage(usage, days) {
-  const cards = ["#spend", "#volume", "#latency", "#totals"];
+  const cards = ["#spend", "#cache", "#volume", "#latency", "#totals"];
   for (const card of cards) $(card).hidden = Boolean(usage.off || usage.error || usage.locked);
   if (usage.locked) {
     return notice(`The usage needs an admin key (${usage.locked}). Reload the page: the browser asks for one.`);
@@ -271,6 +283,7 @@ function renderUsage(usage, days) {
   if (usage.error) return notice(`The ledger cannot be read: ${usage.error}`);
   notice(null);
   $("#spend .note").textContent = "";
+  renderCache(usage.totals);
   if (!usage.totals.requests && !usage.totals.rejected) {
     for (const card of ["#spend", "#volume", "#latency"]) empty(card, NO_DATA);
     return renderTotals([]);

@@ -249,3 +249,24 @@ def test_with_the_real_ledger(gateway, providers, upstream, browse, tmp_path):
     assert count(page.section("volume"), r'class="point"') == 1  # a failure rate only for today, which has attempts
     assert count(page.section("latency"), r'data-series="fast" data-percentile="p(50|95)"') == 2
     assert re.search(r'<tr data-provider="fast"><td>fast</td><td class="num">5</td>', page.section("totals"))
+
+
+def test_the_cache_card_shows_spent_saved_and_the_hit_rate(gateway, providers, upstream, browse, tmp_path):
+    ledger = pytest.importorskip("modelbroker.plugins.ledger", reason="the ledger's dependencies are not installed")
+    from modelbroker.plugins import cache
+
+    config = {**providers, "plugins": {"cache": {"ttl_s": 60}}}
+    gw = gateway(config, pm=make_pm(ledger=ledger, cache=cache), log=tmp_path / "app.log")
+    body = {"model": "fast", "messages": [{"role": "user", "content": "the same question"}], "temperature": 0}
+    answers = [gw.client.post("/v1/chat/completions", json=body) for _ in range(4)]
+    assert [a.headers["x-modelbroker-cache"] for a in answers] == ["miss", "hit", "hit", "hit"]
+    spent = float(answers[0].headers["x-modelbroker-cost"])
+    page = browse(gw.url + "/dashboard")
+    card = page.section("cache")
+    assert '<td class="num" id="hit-rate">75% (3 of 4)</td>' in card
+    shown = {name: float(re.search(rf'id="{name}">([\d.e-]+)<', card).group(1)) for name in ("spent", "saved")}
+    assert shown["spent"] == pytest.approx(spent, rel=0.05)
+    assert shown["saved"] == pytest.approx(3 * spent, rel=0.05)
+    row = re.search(r'<tr data-provider="fast">(.*?)</tr>', page.section("totals"), re.S).group(1)
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+    assert cells[1] == "4" and cells[2] == "1" and cells[6] == "3"  # requests, attempts, cache hits
