@@ -93,6 +93,28 @@ def test_check_accepts_the_file_and_never_prints_a_key(path, tmp_path):
             assert value not in done.stdout + done.stderr, f"{name}'s value was printed"
 
 
+LOCAL_SERVERS = {"ollama.yaml", "vllm.yaml", "lmstudio.yaml"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
+def test_each_cloud_model_is_priced_by_the_catalogue_and_each_local_one_is_free(path, tmp_path):
+    """The cloud files give no price: every model they name is one genai-prices knows, so none
+    costs 0 by mistake (a retired or misspelt model id would); the local servers state 0."""
+    env = {name: fake_value(name) for name, has_default in variables(path).items() if not has_default}
+    done = check(path, tmp_path, env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    prices = done.stdout.split("Prices per 1M tokens:", 1)[1].split("\n\n", 1)[0]
+    rows = {line.split()[0]: line for line in prices.splitlines()[3:] if line.strip()}
+    for provider in provider_ids(path):
+        if path.name in LOCAL_SERVERS:
+            assert rows[provider].split()[1:5] == ["0", "0", "0", "providers.yaml"], rows[provider]
+        else:
+            assert "genai-prices" in rows[provider] and float(rows[provider].split()[2]) > 0, rows[provider]
+    if path.name not in LOCAL_SERVERS:
+        entries = yaml.safe_load(path.read_text(encoding="utf-8"))["providers"]
+        assert not [key for entry in entries for key in entry if key.startswith("cost_per_1k")]
+
+
 @pytest.mark.parametrize("path", [p for p in FILES if not all(variables(p).values())], ids=lambda p: p.stem)
 def test_without_its_key_each_provider_is_disabled_naming_the_variable(path, tmp_path):
     required = sorted(name for name, has_default in variables(path).items() if not has_default)
