@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from modelbroker import __version__
 from modelbroker._config.messages import ConfigError
 
 DESCRIPTION = "modelbroker: an LLM gateway, one API in front of many model providers."
@@ -53,6 +54,7 @@ def _names_a_plugin_command(argv: Sequence[str]) -> bool:
 def _parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelbroker", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"modelbroker {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for add in BUILT_IN.values():
         add(commands)

@@ -230,3 +230,10 @@ def test_serve_refuses_a_worker_count_below_one(run, write_config):
     done = run("serve", "--config", str(write_config(CONFIG)), "--workers", "0")
     assert done.returncode == 2
     assert done.stderr.strip() == "modelbroker: MODELBROKER_WORKERS: must be >= 1"
+
+
+def test_version_is_the_package_version(run):
+    import modelbroker
+
+    done = run("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, f"modelbroker {modelbroker.__version__}")
