@@ -201,6 +201,18 @@ def on_shutdown() -> Awaitable[None] | None:
     """
 
 
+@hookspec
+def readiness() -> Mapping[str, object] | None:
+    """Whether this plugin's part of the gateway can serve requests now, for ``GET /health/ready``.
+
+    Return None (nothing to say), or a mapping with ``ok`` (a bool) and, when not ok, ``error``
+    (one short sentence for an operator; no secret, no host: the probe is open to all). Its other
+    keys are shown as they are. The answer is a check of /health/ready named after the plugin;
+    one that is not ok, or that raises, makes the replica unready (503). Called on every probe:
+    answer from what the plugin already knows, without I/O.
+    """
+
+
 # --- one request -------------------------------------------------------------------------------
 
 

@@ -91,6 +91,19 @@ class HookCalls:
             raise PluginError(plugin, hook, exc) from exc
         return found
 
+    def each_outcome(self, hook: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Every implementation's non-None answer, or the exception it raised, by plugin: for a
+        caller that reports on each plugin (/health/ready) rather than stopping at one."""
+        found = []
+        for plugin, function, argnames in self._impls.get(hook, ()):
+            try:
+                answer = function(*map(kwargs.__getitem__, argnames))
+            except Exception as exc:  # noqa: BLE001 - reported as that plugin's outcome
+                answer = exc
+            if answer is not None:
+                found.append((plugin, answer))
+        return found
+
     def _each_contained(self, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Any]]:
         found = []
         for plugin, function, argnames in self._impls.get(hook, ()):

@@ -66,6 +66,14 @@ class KeyGuard:
             names = {key.name for key in self.cache.by_hash.values() if not key.revoked}
             await self._seed(names)
 
+    @hookimpl
+    def readiness(self):
+        """Unready while the key table has never been read: every request would get 503."""
+        if self.cache.loaded:
+            return {"ok": True, "enforcing": self.cache.enforcing, "table_current": self.cache.error is None}
+        return {"ok": False, "error": "the key table cannot be read, so every request is refused with 503 "
+                                      "keys_unavailable (the gateway's log says why)"}
+
     @hookimpl(trylast=True)  # a plugin of the user's own is asked first (docs/hooks.md)
     def authenticate(self, headers, path):
         if path in self.open_paths:

@@ -9,10 +9,14 @@ Two probes for an orchestrator or a load balancer sit beside it, open like it:
   (every plugin's ``on_startup`` has finished: the ledger has migrated its schema, or
   its writer waits for the database with records queued and spilled) and ``state``
   (the shared-state store answers ``status()``: Redis reachable, or its documented
-  in-process fallback during an outage). docs/deployment.md, "Health probes".
+  in-process fallback during an outage), plus one per plugin that answers the
+  ``readiness`` hook (the keys plugin: its key table has been read).
+  docs/deployment.md, "Health probes".
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from fastapi import APIRouter, Request
 
@@ -53,7 +57,8 @@ async def live() -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     """Every check, each with ``ok``; 503 and ``failing`` when one is not."""
     gateway = request.app.state.gateway
-    checks = {"config": _config(gateway), "started": _started(gateway), "state": _state(gateway)}
+    checks = {"config": _config(gateway), "started": _started(gateway), "state": _state(gateway),
+              **_plugins(gateway)}
     failing = [name for name, check in checks.items() if not check["ok"]]
     if failing:
         return JSONResponse({"status": "not_ready", "failing": failing, "checks": checks}, status_code=503)
@@ -83,3 +88,19 @@ def _state(gateway) -> dict:
     except Exception as exc:  # noqa: BLE001 - a broken store makes this replica unready, not the probe fail
         return {"ok": False, "error": f"the shared-state store's status() failed: {type(exc).__name__}: {exc}"[:300]}
     return {"ok": True, **status}
+
+
+def _plugins(gateway) -> dict[str, dict]:
+    """Each plugin's own answer to the ``readiness`` hook, as a check named after it."""
+    hooks = getattr(gateway, "hooks", None)
+    if gateway.router is None or hooks is None or not hooks.has("readiness"):
+        return {}
+    checks = {}
+    for plugin, answer in hooks.each_outcome("readiness"):
+        if isinstance(answer, Exception):
+            checks[plugin] = {"ok": False, "error": f"its readiness hook failed: {type(answer).__name__}"}
+        elif isinstance(answer, Mapping) and isinstance(answer.get("ok"), bool):
+            checks[plugin] = dict(answer)
+        else:
+            checks[plugin] = {"ok": False, "error": "its readiness hook did not answer a mapping with a bool 'ok'"}
+    return checks

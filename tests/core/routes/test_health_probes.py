@@ -39,6 +39,19 @@ class BrokenStore:
         return BrokenStatus()
 
 
+class Readiness:
+    """A plugin object answering the ``readiness`` hook with ``answer`` (or raising it)."""
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    @hookimpl
+    def readiness(self):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
 class ClaimsReady:
     """A surface that wants /health/ready for itself."""
 
@@ -68,6 +81,7 @@ def test_live_and_ready_answer_on_a_started_gateway(gateway, provider):
         "config": {"ok": True, "providers": 2, "enabled": 1},
         "started": {"ok": True},
         "state": {"ok": True, "backend": "memory", "shared": False},
+        "keys.guard": {"ok": True, "enforcing": False, "table_current": True},
     }}
 
 
@@ -153,3 +167,26 @@ def test_ready_while_redis_is_away_and_the_state_is_local(gateway, provider):
     state = ready.json()["checks"]["state"]
     assert (state["ok"], state["backend"], state["shared"]) == (True, "redis", False)
     assert "local to this replica" in state["note"]
+
+
+def test_hook_readiness(gateway, provider):
+    """Each plugin's answer is a check named after it; one not ok, one raising and one answering
+    nonsense each make the replica unready, and a plugin with nothing to say (None) adds no check."""
+    plugins = {"fine": Readiness({"ok": True, "queued": 3}), "silent": Readiness(None)}
+    gw = gateway({"providers": [provider("a")]}, plugins=plugins, log=False)
+    ready = gw.get("/health/ready")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["fine"] == {"ok": True, "queued": 3}
+    assert "silent" not in ready.json()["checks"]
+
+    plugins = {"fine": Readiness({"ok": True}), "down": Readiness({"ok": False, "error": "the disk is full"}),
+               "raises": Readiness(RuntimeError("secret-ish detail")), "odd": Readiness({"status": "meh"})}
+    gw = gateway({"providers": [provider("a")]}, plugins=plugins, log=False)
+    ready = gw.get("/health/ready")
+    assert ready.status_code == 503
+    body = ready.json()
+    assert sorted(body["failing"]) == ["down", "odd", "raises"]
+    assert body["checks"]["down"] == {"ok": False, "error": "the disk is full"}
+    assert body["checks"]["raises"] == {"ok": False, "error": "its readiness hook failed: RuntimeError"}
+    assert "secret-ish" not in ready.text
+    assert "bool 'ok'" in body["checks"]["odd"]["error"]

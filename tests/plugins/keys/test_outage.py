@@ -27,9 +27,15 @@ def test_before_the_key_table_is_read_every_request_is_refused(gateway, provider
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "keys_unavailable"
     assert gw.get("/health").status_code == 200
     assert "MODELBROKER_DISABLED_PLUGINS=keys" in caplog.text
+    ready = gw.get("/health/ready")  # a load balancer sends no traffic to a replica that refuses it all
+    assert ready.status_code == 503 and ready.json()["failing"] == ["keys.guard"], ready.text
+    assert "keys_unavailable" in ready.json()["checks"]["keys.guard"]["error"]
+    assert str(database) not in ready.text  # the probe is open to all: no path, no host
 
     database.rmdir()  # back, and empty: no key, so the gateway opens
     wait_for(lambda: gw.generate({"prompt": "hi"}).status_code == 200, "the key table to be read")
+    assert gw.get("/health/ready").json()["checks"]["keys.guard"] == {
+        "ok": True, "enforcing": False, "table_current": True}
 
 
 def test_after_the_first_read_the_last_table_stays_in_force(gateway, provider, upstream, postgres_url, caplog):
