@@ -73,14 +73,16 @@ def test_continuing_a_conversation_keeps_its_beginning(start, provider, upstream
     """The first turn outlives its own retention while the conversation goes on, in memory and
     in the database (read back by a second gateway after the first one's expiry)."""
     url = f"sqlite:///{(tmp_path / 'shared.db').as_posix()}"
-    gw = start(provider("a"), plugins=retention(2.0), database_url=url, log=False)
+    kept = 5.0  # seconds: the second turn must outlive a gateway's stop and start on a loaded machine
+    gw = start(provider("a"), plugins=retention(kept), database_url=url, log=False)
     sdk = client(gw)
+    first_made = time.monotonic()
     first = sdk.responses.create(model="a", input="Beginning.")
-    time.sleep(1.2)
+    time.sleep(kept / 2 + 0.2)
     second = sdk.responses.create(model="a", previous_response_id=first.id, input="Middle.")
     gw.stop()
-    time.sleep(1.0)  # the first response's own retention has passed
-    again = start(provider("a"), plugins=retention(2.0), database_url=url, log=False)
+    time.sleep(max(0.0, first_made + kept + 0.3 - time.monotonic()))  # the first turn's own retention has passed
+    again = start(provider("a"), plugins=retention(kept), database_url=url, log=False)
     client(again).responses.create(model="a", previous_response_id=second.id, input="End.")
     assert upstream.requests[-1]["json"]["messages"][0]["content"] == "Beginning."
 
