@@ -9,17 +9,12 @@ find each other's answers, and the answers expire.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import uuid
-from datetime import datetime, timezone
 
 import pytest
-
-from modelbroker.plugins.keys.keygen import hash_key, key_prefix, new_key
-from modelbroker.plugins.keys.store import ClientKey, insert_key, migrate
-from modelbroker.plugins.storage.database import open_database
+from client_keys import add_key as add_key  # the tests here import it from this conftest
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
@@ -72,18 +67,3 @@ def db_url(tmp_path) -> str:
     return f"sqlite:///{(tmp_path / 'modelbroker.db').as_posix()}"
 
 
-def add_key(url: str, name: str) -> str:
-    """Store a client key called ``name`` in the database at ``url``; return the key."""
-    key = new_key()
-    row = ClientKey(name=name, prefix=key_prefix(key), key_hash=hash_key(key), created_at=datetime.now(timezone.utc))
-
-    async def write() -> None:
-        db = open_database(url)
-        try:
-            await migrate(db)
-            await insert_key(db, row)
-        finally:
-            await db.close()
-
-    asyncio.run(write())
-    return key

@@ -16,19 +16,17 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from client_keys import add_key as add_key  # the tests here import it from this conftest
 from testdb import DEFAULT_URL as DEFAULT_PG_URL  # noqa: F401 - the keys tests import these from here
 from testdb import FROM_ENV as PG_URL_FROM_ENV  # noqa: F401
 from testdb import database_of, own_database, with_database  # noqa: F401
 from testdb import run_sql as _pg
 
 from modelbroker.plugins.keys import GUARD_NAME
-from modelbroker.plugins.keys.keygen import hash_key, key_prefix, new_key
-from modelbroker.plugins.keys.store import ClientKey, insert_key, migrate
-from modelbroker.plugins.storage.database import Database, open_database, placeholders
+from modelbroker.plugins.storage.database import Database, placeholders
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: Read at import: tests/conftest.py removes every MODELBROKER_* variable from each test's environment.
@@ -44,24 +42,6 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-def add_key(url: str, name: str, **limits) -> str:
-    """Store a key called ``name`` with ``limits`` in the database at ``url``; return the key."""
-    key = new_key()
-    if "models" in limits and limits["models"] is not None:
-        limits["models"] = tuple(limits["models"])
-    row = ClientKey(name=name, prefix=key_prefix(key), key_hash=hash_key(key),
-                    created_at=datetime.now(timezone.utc), **limits)
-
-    async def write() -> None:
-        db = open_database(url)
-        try:
-            await migrate(db)
-            await insert_key(db, row)
-        finally:
-            await db.close()
-
-    asyncio.run(write())
-    return key
 
 
 async def insert_attempts(db: Database, attempts: list[dict]) -> None:

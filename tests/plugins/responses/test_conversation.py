@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
 
 import openai
 import pytest
+from client_keys import add_key
 
-from modelbroker.plugins.keys.keygen import hash_key, key_prefix, new_key
-from modelbroker.plugins.keys.store import ClientKey, insert_key
-from modelbroker.plugins.keys.store import migrate as migrate_keys
 from modelbroker.plugins.responses import STORE_NAME
 from modelbroker.plugins.storage.database import open_database
 
@@ -133,20 +130,6 @@ def stored_ids(url: str) -> set[str]:
     return asyncio.run(read())
 
 
-def add_key(url: str, name: str) -> str:
-    key = new_key()
-    row = ClientKey(name=name, prefix=key_prefix(key), key_hash=hash_key(key), created_at=datetime.now(timezone.utc))
-
-    async def write() -> None:
-        db = open_database(url)
-        try:
-            await migrate_keys(db)
-            await insert_key(db, row)
-        finally:
-            await db.close()
-
-    asyncio.run(write())
-    return key
 
 
 def test_a_response_made_with_a_client_key_is_that_keys_alone(start, provider, upstream, client, tmp_path):
