@@ -140,9 +140,24 @@ class SurfaceRoute:
         if not isinstance(answer, (dict, Response)):
             answer = await answer
         if isinstance(answer, Response):
-            answer.headers.update(headers)
+            add_headers(answer, headers)
             return answer
         return JSONResponse(answer, headers=headers)
+
+
+def add_headers(response: Response, headers: dict[str, str]) -> None:
+    """``headers`` on a surface's own response, replacing any it set under the same names.
+
+    Appended to the raw list when the name is new, as nearly always: Starlette's
+    ``headers.update`` rescans the whole list for every header it sets."""
+    raw = response.raw_headers
+    taken = {name for name, _ in raw}
+    for name, value in headers.items():
+        key = name.lower().encode("latin-1")
+        if key in taken:
+            response.headers[name] = value
+        else:
+            raw.append((key, value.encode("latin-1")))
 
 
 def routing_headers(chat: ChatRequest, routed: Routed) -> dict[str, str]:

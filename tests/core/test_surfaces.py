@@ -212,3 +212,17 @@ def test_without_cors_origins_there_are_no_cors_headers(gw):
     preflight = gw.client.options("/v1/chat/completions",
                                   headers={"origin": ORIGIN, "access-control-request-method": "POST"})
     assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_the_routing_headers_replace_a_surfaces_own_and_are_added_once():
+    """A surface's own Response gets the routing headers appended; one it set itself under
+    the same name is replaced, not sent twice."""
+    from starlette.responses import Response
+
+    from modelbroker._server.surfaces import add_headers
+
+    answer = Response(b"{}", media_type="application/json", headers={"X-Request-Id": "the surface's"})
+    add_headers(answer, {"x-request-id": "req_1", "x-modelbroker-provider": "a", "x-modelbroker-attempts": "1"})
+    assert answer.headers.getlist("x-request-id") == ["req_1"]
+    assert answer.headers["x-modelbroker-provider"] == "a" and answer.headers["content-type"] == "application/json"
+    assert [name for name, _ in answer.raw_headers].count(b"x-modelbroker-attempts") == 1
