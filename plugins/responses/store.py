@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,10 +76,10 @@ class StoredResponse:
     def response(self) -> dict[str, Any]:
         return orjson.loads(self.response_json)
 
-    def row(self, bind_time) -> tuple[Any, ...]:
-        """The table's row (run in the database's thread for SQLite)."""
-        return (self.id, self.previous_id, self.owner, bind_time(_utc(self.created_at)),
-                bind_time(_utc(self.expires_at)), self.input_json.decode(), self.response_json.decode())
+    def row(self, times: Mapping[float, Any]) -> tuple[Any, ...]:
+        """The table's row; ``times`` maps seconds since the epoch to the database's value."""
+        return (self.id, self.previous_id, self.owner, times[self.created_at], times[self.expires_at],
+                self.input_json.decode(), self.response_json.decode())
 
     def visible_to(self, owner: str | None) -> bool:
         """A response made for a client key is that key's alone (404 to anyone else)."""
@@ -116,19 +117,26 @@ class ResponseStore:
 
     def add(self, stored: StoredResponse, ancestors: list[StoredResponse]) -> None:
         """Keep ``stored``, and its conversation as long as it (never blocks, never raises)."""
-        self.pending[stored.id] = stored
-        slack = (stored.expires_at - time.time()) * EXTEND_SLACK
-        for ancestor in ancestors:
-            if ancestor.expires_at < stored.expires_at - slack:
-                ancestor.expires_at = stored.expires_at
-                self.writer.extend(ancestor.id, stored.expires_at)
-        self.writer.added()
+        pending = self.pending
+        pending[stored.id] = stored
+        if ancestors:
+            slack = (stored.expires_at - time.time()) * EXTEND_SLACK
+            for ancestor in ancestors:
+                if ancestor.expires_at < stored.expires_at - slack:
+                    ancestor.expires_at = stored.expires_at
+                    self.writer.extend(ancestor.id, stored.expires_at)
+        if len(pending) >= self.writer.batch_size:
+            self.writer.batch_waits()
 
     def written(self, batch: list[StoredResponse]) -> None:
-        """A batch is in the database: from the pending ones to the recent ones."""
+        """A batch is in the database: from the pending ones to the recent ones (new there:
+        a response read back from the database is never among the pending ones)."""
+        pending, recent = self.pending, self.recent
         for stored in batch:
-            if self.pending.pop(stored.id, None) is not None:
-                self._remember(stored)
+            if pending.pop(stored.id, None) is not None:
+                recent[stored.id] = stored
+        for _ in range(len(recent) - RECENT):
+            recent.popitem(last=False)
 
     def _remember(self, stored: StoredResponse) -> None:
         self.recent[stored.id] = stored
@@ -212,7 +220,3 @@ class ResponseStore:
         if stored.id not in self.pending:
             self._remember(stored)
         return stored
-
-
-def _utc(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, timezone.utc)

@@ -3,6 +3,7 @@ written as Responses, and its store opened at startup (the surface takes part in
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -137,6 +138,7 @@ class Responses:
         """Store the response unless the client said ``store: false``."""
         if not call.store or self.store is None:
             return
-        stored = StoredResponse.of(call.response_id, call.previous_response_id, call.owner,
-                                   time.time() + call.retention_s, call.input, response, body)
+        expires_at = math.ceil(time.time() + call.retention_s)  # whole seconds: see writer.BoundTimes
+        stored = StoredResponse.of(call.response_id, call.previous_response_id, call.owner, expires_at,
+                                   call.input, response, body)
         self.store.add(stored, call.ancestors)

@@ -85,28 +85,38 @@ def insert_rows(rows: int) -> str:
             "ON CONFLICT (id) DO NOTHING")
 
 
-def write_sqlite(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], largest: int,
+def sqlite_inserts(rows: Sequence[Sequence[Any]], largest: int) -> list[tuple[str, tuple[Any, ...]]]:
+    """The INSERTs of ``rows`` for SQLite: ``largest`` rows a statement, the rest in the powers
+    of two below it (each size one cached statement). Made on the event loop, so that SQLite's
+    thread runs no Python of its own (``write_sqlite``)."""
+    statements = []
+    start, size = 0, largest
+    while start < len(rows):
+        while start + size > len(rows):
+            size //= 2
+        statements.append((insert_rows(size), tuple(itertools.chain.from_iterable(rows[start:start + size]))))
+        start += size
+    return statements
+
+
+def write_sqlite(conn: sqlite3.Connection, inserts: Sequence[tuple[str, tuple[Any, ...]]],
                  extended: Sequence[str], until: Any) -> None:
-    """A batch, in SQLite's own thread inside one transaction: ``largest`` rows a statement,
-    the rest in the powers of two below it, then the new expiry ``until`` of ``extended``.
+    """A batch, in SQLite's own thread inside one transaction: the ``inserts``, then the new
+    expiry ``until`` of ``extended``.
 
     Written as the ledger writes its batches (plugins/ledger/bulk.py), for the same reason:
     sqlite3 lets go of the GIL for every statement, and while the event loop is busy taking
     it back waits for Python's switch interval. A statement a row fell behind at a few
     thousand responses a second, and the responses waiting to be written piled up."""
-    start, size = 0, largest
-    while start < len(rows):
-        while start + size > len(rows):
-            size //= 2
-        conn.execute(insert_rows(size), tuple(itertools.chain.from_iterable(rows[start:start + size])))
-        start += size
+    for statement, parameters in inserts:
+        conn.execute(statement, parameters)
     for first in range(0, len(extended), IDS_PER_STATEMENT):
         ids = extended[first:first + IDS_PER_STATEMENT]
         conn.execute(f"UPDATE stored_responses SET expires_at = ? WHERE expires_at < ? AND id IN "
                      f"({placeholders(len(ids))})", (until, until, *ids))
 
 
-async def extend(conn: Connection, ids: list[str], until: datetime) -> None:
+async def extend(conn: Connection, ids: list[str], until: Any) -> None:
     """Keep the rows ``ids`` at least until ``until``: a conversation lives as long as its last turn."""
     for start in range(0, len(ids), IDS_PER_STATEMENT):
         chunk = ids[start:start + IDS_PER_STATEMENT]

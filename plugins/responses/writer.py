@@ -17,9 +17,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from modelbroker.plugins.responses import tables
 from modelbroker.plugins.storage.database import DatabaseURLError, describe
@@ -34,6 +35,26 @@ log = logging.getLogger("modelbroker")
 STARTUP_TIMEOUT_S = 10.0
 #: Seconds the writer may spend at shutdown writing what is left.
 SHUTDOWN_WRITE_S = 10.0
+
+
+class BoundTimes(dict):
+    """Seconds since the epoch -> the database's value for that time, the latest few kept.
+
+    A batch's responses were made within seconds of each other, and their times are whole
+    seconds (``created_at``, and ``expires_at`` rounded up): nearly every row finds both
+    of its times here instead of formatting them again."""
+
+    KEPT = 256
+
+    def __init__(self, bind_time: Callable[[datetime], Any]) -> None:
+        super().__init__()
+        self.bind_time = bind_time
+
+    def __missing__(self, seconds: float) -> Any:
+        if len(self) >= self.KEPT:
+            self.clear()
+        bound = self[seconds] = self.bind_time(datetime.fromtimestamp(seconds, timezone.utc))
+        return bound
 
 
 class ResponseWriter:
@@ -58,6 +79,7 @@ class ResponseWriter:
         self.next_purge = 0.0
         self.dropped = 0
         self.flushed_at = time.monotonic()  # the last write of everything that waited
+        self.times = BoundTimes(self.db.bind_time)
         self._migrated = False
         self._migrating = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -66,7 +88,8 @@ class ResponseWriter:
 
     # --- on the event loop ----------------------------------------------------------------
 
-    def added(self) -> None:
+    def batch_waits(self) -> None:
+        """A whole batch waits (or more: past ``max_pending`` the oldest is dropped)."""
         pending = self.store.pending
         if len(pending) > self.max_pending:
             del pending[next(iter(pending))]
@@ -74,8 +97,7 @@ class ResponseWriter:
             if self.dropped == 1:
                 log.error("stored responses: %d wait to be written to %s; the oldest are dropped from now on, "
                           "and cannot be continued with previous_response_id", self.max_pending, self.db.url.safe)
-        if len(pending) >= self.batch_size:
-            self._wake.set()
+        self._wake.set()
 
     def extend(self, response_id: str, until: float) -> None:
         self.extensions[response_id] = max(until, self.extensions.get(response_id, 0.0))
@@ -141,7 +163,6 @@ class ResponseWriter:
     async def _write_all(self, *, full_only: bool = False) -> bool:
         """Write the pending responses and extensions, a batch per transaction (``full_only``:
         only whole batches, the rest waits for the next flush); False at a failure."""
-        bind = self.db.bind_time
         owed = 0  # what waited when a flush began: written even as a short batch
         if not full_only:
             self.flushed_at = time.monotonic()
@@ -152,7 +173,7 @@ class ResponseWriter:
             extensions, self.extensions = self.extensions, {}
             try:
                 await self.migrated()
-                await self._write(batch, extensions, bind)
+                await self._write(batch, extensions)
             except Exception as exc:  # noqa: BLE001 - kept in memory, retried
                 for response_id, until in extensions.items():
                     self.extend(response_id, until)
@@ -162,17 +183,22 @@ class ResponseWriter:
             self._recovered()
         return True
 
-    async def _write(self, batch: list[StoredResponse], extensions: dict[str, float], bind) -> None:
-        """One transaction: ``batch`` inserted, ``extensions`` applied."""
-        until = datetime.fromtimestamp(max(extensions.values()), timezone.utc) if extensions else None
-        if self.db.dialect == "sqlite":  # one hand-over, the rows made in SQLite's thread
-            largest = self.db.rows_per_statement
-            await self.db.write_whole(lambda conn: tables.write_sqlite(
-                conn, [stored.row(bind) for stored in batch], largest, list(extensions), bind(until) if until else None))
+    async def _write(self, batch: list[StoredResponse], extensions: dict[str, float]) -> None:
+        """One transaction: ``batch`` inserted, ``extensions`` applied.
+
+        The rows are made here, on the event loop, not in SQLite's thread: Python work there
+        waits for the GIL while the loop runs, and the switching cost about as much again
+        as the work (docs/performance.md)."""
+        times = self.times
+        rows = [stored.row(times) for stored in batch]
+        until = times[max(extensions.values())] if extensions else None
+        if self.db.dialect == "sqlite":  # one hand-over
+            inserts = tables.sqlite_inserts(rows, self.db.rows_per_statement)
+            await self.db.write_whole(lambda conn: tables.write_sqlite(conn, inserts, list(extensions), until))
             return
         async with self.db.writing() as conn:
-            if batch:
-                await tables.insert(conn, (stored.row(bind) for stored in batch))
+            if rows:
+                await tables.insert(conn, rows)
             if extensions:
                 await tables.extend(conn, list(extensions), until)
 

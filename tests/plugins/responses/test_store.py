@@ -61,7 +61,7 @@ def test_expired_responses_are_not_found_and_are_purged(start, provider, upstrea
     made = sdk.responses.create(model="a", input="short-lived")
     assert sdk.responses.retrieve(made.id).id == made.id
     wait_for(lambda: made.id in stored_ids(url), "the response to be written")
-    time.sleep(1.1)
+    time.sleep(2.1)  # the retention, and at most a second more: expiry is kept in whole seconds
     with pytest.raises(openai.NotFoundError):
         sdk.responses.retrieve(made.id)
     with pytest.raises(openai.NotFoundError):
@@ -73,7 +73,7 @@ def test_continuing_a_conversation_keeps_its_beginning(start, provider, upstream
     """The first turn outlives its own retention while the conversation goes on, in memory and
     in the database (read back by a second gateway after the first one's expiry)."""
     url = f"sqlite:///{(tmp_path / 'shared.db').as_posix()}"
-    kept = 5.0  # seconds: the second turn must outlive a gateway's stop and start on a loaded machine
+    kept = 7.0  # seconds: the second turn must outlive a gateway's stop and start on a loaded machine
     gw = start(provider("a"), plugins=retention(kept), database_url=url, log=False)
     sdk = client(gw)
     first_made = time.monotonic()
@@ -81,7 +81,8 @@ def test_continuing_a_conversation_keeps_its_beginning(start, provider, upstream
     time.sleep(kept / 2 + 0.2)
     second = sdk.responses.create(model="a", previous_response_id=first.id, input="Middle.")
     gw.stop()
-    time.sleep(max(0.0, first_made + kept + 0.3 - time.monotonic()))  # the first turn's own retention has passed
+    # the first turn's own retention has passed (expiry is rounded up to a whole second)
+    time.sleep(max(0.0, first_made + kept + 1.3 - time.monotonic()))
     again = start(provider("a"), plugins=retention(kept), database_url=url, log=False)
     client(again).responses.create(model="a", previous_response_id=second.id, input="End.")
     assert upstream.requests[-1]["json"]["messages"][0]["content"] == "Beginning."
@@ -179,3 +180,45 @@ def test_under_load_the_writer_waits_for_whole_batches(tmp_path):
 
     assert asyncio.run(run()) == [2, 0]
     assert len(stored_ids(url)) == 12
+
+
+def test_past_max_pending_the_oldest_are_dropped_with_one_error(tmp_path, caplog):
+    """With the database away, responses wait in memory up to ``max_pending``; past it the
+    oldest go, and the log says so once, not once a response."""
+    store = ResponseStore(open_database(f"sqlite:///{(tmp_path / 'away.db').as_posix()}"), purge_interval_s=3600.0)
+    store.writer.batch_size, store.writer.max_pending = 2, 5
+    now = time.time()
+    with caplog.at_level("ERROR", logger="modelbroker"):
+        for i in range(8):
+            store.add(StoredResponse.of(f"resp_{i}", None, None, now + 60, [], {"created_at": now}), [])
+    assert list(store.pending) == [f"resp_{i}" for i in range(3, 8)]
+    dropped = [r.getMessage() for r in caplog.records if "the oldest are dropped" in r.getMessage()]
+    assert len(dropped) == 1 and "5 wait to be written" in dropped[0]
+
+
+def test_times_are_written_as_given_each_second_formatted_once(tmp_path):
+    """The writer formats a time once for all the rows of the same second (``BoundTimes``);
+    fractional seconds (a purge test's, a row read back) are kept as they are."""
+    url = f"sqlite:///{(tmp_path / 'times.db').as_posix()}"
+    formatted: list[datetime] = []
+
+    async def run() -> dict[str, tuple[float, float]]:
+        store = ResponseStore(open_database(url), purge_interval_s=3600.0)
+        await store.start()
+        bind = store.writer.times.bind_time
+        store.writer.times.bind_time = lambda moment: formatted.append(moment) or bind(moment)
+        whole = float(int(time.time()))
+        for i in range(10):
+            store.add(StoredResponse.of(f"resp_{i}", None, None, whole + 3600, [], {"created_at": whole}), [])
+        store.add(StoredResponse.of("resp_odd", None, None, whole + 3600.25, [], {"created_at": whole + 0.5}), [])
+        assert await store.writer._write_all()
+        async with store.db.reading() as conn:
+            rows = await conn.fetch("SELECT id, created_at, expires_at FROM stored_responses")
+        await store.on_shutdown()
+        return {row["id"]: (store.db.read_time(row["created_at"]).timestamp() - whole,
+                            store.db.read_time(row["expires_at"]).timestamp() - whole) for row in rows}
+
+    read_back = asyncio.run(run())
+    assert read_back["resp_0"] == read_back["resp_9"] == (0.0, 3600.0)
+    assert read_back["resp_odd"] == (0.5, 3600.25)
+    assert len(formatted) == 4  # two whole seconds, two fractional ones
