@@ -34,18 +34,21 @@ from modelbroker.plugins.responses.answer import (
     function_call_item,
     message_item,
     output_text,
-    response_object,
+    response_json,
 )
 from modelbroker.plugins.responses.request import ResponseCall
 
-
-def _head(kind: str) -> bytes:
-    """An event's bytes up to its sequence number: ``event: kind``, then its JSON's start."""
-    return f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":'.encode()
-
-
-#: Per event type, its head (``_head``), made once.
+#: Per event type, its head (``head``), made once.
 HEADS: dict[str, bytes] = {}
+
+
+def head(kind: str) -> bytes:
+    """An event's bytes up to its sequence number: ``event: kind``, then its JSON's start."""
+    made = HEADS.get(kind)
+    if made is None:
+        made = HEADS[kind] = f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":'.encode()
+    return made
+
 #: The end of each kind of delta event, after the delta's JSON.
 DELTA_ENDS = {"output_text": b',"logprobs":[]}\n\n', "refusal": b"}\n\n"}
 
@@ -63,8 +66,12 @@ class ResponseEvents:
         self.positions: dict[str, int] = {}  # item id -> output_index
         self.messages = 0  # message items so far
         self.finish_reason: str | None = None
-        #: The start and end of the open content part's delta events (``_delta_template``).
-        self.delta: tuple[bytes, bytes, bytes] | None = None
+        #: The open content part's kind (``output_text`` or ``refusal``), and its text so far
+        #: in pieces: joined into the part when it is closed (``_sync_part``), not once a delta.
+        self.part_kind: str | None = None
+        self.pieces: list[str] = []
+        #: The format of the open content part's delta events (``_delta_format``).
+        self.delta_format = b""
 
     def event(self, kind: str, payload: dict[str, Any]) -> bytes:
         """One event: ``payload`` after its ``type`` and ``sequence_number``."""
@@ -73,18 +80,15 @@ class ResponseEvents:
 
     def raw_event(self, kind: str, fields: bytes) -> bytes:
         """One event whose fields after the sequence number are ``fields``, JSON already."""
-        head = HEADS.get(kind)
-        if head is None:
-            head = HEADS[kind] = _head(kind)
         sequence = self.sequence
         self.sequence += 1
-        return b"".join((head, str(sequence).encode(), b"," if fields else b"", fields, b"}\n\n"))
+        return b"".join((head(kind), str(sequence).encode(), b"," if fields else b"", fields, b"}\n\n"))
 
-    def with_response(self, kind: str, response_json: bytes) -> bytes:
-        return self.raw_event(kind, b'"response":' + response_json)
+    def with_response(self, kind: str, response: bytes) -> bytes:
+        return self.raw_event(kind, b'"response":' + response)
 
     def opening(self) -> list[bytes]:
-        response = orjson.dumps(response_object(self.call, self.model, "in_progress", [], None))
+        response = response_json(self.call, self.model, "in_progress", [], None)
         return [self.with_response("response.created", response), self.with_response("response.in_progress", response)]
 
     # --- chunks -------------------------------------------------------------------------
@@ -96,17 +100,29 @@ class ResponseEvents:
         if not choices or not isinstance(choices[0], dict):
             return events  # the usage chunk: the total comes with the end
         choice = choices[0]
-        delta = choice.get("delta") or {}
-        if delta.get("content"):
-            self._text(delta["content"], "output_text", events)
-        if delta.get("refusal"):
-            self._text(delta["refusal"], "refusal", events)
-        for call in delta.get("tool_calls") or ():
-            if isinstance(call, dict):
-                self._tool_call(call, events)
+        delta = choice.get("delta")
+        if delta:
+            text = delta.get("content")
+            if text:
+                if self.part_kind == "output_text":  # the open part goes on: the frequent case
+                    events.append(self._delta(text))
+                else:
+                    self._text(text, "output_text", events)
+            if delta.get("refusal"):
+                self._text(delta["refusal"], "refusal", events)
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    self._tool_call(call, events)
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
         return events
+
+    def _delta(self, text: str) -> bytes:
+        """A delta event of the open content part, from its format."""
+        self.pieces.append(text)
+        sequence = self.sequence
+        self.sequence = sequence + 1
+        return self.delta_format % (sequence, orjson.dumps(text))
 
     def _text(self, text: str, kind: str, events: list[bytes]) -> None:
         """A piece of the answer's text (``output_text``) or of a refusal (``refusal``)."""
@@ -114,28 +130,29 @@ class ResponseEvents:
             self.message = message_item(self.call.response_id, [], "in_progress", self.messages)
             self.messages += 1
             self._add_item(self.message, events)
-        content = self.message["content"]
-        if not content or content[-1]["type"] != kind:
+        if self.part_kind != kind:
+            self._sync_part()
+            content = self.message["content"]
             part = output_text("") if kind == "output_text" else {"type": "refusal", "refusal": ""}
             content.append(part)
-            events.append(self.event("response.content_part.added", {
-                **self._at(self.message), "content_index": len(content) - 1, "part": part}))
-            self.delta = self._delta_template(kind, len(content) - 1)
-        if not text:
-            return
-        part = content[-1]
-        part["text" if kind == "output_text" else "refusal"] += text
-        head, where, end = self.delta
-        sequence = self.sequence
-        self.sequence += 1
-        events.append(b"".join((head, str(sequence).encode(), where, orjson.dumps(text), end)))
+            self.part_kind, self.pieces = kind, []
+            at = self._part_at(self.message, len(content) - 1)
+            events.append(self.raw_event("response.content_part.added", at + b',"part":' + orjson.dumps(part)))
+            self.delta_format = b"".join((head(f"response.{kind}.delta").replace(b"%", b"%%"), b"%d,",
+                                          at.replace(b"%", b"%%"), b',"delta":%s', DELTA_ENDS[kind]))
+        if text:
+            events.append(self._delta(text))
 
-    def _delta_template(self, kind: str, content_index: int) -> tuple[bytes, bytes, bytes]:
-        """The bytes of a delta event of the open content part: before the sequence number,
-        between it and the delta's text, and after; the same fields as ``event`` would write."""
-        at = self._at(self.message)
-        where = orjson.dumps({**at, "content_index": content_index, "delta": ""})[:-3]  # less '""}'
-        return _head(f"response.{kind}.delta"), b"," + where[1:], DELTA_ENDS[kind]
+    def _sync_part(self) -> None:
+        """The open content part's text, joined from its pieces into the part."""
+        if self.part_kind is not None and self.message is not None and self.pieces:
+            self.message["content"][-1]["text" if self.part_kind == "output_text" else "refusal"] = \
+                "".join(self.pieces)
+
+    def _part_at(self, item: dict[str, Any], content_index: int) -> bytes:
+        """``item_id``, ``output_index`` and ``content_index`` of a content part, as JSON fields."""
+        return b'"item_id":%s,"output_index":%d,"content_index":%d' % (
+            orjson.dumps(item["id"]), self.positions[item["id"]], content_index)
 
     def _tool_call(self, call: dict[str, Any], events: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -171,20 +188,21 @@ class ResponseEvents:
     # --- the end ------------------------------------------------------------------------
 
     def _close_message(self, events: list[bytes], status: str) -> None:
-        message, self.message = self.message, None
+        self._sync_part()
+        message, self.message, self.part_kind = self.message, None, None
         if message is None:
             return
         for index, part in enumerate(message["content"]):
-            where = {**self._at(message), "content_index": index}
+            at = self._part_at(message, index)
             if part["type"] == "output_text":
-                events.append(self.event("response.output_text.done", {**where, "text": part["text"],
-                                                                       "logprobs": []}))
+                events.append(self.raw_event("response.output_text.done",
+                                             at + b',"text":' + orjson.dumps(part["text"]) + b',"logprobs":[]'))
             else:
-                events.append(self.event("response.refusal.done", {**where, "refusal": part["refusal"]}))
-            events.append(self.event("response.content_part.done", {**where, "part": part}))
+                events.append(self.raw_event("response.refusal.done", at + b',"refusal":' + orjson.dumps(part["refusal"])))
+            events.append(self.raw_event("response.content_part.done", at + b',"part":' + orjson.dumps(part)))
         message["status"] = status
-        events.append(self.event("response.output_item.done", {"output_index": self._at(message)["output_index"],
-                                                               "item": message}))
+        events.append(self.raw_event("response.output_item.done", b'"output_index":%d,"item":%s' % (
+            self.positions[message["id"]], orjson.dumps(message))))
 
     def _close_calls(self, events: list[bytes]) -> None:
         for item in self.calls.values():
@@ -198,9 +216,8 @@ class ResponseEvents:
                                                                    "item": item}))
         self.calls = {}
 
-    def finished(self, usage: Usage) -> tuple[list[bytes], dict[str, Any], bytes]:
-        """The closing events, and the whole Response of a stream that ended as it should (and
-        its JSON)."""
+    def finished(self, usage: Usage) -> tuple[list[bytes], bytes]:
+        """The closing events, and the JSON of the whole Response of a stream that ended as it should."""
         reason = INCOMPLETE.get(self.finish_reason)
         events: list[bytes] = []
         if not self.output:  # an empty answer is an empty message, as in a whole answer
@@ -208,20 +225,19 @@ class ResponseEvents:
         self._close_message(events, "incomplete" if reason else "completed")
         self._close_calls(events)
         status = "incomplete" if reason else "completed"
-        response = response_object(self.call, self.model, status, self.output, usage, reason=reason)
-        response_json = orjson.dumps(response)
-        events.append(self.with_response(f"response.{status}", response_json))
-        return events, response, response_json
+        response = response_json(self.call, self.model, status, self.output, usage, reason=reason)
+        events.append(self.with_response(f"response.{status}", response))
+        return events, response
 
-    def failed(self, error: ProviderError) -> tuple[list[bytes], dict[str, Any], bytes]:
-        """The event that ends a stream the upstream broke after content, and its Response."""
+    def failed(self, error: ProviderError) -> tuple[list[bytes], bytes]:
+        """The event that ends a stream the upstream broke after content, and its Response's JSON."""
+        self._sync_part()
         for item in self.output:
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"
             if item["type"] == "function_call" and not item["call_id"]:
                 item["call_id"] = "call_" + item["id"][3:]
         message = f"the upstream failed mid-stream; the answer is incomplete: {error.message}"
-        response = response_object(self.call, self.model, "failed", self.output, error.usage,
-                                   error={"code": "server_error", "message": message})
-        response_json = orjson.dumps(response)
-        return [self.with_response("response.failed", response_json)], response, response_json
+        response = response_json(self.call, self.model, "failed", self.output, error.usage,
+                                 error={"code": "server_error", "message": message})
+        return [self.with_response("response.failed", response)], response

@@ -27,6 +27,8 @@ class ResponseCall:
     retention_s: float
     previous_response_id: str | None = None
     ancestors: list[Any] = field(default_factory=list)
+    #: ``echo`` as JSON fields, each followed by a comma, made when a Response is first written.
+    echo_json: bytes | None = None
 
 
 @dataclass(slots=True)

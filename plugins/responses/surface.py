@@ -108,9 +108,8 @@ class Responses:
         return request
 
     def answer(self, request: ResponsesRequest, routed: Routed) -> Response:
-        response = whole_response(request.call, routed.completion)
-        body = orjson.dumps(response)  # once, for the client and for the store
-        self._keep(request.call, response, body)
+        body = whole_response(request.call, routed.completion)  # for the client and for the store
+        self._keep(request.call, body)
         return Response(body, media_type="application/json")
 
     def stream(self, request: ResponsesRequest, routed: Routed) -> AsyncIterator[bytes]:
@@ -123,22 +122,21 @@ class Responses:
             async for item in items:
                 if isinstance(item, StreamEnd):
                     if item.error is not None:
-                        closing, response, response_json = events.failed(item.error)
+                        closing, response = events.failed(item.error)
                     else:
                         events.model = item.completion.model
-                        closing, response, response_json = events.finished(item.completion.usage)
-                    self._keep(call, response, response_json)
+                        closing, response = events.finished(item.completion.usage)
+                    self._keep(call, response)
                     yield b"".join(closing)
                     return
                 sent = events.chunk(item.raw)
                 if sent:
                     yield b"".join(sent)
 
-    def _keep(self, call: ResponseCall, response: dict[str, Any], body: bytes | None = None) -> None:
-        """Store the response unless the client said ``store: false``."""
+    def _keep(self, call: ResponseCall, response: bytes) -> None:
+        """Store the Response (its JSON) unless the client said ``store: false``."""
         if not call.store or self.store is None:
             return
         expires_at = math.ceil(time.time() + call.retention_s)  # whole seconds: see writer.BoundTimes
-        stored = StoredResponse.of(call.response_id, call.previous_response_id, call.owner, expires_at,
-                                   call.input, response, body)
-        self.store.add(stored, call.ancestors)
+        self.store.add(StoredResponse(call.response_id, call.previous_response_id, call.owner, call.created_at,
+                                      expires_at, orjson.dumps(call.input), response), call.ancestors)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import openai
+import orjson
 import pytest
 
 from modelbroker import Completion, Usage
@@ -210,7 +211,7 @@ def test_a_length_cut_answer_is_incomplete():
     call = ResponseCall("resp_1", 1, [], {"max_output_tokens": 5}, True, None, 60.0)
     raw = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "The answer is"},
                         "finish_reason": "length"}]}
-    response = whole_response(call, Completion("The answer is", "m", Usage(3, 5, 8), raw=raw))
+    response = orjson.loads(whole_response(call, Completion("The answer is", "m", Usage(3, 5, 8), raw=raw)))
     assert response["status"] == "incomplete" and response["completed_at"] is None
     assert response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert response["output"][0]["status"] == "incomplete"

@@ -3,6 +3,7 @@ read by the openai SDK's raw stream and its ``responses.stream`` helper; a cut s
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from modelbroker import ProviderError
@@ -123,7 +124,8 @@ def test_events_for_text_after_tool_calls_a_refusal_and_a_length_cut():
     events.chunk(chunk({"tool_calls": [{"index": 0, "id": "call_late", "function": {"arguments": ": 1}"}}]}))
     events.chunk(chunk({"content": "More text."}))
     events.chunk(chunk({"refusal": "I cannot."}, "length"))
-    closing, response, _ = events.finished(None)
+    closing, response_json = events.finished(None)
+    response = orjson.loads(response_json)
     assert response["status"] == "incomplete" and response["incomplete_details"] == {"reason": "max_output_tokens"}
     first, tool, second = response["output"]
     assert first["content"] == [{"type": "output_text", "text": "Let me check.", "annotations": [], "logprobs": []}]
@@ -134,6 +136,7 @@ def test_events_for_text_after_tool_calls_a_refusal_and_a_length_cut():
 
     failing = ResponseEvents(call, "m")
     failing.chunk(chunk({"tool_calls": [{"index": 0, "function": {"name": "f", "arguments": "{"}}]}))
-    _, failed, _ = failing.failed(ProviderError("partial", "cut"))
+    _, failed_json = failing.failed(ProviderError("partial", "cut"))
+    failed = orjson.loads(failed_json)
     assert failed["status"] == "failed" and failed["output"][0]["status"] == "incomplete"
     assert failed["output"][0]["call_id"].startswith("call_")
