@@ -16,8 +16,8 @@ INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 
 def response_json(call: ResponseCall, model: str, status: str, output: list[dict[str, Any]],
-                    usage: Usage | None, *, reason: str | None = None,
-                    error: dict[str, Any] | None = None) -> bytes:
+                  usage: Usage | None, *, reason: str | None = None,
+                  error: dict[str, Any] | None = None) -> bytes:
     """A whole Response, as JSON; ``status`` ``in_progress`` (no usage yet), ``completed``,
     ``incomplete`` (with ``reason``) or ``failed`` (with ``error``).
 
@@ -62,7 +62,7 @@ def whole_response(call: ResponseCall, completion: Completion) -> bytes:
     output = output_items(call.response_id, _text_of(text), message.get("refusal"), message.get("tool_calls"),
                           item_status)
     return response_json(call, completion.model, "incomplete" if reason else "completed", output,
-                           completion.usage, reason=reason)
+                         completion.usage, reason=reason)
 
 
 def output_items(response_id: str, text: str, refusal: Any, tool_calls: Any, status: str) -> list[dict[str, Any]]:

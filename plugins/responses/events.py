@@ -70,7 +70,8 @@ class ResponseEvents:
         #: in pieces: joined into the part when it is closed (``_sync_part``), not once a delta.
         self.part_kind: str | None = None
         self.pieces: list[str] = []
-        #: The format of the open content part's delta events (``_delta_format``).
+        #: The bytes format of the open content part's delta events (sequence number, then
+        #: the delta's JSON), made when the part opens (``_text``).
         self.delta_format = b""
 
     def event(self, kind: str, payload: dict[str, Any]) -> bytes:

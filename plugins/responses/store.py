@@ -135,13 +135,16 @@ class ResponseStore:
         for stored in batch:
             if pending.pop(stored.id, None) is not None:
                 recent[stored.id] = stored
-        for _ in range(len(recent) - RECENT):
-            recent.popitem(last=False)
+        self._trim_recent()
 
     def _remember(self, stored: StoredResponse) -> None:
         self.recent[stored.id] = stored
         self.recent.move_to_end(stored.id)
-        while len(self.recent) > RECENT:
+        self._trim_recent()
+
+    def _trim_recent(self) -> None:
+        """Forget the least recently used beyond ``RECENT``."""
+        for _ in range(len(self.recent) - RECENT):
             self.recent.popitem(last=False)
 
     def _in_memory(self, response_id: str) -> StoredResponse | None:
