@@ -15,8 +15,11 @@ from modelbroker import Completion, Native, ProviderConfig, Stored, StreamChunk,
 
 
 def encode(provider: ProviderConfig, completion: Completion, chunks: list[StreamChunk] | None) -> bytes:
+    """The entry's bytes, copied out of orjson's buffer: ``dumps`` returns bytes in a buffer
+    sized for the worst case (4 KiB at least, ~13 times a long answer's length) and never
+    shrunk, which the memory store's ``max_bytes`` would not see."""
     native = completion.native
-    return orjson.dumps({
+    return memoryview(orjson.dumps({
         "provider": provider.id,
         "completion": {
             "text": completion.text, "model": completion.model, "usage": completion.usage,
@@ -24,7 +27,7 @@ def encode(provider: ProviderConfig, completion: Completion, chunks: list[Stream
             "native": None if native is None else {"format": native.format, "body": native.body},
         },
         "chunks": None if chunks is None else [_chunk(chunk) for chunk in chunks],
-    })
+    })).tobytes()
 
 
 def _chunk(chunk: StreamChunk) -> dict[str, Any]:

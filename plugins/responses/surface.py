@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-import orjson
 from starlette.responses import Response
 
 from modelbroker import (
@@ -28,7 +27,13 @@ from modelbroker.plugins.responses.parse import new_request, with_history
 from modelbroker.plugins.responses.request import ResponseCall, ResponsesRequest, invalid
 from modelbroker.plugins.responses.schema import REQUEST_BODY
 from modelbroker.plugins.responses.settings import NAME
-from modelbroker.plugins.responses.store import STORE_NAME, ResponseStore, StoredResponse, StoreUnavailable
+from modelbroker.plugins.responses.store import (
+    STORE_NAME,
+    ResponseStore,
+    StoredResponse,
+    StoreUnavailable,
+    kept_json,
+)
 from modelbroker.plugins.storage.database import open_database
 from modelbroker.plugins.storage.location import database_url, sqlite_path
 
@@ -139,4 +144,4 @@ class Responses:
             return
         expires_at = math.ceil(time.time() + call.retention_s)  # whole seconds: see writer.BoundTimes
         self.store.add(StoredResponse(call.response_id, call.previous_response_id, call.owner, call.created_at,
-                                      expires_at, orjson.dumps(call.input), response), call.ancestors)
+                                      expires_at, kept_json(call.input), response), call.ancestors)

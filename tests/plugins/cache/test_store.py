@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import tracemalloc
 import uuid
 
 import pytest
@@ -118,3 +119,21 @@ def test_modelbroker_check_refuses_a_bad_cache_block(write_config, provider, blo
     path = write_config({"providers": [provider("a")], "plugins": {"cache": block}})
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         Gateway.from_settings(Settings(config=str(path), log_file=""))
+
+
+def test_an_entry_takes_the_memory_the_store_counts(provider):
+    """orjson returns its worst-case buffer (4 KiB for a short answer, ~13x a long one's
+    length): an entry kept as that buffer would hold far more than ``max_bytes`` counts."""
+    from modelbroker import ProviderConfig
+
+    p = ProviderConfig(**provider("a"))
+    completions = [Completion(text=text, model="m", usage=Usage(1, 2, 3), raw={"text": text}, cost=0.5)
+                   for text in ("short", "a longer answer " * 300)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        entries = [encode(p, completion, None) for completion in completions]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < sum(len(entry) for entry in entries) + 1_000
