@@ -21,23 +21,29 @@ def response_json(call: ResponseCall, model: str, status: str, output: list[dict
     """A whole Response, as JSON; ``status`` ``in_progress`` (no usage yet), ``completed``,
     ``incomplete`` (with ``reason``) or ``failed`` (with ``error``).
 
-    Put together from its parts' JSON rather than serialized from one dict: the fields the
-    request's echo holds (a third of the bytes) are serialized once a request, though a
-    stream sends the Response three times."""
-    echo = call.echo_json
-    if echo is None:
-        echo = call.echo_json = orjson.dumps(call.echo)[1:-1] + b"," if call.echo else b""
+    Put together from its parts' JSON rather than serialized from one dict: what stays the
+    same for a request (its id and time, and the fields the echo holds: a third of the
+    bytes) is serialized once, though a stream sends the Response three times."""
+    head, echo = call.json_parts or call_json_parts(call)
     return b"".join((
-        b'{"id":', orjson.dumps(call.response_id),
-        b',"object":"response","created_at":', str(call.created_at).encode(),
-        b',"status":"', status.encode(), b'","completed_at":',
-        str(int(time.time())).encode() if status == "completed" else b"null",
-        b',"background":false,"error":', orjson.dumps(error),
+        head, status.encode(), b'","completed_at":',
+        b"%d" % time.time() if status == "completed" else b"null",
+        b',"background":false,"error":', b"null" if error is None else orjson.dumps(error),
         b',"incomplete_details":', b'{"reason":%s}' % orjson.dumps(reason) if reason else b"null",
         b",", echo, b'"model":', orjson.dumps(model), b',"output":', orjson.dumps(output),
         # absent until the end: the published schema has no null usage
         b',"usage":' + orjson.dumps(usage_of(usage)) + b"}" if usage is not None else b"}",
     ))
+
+
+def call_json_parts(call: ResponseCall) -> tuple[bytes, bytes]:
+    """A request's Response JSON up to its status, and its echoed fields (each followed by a
+    comma), made when its first Response is written (``ResponseCall.json_parts``)."""
+    head = b'{"id":%b,"object":"response","created_at":%d,"status":"' % (orjson.dumps(call.response_id),
+                                                                           call.created_at)
+    echo = orjson.dumps(call.echo)[1:-1] + b"," if call.echo else b""
+    call.json_parts = head, echo
+    return head, echo
 
 
 def usage_of(usage: Usage) -> dict[str, Any]:

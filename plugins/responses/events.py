@@ -49,6 +49,18 @@ def head(kind: str) -> bytes:
         made = HEADS[kind] = f'event: {kind}\ndata: {{"type":"{kind}","sequence_number":'.encode()
     return made
 
+
+class EventFormats(dict):
+    """Event type -> the bytes format of its events (the sequence number, then the JSON fields
+    after it), made the first time the type is written."""
+
+    def __missing__(self, kind: str) -> bytes:
+        made = self[kind] = head(kind).replace(b"%", b"%%") + b"%d,%b}\n\n"
+        return made
+
+
+FORMATS = EventFormats()
+
 #: The end of each kind of delta event, after the delta's JSON.
 DELTA_ENDS = {"output_text": b',"logprobs":[]}\n\n', "refusal": b"}\n\n"}
 
@@ -80,10 +92,11 @@ class ResponseEvents:
         return self.raw_event(kind, body[1:-1])
 
     def raw_event(self, kind: str, fields: bytes) -> bytes:
-        """One event whose fields after the sequence number are ``fields``, JSON already."""
+        """One event whose fields after the sequence number are ``fields``, JSON already (every
+        event has some)."""
         sequence = self.sequence
-        self.sequence += 1
-        return b"".join((head(kind), str(sequence).encode(), b"," if fields else b"", fields, b"}\n\n"))
+        self.sequence = sequence + 1
+        return FORMATS[kind] % (sequence, fields)
 
     def with_response(self, kind: str, response: bytes) -> bytes:
         return self.raw_event(kind, b'"response":' + response)

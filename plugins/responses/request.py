@@ -27,8 +27,9 @@ class ResponseCall:
     retention_s: float
     previous_response_id: str | None = None
     ancestors: list[Any] = field(default_factory=list)
-    #: ``echo`` as JSON fields, each followed by a comma, made when a Response is first written.
-    echo_json: bytes | None = None
+    #: The Response's JSON up to its status, and ``echo`` as JSON fields, each followed by a
+    #: comma: made when a Response is first written (``answer.call_json_parts``).
+    json_parts: tuple[bytes, bytes] | None = None
 
 
 @dataclass(slots=True)
