@@ -32,7 +32,7 @@ def response_json(call: ResponseCall, model: str, status: str, output: list[dict
         b',"incomplete_details":', b'{"reason":%s}' % orjson.dumps(reason) if reason else b"null",
         b",", echo, b'"model":', orjson.dumps(model), b',"output":', orjson.dumps(output),
         # absent until the end: the published schema has no null usage
-        b',"usage":' + orjson.dumps(usage_of(usage)) + b"}" if usage is not None else b"}",
+        usage_json(usage) if usage is not None else b"}",
     ))
 
 
@@ -46,15 +46,15 @@ def call_json_parts(call: ResponseCall) -> tuple[bytes, bytes]:
     return head, echo
 
 
-def usage_of(usage: Usage) -> dict[str, Any]:
-    """Chat usage in the Responses API's words; counts the upstream did not give are 0."""
-    return {
-        "input_tokens": usage.prompt_tokens,
-        "input_tokens_details": {"cached_tokens": usage.cached_tokens or 0, "cache_write_tokens": 0},
-        "output_tokens": usage.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
-        "total_tokens": usage.total_tokens,
-    }
+#: A Response's usage, and the end of the Response: chat usage in the Responses API's words.
+USAGE_FORMAT = (b',"usage":{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d,"cache_write_tokens":0},'
+                b'"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d}}')
+
+
+def usage_json(usage: Usage) -> bytes:
+    """The Response's ``usage`` field and its closing brace; counts the upstream did not give are 0."""
+    return USAGE_FORMAT % (usage.prompt_tokens or 0, usage.cached_tokens or 0, usage.completion_tokens or 0,
+                           usage.reasoning_tokens or 0, usage.total_tokens or 0)
 
 
 def whole_response(call: ResponseCall, completion: Completion) -> bytes:

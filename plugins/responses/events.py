@@ -85,6 +85,8 @@ class ResponseEvents:
         #: The bytes format of the open content part's delta events (sequence number, then
         #: the delta's JSON), made when the part opens (``_text``).
         self.delta_format = b""
+        #: The position fields of each of the open message's content parts (``_part_at``).
+        self.parts_at: list[bytes] = []
 
     def event(self, kind: str, payload: dict[str, Any]) -> bytes:
         """One event: ``payload`` after its ``type`` and ``sequence_number``."""
@@ -142,6 +144,7 @@ class ResponseEvents:
         """A piece of the answer's text (``output_text``) or of a refusal (``refusal``)."""
         if self.message is None:
             self.message = message_item(self.call.response_id, [], "in_progress", self.messages)
+            self.parts_at = []
             self.messages += 1
             self._add_item(self.message, events)
         if self.part_kind != kind:
@@ -151,6 +154,7 @@ class ResponseEvents:
             content.append(part)
             self.part_kind, self.pieces = kind, []
             at = self._part_at(self.message, len(content) - 1)
+            self.parts_at.append(at)
             events.append(self.raw_event("response.content_part.added", at + b',"part":' + orjson.dumps(part)))
             self.delta_format = b"".join((head(f"response.{kind}.delta").replace(b"%", b"%%"), b"%d,",
                                           at.replace(b"%", b"%%"), b',"delta":%s', DELTA_ENDS[kind]))
@@ -206,8 +210,7 @@ class ResponseEvents:
         message, self.message, self.part_kind = self.message, None, None
         if message is None:
             return
-        for index, part in enumerate(message["content"]):
-            at = self._part_at(message, index)
+        for part, at in zip(message["content"], self.parts_at):
             if part["type"] == "output_text":
                 events.append(self.raw_event("response.output_text.done",
                                              at + b',"text":' + orjson.dumps(part["text"]) + b',"logprobs":[]'))
