@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,8 +32,9 @@ from modelbroker.plugins.storage.database import Database, describe
 
 #: The name the per-gateway ``ResponseStore`` is registered under in the plugin manager.
 STORE_NAME = "responses.store"
-#: Responses kept in memory once written, the most recently used first.
-RECENT = 1_024
+#: Bytes of JSON kept in memory of the responses already written, the most recently used
+#: (about a thousand of a short exchange; a few dozen of long ones).
+RECENT_BYTES = 1 << 20
 #: Seconds a read from the database may take before the request is answered 503.
 READ_TIMEOUT_S = 5.0
 #: A continued conversation's earlier rows are written a new expiry only when theirs falls
@@ -90,9 +91,60 @@ class StoredResponse:
         return (self.id, self.previous_id, self.owner, times[self.created_at], times[self.expires_at],
                 self.input_json.decode(), self.response_json.decode())
 
+    @property
+    def size(self) -> int:
+        """The bytes of its JSON, which is most of the memory it holds."""
+        return len(self.input_json) + len(self.response_json)
+
     def visible_to(self, owner: str | None) -> bool:
         """A response made for a client key is that key's alone (404 to anyone else)."""
         return self.owner is None or self.owner == owner
+
+
+class RecentResponses:
+    """Responses already written (or read back), the most recently used last, up to
+    ``max_bytes`` of their JSON: the next turn of a conversation finds the turns before it
+    here instead of in the database. Bounded by size, not by count: a thousand long
+    responses would hold hundreds of MiB."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._kept: OrderedDict[str, StoredResponse] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._kept)
+
+    def get(self, response_id: str) -> StoredResponse | None:
+        """The response, now the most recently used, if it is kept."""
+        found = self._kept.get(response_id)
+        if found is not None:
+            self._kept.move_to_end(response_id)
+        return found
+
+    def put(self, stored: StoredResponse) -> None:
+        """Keep ``stored`` as the most recently used (``trim`` then forgets the oldest)."""
+        self.forget(stored.id)
+        self._kept[stored.id] = stored
+        self.bytes += stored.size
+
+    def forget(self, response_id: str) -> None:
+        old = self._kept.pop(response_id, None)
+        if old is not None:
+            self.bytes -= old.size
+
+    def forget_expired(self, now: float) -> None:
+        for response_id in [key for key, stored in self._kept.items() if stored.expires_at <= now]:
+            self.forget(response_id)
+
+    def trim(self) -> None:
+        """Forget the least recently used until the rest fit in ``max_bytes``."""
+        kept = self._kept
+        while self.bytes > self.max_bytes and kept:
+            self.bytes -= kept.popitem(last=False)[1].size
 
 
 class StoreUnavailable(Exception):
@@ -108,7 +160,7 @@ class ResponseStore:
         #: Not yet written, in the order made.
         self.pending: dict[str, StoredResponse] = {}
         #: Written (or read back), the most recently used last.
-        self.recent: OrderedDict[str, StoredResponse] = OrderedDict()
+        self.recent = RecentResponses(RECENT_BYTES)
         self.writer = ResponseWriter(self, purge_interval_s)
 
     async def start(self) -> None:
@@ -143,26 +195,16 @@ class ResponseStore:
         pending, recent = self.pending, self.recent
         for stored in batch:
             if pending.pop(stored.id, None) is not None:
-                recent[stored.id] = stored
-        self._trim_recent()
+                recent.put(stored)
+        recent.trim()
 
     def _remember(self, stored: StoredResponse) -> None:
-        self.recent[stored.id] = stored
-        self.recent.move_to_end(stored.id)
-        self._trim_recent()
-
-    def _trim_recent(self) -> None:
-        """Forget the least recently used beyond ``RECENT``."""
-        for _ in range(len(self.recent) - RECENT):
-            self.recent.popitem(last=False)
+        self.recent.put(stored)
+        self.recent.trim()
 
     def _in_memory(self, response_id: str) -> StoredResponse | None:
         found = self.pending.get(response_id)
-        if found is None:
-            found = self.recent.get(response_id)
-            if found is not None:
-                self.recent.move_to_end(response_id)
-        return found
+        return found if found is not None else self.recent.get(response_id)
 
     # --- lookups ------------------------------------------------------------------------
 
@@ -201,7 +243,7 @@ class ResponseStore:
             return False
         async with self.writer.busy:  # not while a batch holding it is being written
             self.pending.pop(response_id, None)
-            self.recent.pop(response_id, None)
+            self.recent.forget(response_id)
             await self._run(lambda conn, now: tables.delete(conn, response_id), writing=True)
         return True
 

@@ -205,9 +205,10 @@ class ResponseWriter:
     async def _purge(self) -> bool:
         """Delete expired rows (and forget expired responses in memory); False if the database failed."""
         now = time.time()
-        for kept in (self.store.pending, self.store.recent):
-            for response_id in [key for key, stored in kept.items() if stored.expires_at <= now]:
-                del kept[response_id]
+        pending = self.store.pending
+        for response_id in [key for key, stored in pending.items() if stored.expires_at <= now]:
+            del pending[response_id]
+        self.store.recent.forget_expired(now)
         try:
             await self.migrated()
             async with self.db.writing() as conn:

@@ -14,7 +14,7 @@ import pytest
 from modelbroker import ConfigError
 from modelbroker.plugins.responses import tables
 from modelbroker.plugins.responses.request import ResponseCall
-from modelbroker.plugins.responses.store import ResponseStore, StoredResponse
+from modelbroker.plugins.responses.store import RecentResponses, ResponseStore, StoredResponse
 from modelbroker.plugins.responses.surface import Responses
 from modelbroker.plugins.storage.database import open_database
 
@@ -244,3 +244,29 @@ def test_a_response_waiting_in_memory_holds_about_its_own_size(tmp_path):
         tracemalloc.stop()
     assert len(surface.store.pending) == 100
     assert held < 100 * 500  # the object, its two JSON bytes, its place in the dict
+
+
+def test_the_recent_responses_are_bounded_by_the_bytes_they_hold():
+    """Kept by size, least recently used out first: a thousand long responses would have held
+    hundreds of MiB under a bound by count."""
+    recent = RecentResponses(max_bytes=10_000)
+    now = time.time()
+
+    def response(i: int, size: int) -> StoredResponse:
+        return StoredResponse(f"resp_{i}", None, None, now, now + 60, b"[]", b"x" * (size - 2))
+
+    for i in range(5):
+        recent.put(response(i, 2_000))
+    recent.trim()
+    assert list(recent) == [f"resp_{i}" for i in range(5)] and recent.bytes == 10_000
+    assert recent.get("resp_0") is not None  # now the most recently used
+    recent.put(response(5, 5_000))
+    recent.trim()
+    assert list(recent) == ["resp_4", "resp_0", "resp_5"] and recent.bytes == 9_000
+    recent.put(response(5, 1_000))  # kept again: counted once
+    recent.forget("resp_4")
+    recent.trim()
+    assert list(recent) == ["resp_0", "resp_5"] and recent.bytes == 3_000
+    recent.put(response(6, 20_000))  # larger than the bound: not kept
+    recent.trim()
+    assert len(recent) == 0 and recent.bytes == 0
