@@ -109,29 +109,32 @@ class ResponseEvents:
 
     # --- chunks -------------------------------------------------------------------------
 
-    def chunk(self, raw: dict[str, Any]) -> list[bytes]:
-        """The events for one ``chat.completion.chunk``."""
-        events: list[bytes] = []
+    def chunk(self, raw: dict[str, Any]) -> bytes:
+        """The events for one ``chat.completion.chunk``, as bytes (none: empty)."""
         choices = raw.get("choices")
         if not choices or not isinstance(choices[0], dict):
-            return events  # the usage chunk: the total comes with the end
+            return b""  # the usage chunk: the total comes with the end
         choice = choices[0]
-        delta = choice.get("delta")
-        if delta:
-            text = delta.get("content")
-            if text:
-                if self.part_kind == "output_text":  # the open part goes on: the frequent case
-                    events.append(self._delta(text))
-                else:
-                    self._text(text, "output_text", events)
-            if delta.get("refusal"):
-                self._text(delta["refusal"], "refusal", events)
-            for call in delta.get("tool_calls") or ():
-                if isinstance(call, dict):
-                    self._tool_call(call, events)
         if choice.get("finish_reason"):
             self.finish_reason = choice["finish_reason"]
-        return events
+        delta = choice.get("delta")
+        if not delta:
+            return b""
+        text = delta.get("content")
+        if text and self.part_kind == "output_text" and len(delta) == 1:  # more of the open text: the frequent case
+            return self._delta(text)
+        events: list[bytes] = []
+        if text:
+            if self.part_kind == "output_text":
+                events.append(self._delta(text))
+            else:
+                self._text(text, "output_text", events)
+        if delta.get("refusal"):
+            self._text(delta["refusal"], "refusal", events)
+        for call in delta.get("tool_calls") or ():
+            if isinstance(call, dict):
+                self._tool_call(call, events)
+        return b"".join(events)
 
     def _delta(self, text: str) -> bytes:
         """A delta event of the open content part, from its format."""

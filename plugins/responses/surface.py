@@ -136,7 +136,7 @@ class Responses:
                     return
                 sent = events.chunk(item.raw)
                 if sent:
-                    yield b"".join(sent)
+                    yield sent
 
     def _keep(self, call: ResponseCall, response: bytes) -> None:
         """Store the Response (its JSON) unless the client said ``store: false``."""
