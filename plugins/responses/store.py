@@ -157,8 +157,9 @@ class ResponseStore:
     def __init__(self, db: Database, *, sqlite_file: Path | None = None, purge_interval_s: float = 3600.0) -> None:
         self.db = db
         self.sqlite_file = sqlite_file
-        #: Not yet written, in the order made.
+        #: Not yet written, in the order made, and the bytes of their JSON.
         self.pending: dict[str, StoredResponse] = {}
+        self.pending_bytes = 0
         #: Written (or read back), the most recently used last.
         self.recent = RecentResponses(RECENT_BYTES)
         self.writer = ResponseWriter(self, purge_interval_s)
@@ -180,13 +181,14 @@ class ResponseStore:
         """Keep ``stored``, and its conversation as long as it (never blocks, never raises)."""
         pending = self.pending
         pending[stored.id] = stored
+        self.pending_bytes += stored.size
         if ancestors:
             slack = (stored.expires_at - time.time()) * EXTEND_SLACK
             for ancestor in ancestors:
                 if ancestor.expires_at < stored.expires_at - slack:
                     ancestor.expires_at = stored.expires_at
                     self.writer.extend(ancestor.id, stored.expires_at)
-        if len(pending) >= self.writer.batch_size:
+        if len(pending) >= self.writer.batch_size or self.pending_bytes > self.writer.max_pending_bytes:
             self.writer.batch_waits()
 
     def written(self, batch: list[StoredResponse]) -> None:
@@ -195,8 +197,14 @@ class ResponseStore:
         pending, recent = self.pending, self.recent
         for stored in batch:
             if pending.pop(stored.id, None) is not None:
+                self.pending_bytes -= stored.size
                 recent.put(stored)
         recent.trim()
+
+    def forget_pending(self, response_id: str) -> None:
+        stored = self.pending.pop(response_id, None)
+        if stored is not None:
+            self.pending_bytes -= stored.size
 
     def _remember(self, stored: StoredResponse) -> None:
         self.recent.put(stored)
@@ -242,7 +250,7 @@ class ResponseStore:
         if await self.get(response_id, owner) is None:
             return False
         async with self.writer.busy:  # not while a batch holding it is being written
-            self.pending.pop(response_id, None)
+            self.forget_pending(response_id)
             self.recent.forget(response_id)
             await self._run(lambda conn, now: tables.delete(conn, response_id), writing=True)
         return True

@@ -8,7 +8,9 @@ transaction, and each commit rewrote the same half-filled pages (docs/performanc
 
 When the database fails, the responses stay in memory (they are still found there) and
 the writer retries with backoff, logging once when the outage starts and once when it
-ends; past ``max_pending`` the oldest are dropped, with an error in the log. Expired rows are deleted at startup and every ``purge_interval_s``.
+ends; past ``max_pending`` responses or ``max_pending_bytes`` of their JSON the oldest are
+dropped, with an error in the log. Expired rows are deleted at startup and every
+``purge_interval_s``.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class ResponseWriter:
     flush_interval_s = 0.2
     batch_size = 200
     max_pending = 10_000
+    max_pending_bytes = 64 << 20
     retry_initial_s = 0.5
     retry_max_s = 5.0
 
@@ -89,14 +92,17 @@ class ResponseWriter:
     # --- on the event loop ----------------------------------------------------------------
 
     def batch_waits(self) -> None:
-        """A whole batch waits (or more: past ``max_pending`` the oldest is dropped)."""
-        pending = self.store.pending
-        if len(pending) > self.max_pending:
-            del pending[next(iter(pending))]
+        """A whole batch waits, or more: past ``max_pending`` responses or ``max_pending_bytes``
+        the oldest are dropped."""
+        store = self.store
+        pending = store.pending
+        while pending and (len(pending) > self.max_pending or store.pending_bytes > self.max_pending_bytes):
             self.dropped += 1
             if self.dropped == 1:
-                log.error("stored responses: %d wait to be written to %s; the oldest are dropped from now on, "
-                          "and cannot be continued with previous_response_id", self.max_pending, self.db.url.safe)
+                log.error("stored responses: %d (%.1f MiB) wait to be written to %s; the oldest are dropped from "
+                          "now on, and cannot be continued with previous_response_id", len(pending),
+                          store.pending_bytes / 2**20, self.db.url.safe)
+            store.forget_pending(next(iter(pending)))
         self._wake.set()
 
     def extend(self, response_id: str, until: float) -> None:
@@ -205,9 +211,8 @@ class ResponseWriter:
     async def _purge(self) -> bool:
         """Delete expired rows (and forget expired responses in memory); False if the database failed."""
         now = time.time()
-        pending = self.store.pending
-        for response_id in [key for key, stored in pending.items() if stored.expires_at <= now]:
-            del pending[response_id]
+        for response_id in [key for key, stored in self.store.pending.items() if stored.expires_at <= now]:
+            self.store.forget_pending(response_id)
         self.store.recent.forget_expired(now)
         try:
             await self.migrated()
@@ -232,8 +237,9 @@ class ResponseWriter:
         self.outage = describe(exc) if str(exc) else f"{type(exc).__name__}: no answer in time"
         what = "cannot reach %s at startup (%s); the gateway starts anyway." if at_startup else \
             "cannot write to %s (%s)."
-        log.error("stored responses: " + what + " New responses wait in memory (up to %d), where they are found, "
-                  "and are written once the database is back", self.db.url.safe, self.outage, self.max_pending)
+        log.error("stored responses: " + what + " New responses wait in memory (up to %d, or %d MiB), where they "
+                  "are found, and are written once the database is back", self.db.url.safe, self.outage,
+                  self.max_pending, self.max_pending_bytes >> 20)
 
     def _recovered(self) -> None:
         if self.outage is None:

@@ -196,7 +196,34 @@ def test_past_max_pending_the_oldest_are_dropped_with_one_error(tmp_path, caplog
             store.add(StoredResponse.of(f"resp_{i}", None, None, now + 60, [], {"created_at": now}), [])
     assert list(store.pending) == [f"resp_{i}" for i in range(3, 8)]
     dropped = [r.getMessage() for r in caplog.records if "the oldest are dropped" in r.getMessage()]
-    assert len(dropped) == 1 and "5 wait to be written" in dropped[0]
+    assert len(dropped) == 1 and "6 (0.0 MiB) wait to be written" in dropped[0]
+
+
+def test_past_max_pending_bytes_the_oldest_are_dropped(tmp_path, caplog):
+    """Bounded by the bytes of their JSON too: ten thousand long responses waiting through an
+    outage would have held hundreds of MiB. The count of bytes follows every way out."""
+    store = ResponseStore(open_database(f"sqlite:///{(tmp_path / 'away.db').as_posix()}"), purge_interval_s=3600.0)
+    store.writer.max_pending_bytes = 5_000
+    now = time.time()
+
+    def response(i: int, expires_at: float) -> StoredResponse:
+        return StoredResponse(f"resp_{i}", None, None, now, expires_at, b"[]", b"x" * 998)
+
+    with caplog.at_level("ERROR", logger="modelbroker"):
+        for i in range(8):
+            store.add(response(i, now + 60), [])
+    assert list(store.pending) == [f"resp_{i}" for i in range(3, 8)] and store.pending_bytes == 5_000
+    assert len([r for r in caplog.records if "6 (0.0 MiB) wait to be written" in r.getMessage()]) == 1
+    store.written([store.pending["resp_3"]])
+    store.forget_pending("resp_4")
+    store.add(response(8, now - 1), [])  # already expired: the purge forgets it
+
+    async def purge() -> None:
+        assert await store.writer._purge()
+        await store.db.close()
+
+    asyncio.run(purge())
+    assert list(store.pending) == ["resp_5", "resp_6", "resp_7"] and store.pending_bytes == 3_000
 
 
 def test_times_are_written_as_given_each_second_formatted_once(tmp_path):
