@@ -25,8 +25,8 @@ from modelbroker import hookimpl
 from modelbroker.plugins.keys.cache import DEFAULT_REFRESH_S
 from modelbroker.plugins.keys.guard import GUARD_NAME, KeyGuard
 from modelbroker.plugins.keys.limits import Limits
-from modelbroker.plugins.storage.database import open_database
 from modelbroker.plugins.storage.location import database_url, sqlite_path
+from modelbroker.plugins.storage.shared import shared_database
 
 __all__ = ["GUARD_NAME", "KeyGuard", "on_startup", "register_commands"]
 
@@ -59,7 +59,7 @@ def on_startup(pm, settings, config, state):
     """Register this gateway's key guard and start it (key table read, spend seeded)."""
     refresh_s = config.plugins.settings_for(NAME).refresh_s
     url = database_url(settings)
-    guard = KeyGuard(open_database(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url),
+    guard = KeyGuard(shared_database(url), Limits(state), refresh_s=refresh_s, sqlite_file=sqlite_path(url),
                      metrics_public=settings.metrics_public)
     pm.register(guard, name=GUARD_NAME)
     return guard.start()

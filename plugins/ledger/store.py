@@ -10,9 +10,10 @@ from modelbroker.plugins.ledger.records import row_of
 from modelbroker.plugins.ledger.schema import migrate
 from modelbroker.plugins.ledger.spill import SpillFile
 from modelbroker.plugins.ledger.writer import LedgerWriter
-from modelbroker.plugins.storage.database import DatabaseURLError, open_database
+from modelbroker.plugins.storage.database import DatabaseURLError
 from modelbroker.plugins.storage.location import sqlite_path
 from modelbroker.plugins.storage.migrations import SchemaTooNew
+from modelbroker.plugins.storage.shared import shared_database
 
 #: The name the per-gateway ``LedgerStore`` is registered under in the plugin manager.
 STORE_NAME = "ledger.store"
@@ -25,7 +26,7 @@ class LedgerStore:
 
     def __init__(self, options: LedgerOptions) -> None:
         self.options = options
-        self.db = open_database(options.database_url)
+        self.db = shared_database(options.database_url)
         self.writer = LedgerWriter(self.db, SpillFile(options.spill_file), options)
 
     async def start(self) -> None:

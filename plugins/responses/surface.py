@@ -34,8 +34,8 @@ from modelbroker.plugins.responses.store import (
     StoreUnavailable,
     kept_json,
 )
-from modelbroker.plugins.storage.database import open_database
 from modelbroker.plugins.storage.location import database_url, sqlite_path
+from modelbroker.plugins.storage.shared import shared_database
 
 #: How often expired responses are deleted (and once at startup).
 PURGE_INTERVAL_S = 3600.0
@@ -68,7 +68,7 @@ class Responses:
         """Open this gateway's store of responses (the ledger's database) and start its writer."""
         url = database_url(settings)
         purge_s = min(PURGE_INTERVAL_S, config.plugins.settings_for(NAME).retention_s / 2)
-        self.store = ResponseStore(open_database(url), sqlite_file=sqlite_path(url), purge_interval_s=purge_s)
+        self.store = ResponseStore(shared_database(url), sqlite_file=sqlite_path(url), purge_interval_s=purge_s)
         pm.register(self.store, name=STORE_NAME)
         return self.store.start()
 
