@@ -16,6 +16,7 @@ bench/results/<timestamp>.md; progress goes to stderr.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -74,7 +75,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--ttfb-requests", type=int, default=None, help="streamed requests per endpoint (default 500)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="run every cell N times (interleaved) and report the median run by rps")
+                        help="run every cell N times (interleaved) and report the median run by rps; the "
+                             "surfaces' CPU target is judged on the median of the runs' own ratios")
     parser.add_argument("--soak", type=int, nargs="?", const=100_000, default=None, metavar="N",
                         help="memory soak: N requests through the gateway (default 100000), RSS along the way")
     parser.add_argument("--soak-concurrency", type=int, default=16)
@@ -173,8 +175,15 @@ def run_cells(scenario: str, endpoints: list[targets.Endpoint], concurrencies: l
         log(f"  [{scenario} c={c}]{run} {ep.label}: {cell.wrk.rps:,.0f} rps, p50 {cell.wrk.p50_ms:.2f} ms, "
             f"p99 {cell.wrk.p99_ms:.2f} ms{cpu}" + (f", errors {cell.wrk.errors}" if cell.wrk.errors else "")
             + (f", other load {row.foreign_pct:.0f}%" if row.foreign_pct > report.FOREIGN_WARN_PCT else ""))
-    # With --repeat, each cell reports its median run by throughput (all its columns from that run).
-    return [sorted(found, key=lambda r: r.wrk.rps)[len(found) // 2] for found in runs.values()]
+    # With --repeat, each cell reports its median run by throughput (all its columns from that run),
+    # and keeps every run's CPU for the ratios between cells of the same run (report.paired_ratios).
+    medians = []
+    for found in runs.values():
+        median = sorted(found, key=lambda r: r.wrk.rps)[len(found) // 2]
+        if len(found) > 1:
+            median = dataclasses.replace(median, run_cpu_us=[r.cpu_us for r in found])
+        medians.append(median)
+    return medians
 
 
 def run_ttfb(endpoints: list[targets.Endpoint], plan: Plan) -> list[report.TtfbRow]:

@@ -39,6 +39,9 @@ class Row:
     foreign_pct: float
     delay_ms: float = 0.0
     overhead_ms: float | None = None
+    #: With ``--repeat``: the CPU µs per request of each of the cell's runs, in the order run
+    #: (run i of every cell of one concurrency ran back to back, within a minute).
+    run_cpu_us: list[float | None] | None = None
 
     @property
     def streaming(self) -> bool:
@@ -147,7 +150,12 @@ def ttfb_table(rows: list[TtfbRow]) -> list[str]:
 # ---------------------------------------------------------------- targets
 
 def _surfaces_against_chat(rows: list[Row], high_c: int) -> list[str]:
-    """CPU per request of /v1/messages and /v1/responses against /v1/chat/completions, cell by cell."""
+    """CPU per request of /v1/messages and /v1/responses against /v1/chat/completions, cell by cell.
+
+    With ``--repeat`` the verdict is on the median of the runs' own ratios: each divides two
+    cells measured back to back, so the machine's drift between runs (a cell here moved by
+    up to a quarter from one run to the next) cancels out, as "in the same run" means. The
+    ratio of the two median cells, which may come from different runs, is shown beside it."""
     lines = []
     for scenario in ("json", "stream"):
         chat = _find(rows, scenario, "modelbroker", high_c, "/v1/chat/completions")
@@ -155,11 +163,31 @@ def _surfaces_against_chat(rows: list[Row], high_c: int) -> list[str]:
             mb = _find(rows, scenario, "modelbroker", high_c, ep)
             if chat is None or mb is None or not chat.cpu_us or not mb.cpu_us:
                 continue
-            ratio = mb.cpu_us / chat.cpu_us
+            cells = mb.cpu_us / chat.cpu_us
+            paired = paired_ratios(mb, chat)
+            ratio = _median(paired) if paired else cells
+            detail = f"{mb.cpu_us:,.0f} / {chat.cpu_us:,.0f} µs = {cells:.0%}"
+            if paired:
+                detail = (f"median of the {len(paired)} runs' ratios {ratio:.0%} (each: "
+                          f"{', '.join(f'{r:.0%}' for r in paired)}); the median cells {detail}")
             lines.append(f"- {_verdict(ratio <= TARGET_SURFACE_CPU_RATIO)} CPU per request at c={high_c} ({scenario}), "
-                         f"modelbroker {ep} vs /v1/chat/completions: {mb.cpu_us:,.0f} / {chat.cpu_us:,.0f} µs = "
-                         f"{ratio:.0%} (target <= {TARGET_SURFACE_CPU_RATIO:.0%})")
+                         f"modelbroker {ep} vs /v1/chat/completions: {detail} "
+                         f"(target <= {TARGET_SURFACE_CPU_RATIO:.0%})")
     return lines
+
+
+def paired_ratios(row: Row, base: Row) -> list[float]:
+    """``row``'s CPU per request over ``base``'s, run by run (empty unless both were repeated alike)."""
+    if not row.run_cpu_us or not base.run_cpu_us or len(row.run_cpu_us) != len(base.run_cpu_us) \
+            or len(row.run_cpu_us) < 2:
+        return []
+    return [a / b for a, b in zip(row.run_cpu_us, base.run_cpu_us) if a and b]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _verdict(ok: bool | None) -> str:
