@@ -6,7 +6,8 @@ Scenarios (``--scenarios``, default all):
   ttfb    time to first byte of the stream, N sequential requests per endpoint
   delay   an upstream answering after 50 ms, concurrency 256 (ideal 5,120 rps)
 For each concurrency the targets run back to back (direct, modelbroker /generate,
-modelbroker /v1, reference, litellm), so drift hits them all alike.
+modelbroker /v1, reference, litellm), so drift hits them all alike; with ``--repeat``
+each run starts the list one endpoint later.
 
 ``--soak N`` instead runs N requests (default 100,000) through the gateway and
 reports its RSS along the way. The markdown report goes to stdout and to
@@ -151,12 +152,22 @@ def warm_up(endpoints: list[targets.Endpoint], connections: int, plan: Plan) -> 
             procs.wait_idle(ep.pid)
 
 
+def rotated(items: list, by: int) -> list:
+    """``items`` starting at position ``by`` (modulo its length): each run of a cell list starts
+    one later, so a machine slowing down (or warming up) during a run does not always weigh on
+    the same endpoints, the last ones of the list."""
+    if not items:
+        return items
+    by %= len(items)
+    return items[by:] + items[:by]
+
+
 def run_cells(scenario: str, endpoints: list[targets.Endpoint], concurrencies: list[int], plan: Plan,
               notes: list[str], delay_ms: float = 0.0) -> list[report.Row]:
     runs: dict[tuple[int, int], list[report.Row]] = {}
     foreign = procs.ForeignLoad()
     for c, repeat, (index, ep) in ((c, r, e) for c in concurrencies for r in range(plan.repeat)
-                                   for e in enumerate(endpoints)):
+                                   for e in rotated(list(enumerate(endpoints)), r)):
         foreign.start()
         try:
             cell = load.measure(ep.url, ep.body, pid=ep.pid, connections=c, duration_s=plan.duration_s,

@@ -46,3 +46,12 @@ def test_without_runs_to_pair_the_median_cells_are_compared():
     assert paired_ratios(uneven, chat) == []
     assert verdict([chat, single, uneven], "/v1/messages") == "FAIL"
     assert verdict([chat, single, uneven], "/v1/responses") == "PASS"
+
+
+def test_each_run_starts_the_list_one_later():
+    from bench.__main__ import rotated
+
+    runs = [rotated(list("ABCDE"), r) for r in range(5)]
+    assert runs[0] == list("ABCDE") and runs[1] == list("BCDEA")
+    assert all(sorted(run) == list("ABCDE") for run in runs)
+    assert {run.index("E") for run in runs} == set(range(5))  # the last endpoint is not always measured last
