@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import platform
+import statistics
 import subprocess
 from dataclasses import dataclass
 from importlib import metadata
@@ -165,7 +166,7 @@ def _surfaces_against_chat(rows: list[Row], high_c: int) -> list[str]:
                 continue
             cells = mb.cpu_us / chat.cpu_us
             paired = paired_ratios(mb, chat)
-            ratio = _median(paired) if paired else cells
+            ratio = statistics.median(paired) if paired else cells
             detail = f"{mb.cpu_us:,.0f} / {chat.cpu_us:,.0f} µs = {cells:.0%}"
             if paired:
                 detail = (f"median of the {len(paired)} runs' ratios {ratio:.0%} (each: "
@@ -182,12 +183,6 @@ def paired_ratios(row: Row, base: Row) -> list[float]:
             or len(row.run_cpu_us) < 2:
         return []
     return [a / b for a, b in zip(row.run_cpu_us, base.run_cpu_us) if a and b]
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _verdict(ok: bool | None) -> str:
