@@ -44,6 +44,7 @@ class KeyCache:
         self._migrated = False
         self._summary: tuple[int, int, int] | None = None
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     async def start(self, timeout_s: float) -> None:
         """Read the table once (waiting up to ``timeout_s``), then keep it fresh in the background."""
@@ -80,13 +81,20 @@ class KeyCache:
         return found
 
     async def stop(self) -> None:
+        """Stop the background refresh.
+
+        Cancelling the task alone is not enough before Python 3.12: ``wait_for`` returns the
+        result, swallowing the cancellation, when the read it waits for finishes in the same
+        turn of the loop; the refresher then went back to sleep, and the gateway's shutdown
+        waited for it forever. It also stops at ``_stopping``."""
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
     async def _refresh_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.refresh_s)
             try:
                 await asyncio.wait_for(self.refresh(), max(5.0, self.refresh_s))
