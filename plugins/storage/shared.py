@@ -27,9 +27,10 @@ __all__ = ["SharedDatabase", "shared_database"]
 
 
 class _Entry:
-    __slots__ = ("db", "loop", "handles")
+    __slots__ = ("url", "db", "loop", "handles")
 
-    def __init__(self, db: Database, loop: asyncio.AbstractEventLoop | None) -> None:
+    def __init__(self, url: str, db: Database, loop: asyncio.AbstractEventLoop | None) -> None:
+        self.url = url
         self.db = db
         self.loop = loop
         self.handles = 0
@@ -46,17 +47,16 @@ def shared_database(url: str) -> SharedDatabase:
     loop = _running_loop()
     entry = _open.get(url)
     if entry is None or entry.loop is not loop:
-        entry = _open[url] = _Entry(open_database(url), loop)
+        entry = _open[url] = _Entry(url, open_database(url), loop)
     entry.handles += 1
-    return SharedDatabase(url, entry)
+    return SharedDatabase(entry)
 
 
 class SharedDatabase:
     """A ``Database`` (everything but ``close`` goes to the shared object) whose ``close``
     lets go of it, closing it if no other handle holds it."""
 
-    def __init__(self, key: str, entry: _Entry) -> None:
-        self._key = key
+    def __init__(self, entry: _Entry) -> None:
         self._entry: _Entry | None = entry
         self._db = entry.db
 
@@ -74,8 +74,8 @@ class SharedDatabase:
         entry.handles -= 1
         if entry.handles > 0:
             return
-        if _open.get(self._key) is entry:
-            del _open[self._key]
+        if _open.get(entry.url) is entry:
+            del _open[entry.url]
         await entry.db.close()
 
 
