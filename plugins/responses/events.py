@@ -14,7 +14,9 @@ counting from 0::
 The events are written as bytes as they are made. The frequent ones, the text deltas, from
 a template made once per content part; the response object, in ``response.created`` and
 ``response.in_progress`` and again at the end, serialized once for each (and the last
-one's bytes are what the store keeps): a stream costs about as much CPU as chat's.
+one's bytes are what the store keeps); the text of each content part and the arguments of
+each function call are serialized once, when closed, and put as they are into the events
+and the Response that repeat them (``orjson.Fragment``).
 
 A stream cut after content ends with ``response.failed``, the partial output in its
 response and ``error.code`` ``server_error``: the event OpenAI ends a failed response
@@ -61,8 +63,10 @@ class EventFormats(dict):
 
 FORMATS = EventFormats()
 
-#: The end of each kind of delta event, after the delta's JSON.
-DELTA_ENDS = {"output_text": b',"logprobs":[]}\n\n', "refusal": b"}\n\n"}
+#: Each kind of delta event's format, up to the content part's position fields (``_part_at``),
+#: and from there on: its delta's JSON, and its end.
+DELTA_STARTS = {kind: head(f"response.{kind}.delta").replace(b"%", b"%%") + b"%d," for kind in ("output_text", "refusal")}
+DELTA_ENDS = {"output_text": b',"delta":%s,"logprobs":[]}\n\n', "refusal": b',"delta":%s}\n\n'}
 
 
 class ResponseEvents:
@@ -159,8 +163,7 @@ class ResponseEvents:
             at = self._part_at(self.message, len(content) - 1)
             self.parts_at.append(at)
             events.append(self.raw_event("response.content_part.added", at + b',"part":' + orjson.dumps(part)))
-            self.delta_format = b"".join((head(f"response.{kind}.delta").replace(b"%", b"%%"), b"%d,",
-                                          at.replace(b"%", b"%%"), b',"delta":%s', DELTA_ENDS[kind]))
+            self.delta_format = DELTA_STARTS[kind] + at.replace(b"%", b"%%") + DELTA_ENDS[kind]
         if text:
             events.append(self._delta(text))
 
@@ -214,11 +217,14 @@ class ResponseEvents:
         if message is None:
             return
         for part, at in zip(message["content"], self.parts_at):
-            if part["type"] == "output_text":
-                events.append(self.raw_event("response.output_text.done",
-                                             at + b',"text":' + orjson.dumps(part["text"]) + b',"logprobs":[]'))
+            # The text, serialized once: the part, the item and the Response take it as it is.
+            field = "text" if part["type"] == "output_text" else "refusal"
+            text = orjson.dumps(part[field])
+            part[field] = orjson.Fragment(text)
+            if field == "text":
+                events.append(self.raw_event("response.output_text.done", at + b',"text":' + text + b',"logprobs":[]'))
             else:
-                events.append(self.raw_event("response.refusal.done", at + b',"refusal":' + orjson.dumps(part["refusal"])))
+                events.append(self.raw_event("response.refusal.done", at + b',"refusal":' + text))
             events.append(self.raw_event("response.content_part.done", at + b',"part":' + orjson.dumps(part)))
         message["status"] = status
         events.append(self.raw_event("response.output_item.done", b'"output_index":%d,"item":%s' % (
@@ -229,6 +235,7 @@ class ResponseEvents:
             where = self._at(item)
             if not item["call_id"]:
                 item["call_id"] = "call_" + item["id"][3:]
+            item["arguments"] = orjson.Fragment(orjson.dumps(item["arguments"]))  # serialized once, as the text
             events.append(self.event("response.function_call_arguments.done", {
                 **where, "name": item["name"], "arguments": item["arguments"]}))
             item["status"] = "completed"

@@ -48,9 +48,10 @@ def client():
 
 
 def sse_events(text: str) -> list[tuple[str, dict]]:
-    """A raw event stream as (event name, data) pairs."""
+    """A raw event stream as (event name, data) pairs. Lines end at a newline only, as SSE's do:
+    ``str.splitlines`` would also cut at a line separator (U+2028) inside the JSON."""
     found, name = [], None
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if line.startswith("event: "):
             name = line[7:]
         elif line.startswith("data: "):

@@ -140,3 +140,24 @@ def test_events_for_text_after_tool_calls_a_refusal_and_a_length_cut():
     failed = orjson.loads(failed_json)
     assert failed["status"] == "failed" and failed["output"][0]["status"] == "incomplete"
     assert failed["output"][0]["call_id"].startswith("call_")
+
+
+def test_a_closed_text_and_arguments_read_the_same_in_every_event_that_repeats_them():
+    """Each is serialized once when closed and spliced into the done events and the Response:
+    escapes (quotes, a newline, a line separator, a backslash) come out as they went in."""
+    text = 'He said "hi"\nthen\u2028left \\ ' + "é" * 500
+    arguments = '{"q": "a \\"quoted\\" word\\n"}'
+    events = ResponseEvents(ResponseCall("resp_x", 1, [], {}, True, None, 60.0), "m")
+    sent = b"".join(events.opening())
+    sent += events.chunk(chunk({"content": text[:300]})) + events.chunk(chunk({"content": text[300:]}))
+    sent += events.chunk(chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f",
+                                                                                         "arguments": arguments}}]}))
+    closing, response_json = events.finished(None)
+    by_name = dict(sse_events((sent + b"".join(closing)).decode()))
+    assert by_name["response.output_text.done"]["text"] == text
+    assert by_name["response.content_part.done"]["part"]["text"] == text
+    assert by_name["response.function_call_arguments.done"]["arguments"] == arguments
+    response = orjson.loads(response_json)
+    assert by_name["response.completed"]["response"] == response
+    message, call = response["output"]
+    assert message["content"][0]["text"] == text and call["arguments"] == arguments
