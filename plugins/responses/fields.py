@@ -188,7 +188,7 @@ READERS: dict[str, Reader] = {
 }
 
 #: Fields passed on to a chat upstream under the same name.
-PASSED_ON = ("user", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier")
+PASSED_ON = frozenset(("user", "prompt_cache_key", "prompt_cache_retention", "safety_identifier", "service_tier"))
 
 
 def read_fields(data: dict[str, Any]) -> dict[str, Any]:

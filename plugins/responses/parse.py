@@ -29,9 +29,9 @@ ECHO_DEFAULTS = {
     "truncation": "disabled",
 }
 #: Fields a Response repeats as they were sent (strings that a Response never holds as null).
-ECHOED = ("instructions", "max_output_tokens", "max_tool_calls", "metadata", "parallel_tool_calls",
-          "previous_response_id", "reasoning", "store", "temperature", "top_p", "user", "prompt_cache_key",
-          "safety_identifier", "service_tier")
+ECHOED = frozenset(("instructions", "max_output_tokens", "max_tool_calls", "metadata", "parallel_tool_calls",
+                    "previous_response_id", "reasoning", "store", "temperature", "top_p", "user", "prompt_cache_key",
+                    "safety_identifier", "service_tier"))
 
 
 def new_request(data: dict[str, Any], principal: Principal | None, retention_s: float) -> ResponsesRequest:
@@ -45,10 +45,14 @@ def new_request(data: dict[str, Any], principal: Principal | None, retention_s: 
     messages = [{"role": "system", "content": instructions}] if instructions else []
     messages.extend(chat_messages(items))
     echo = dict(ECHO_DEFAULTS)
-    for name in ECHOED:
-        if name in read:
-            echo[name] = read[name]
+    passed_on: dict[str, Any] = {}
+    for name, value in read.items():  # the few fields sent, rather than every field that could be
+        if name in ECHOED:
+            echo[name] = value
+        if name in PASSED_ON:
+            passed_on[name] = value
     extra = chat_extra(read, echo)
+    extra.update(passed_on)
     request = ResponsesRequest(
         messages=messages,
         model=read.get("model", "auto"),
@@ -111,9 +115,6 @@ def chat_extra(read: dict[str, Any], echo: dict[str, Any]) -> dict[str, Any]:
             extra["verbosity"] = verbosity
     if "reasoning" in read and read["reasoning"]["effort"] is not None:
         extra["reasoning_effort"] = read["reasoning"]["effort"]
-    for name in PASSED_ON:
-        if name in read:
-            extra[name] = read[name]
     return extra
 
 

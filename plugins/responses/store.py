@@ -188,8 +188,11 @@ class ResponseStore:
                 if ancestor.expires_at < stored.expires_at - slack:
                     ancestor.expires_at = stored.expires_at
                     self.writer.extend(ancestor.id, stored.expires_at)
-        if len(pending) >= self.writer.batch_size or self.pending_bytes > self.writer.max_pending_bytes:
-            self.writer.batch_waits()
+        # The writer is woken when a batch fills (it then writes every whole batch waiting), or
+        # when too much waits: not again for each response that comes in while it writes.
+        writer, waiting = self.writer, len(pending)
+        if waiting == writer.batch_size or waiting > writer.max_pending or self.pending_bytes > writer.max_pending_bytes:
+            writer.batch_waits()
 
     def written(self, batch: list[StoredResponse]) -> None:
         """A batch is in the database: from the pending ones to the recent ones (new there:

@@ -185,6 +185,35 @@ def test_under_load_the_writer_waits_for_whole_batches(tmp_path):
     assert len(stored_ids(url)) == 12
 
 
+def test_a_batch_that_fills_wakes_the_writer(tmp_path):
+    """The writer is woken when a batch fills, not for each response after it: a batch
+    written at once, whatever waits past it left for the next one to fill."""
+    url = f"sqlite:///{(tmp_path / 'wake.db').as_posix()}"
+
+    async def pending_after(store: ResponseStore, count: int, first: int, expected: int) -> int:
+        now = time.time()
+        for i in range(first, first + count):
+            store.add(StoredResponse.of(f"resp_{i:02d}", None, None, now + 60, [], {"created_at": now}), [])
+        for _ in range(100):  # up to 2 s
+            if len(store.pending) == expected:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # longer than the writer's first wait: nothing else is written
+        return len(store.pending)
+
+    async def run() -> list[int]:
+        store = ResponseStore(open_database(url), purge_interval_s=3600.0)
+        await store.start()
+        store.writer.batch_size, store.writer.flush_interval_s = 5, 3600.0
+        left = [await pending_after(store, 4, 0, 4), await pending_after(store, 1, 4, 0),
+                await pending_after(store, 7, 5, 2)]
+        await store.on_shutdown()
+        return left
+
+    assert asyncio.run(run()) == [4, 0, 2]
+    assert len(stored_ids(url)) == 12
+
+
 def test_past_max_pending_the_oldest_are_dropped_with_one_error(tmp_path, caplog):
     """With the database away, responses wait in memory up to ``max_pending``; past it the
     oldest go, and the log says so once, not once a response."""
