@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,12 @@ class StoredResponse:
     expires_at: float
     input_json: bytes
     response_json: bytes
+    #: The bytes of its JSON, which is most of the memory it holds (counted once: the pending
+    #: and the recent responses add it up as responses come and go).
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = len(self.input_json) + len(self.response_json)
 
     @classmethod
     def of(cls, response_id: str, previous_id: str | None, owner: str | None, expires_at: float,
@@ -90,11 +96,6 @@ class StoredResponse:
         """The table's row; ``times`` maps seconds since the epoch to the database's value."""
         return (self.id, self.previous_id, self.owner, times[self.created_at], times[self.expires_at],
                 self.input_json.decode(), self.response_json.decode())
-
-    @property
-    def size(self) -> int:
-        """The bytes of its JSON, which is most of the memory it holds."""
-        return len(self.input_json) + len(self.response_json)
 
     def visible_to(self, owner: str | None) -> bool:
         """A response made for a client key is that key's alone (404 to anyone else)."""
@@ -127,9 +128,18 @@ class RecentResponses:
 
     def put(self, stored: StoredResponse) -> None:
         """Keep ``stored`` as the most recently used (``trim`` then forgets the oldest)."""
-        self.forget(stored.id)
-        self._kept[stored.id] = stored
-        self.bytes += stored.size
+        self.put_all((stored,))
+
+    def put_all(self, batch: Iterable[StoredResponse]) -> None:
+        """``put`` each of ``batch``, in order (a written batch: one call, not one a response)."""
+        kept, added = self._kept, 0
+        for stored in batch:
+            old = kept.pop(stored.id, None)
+            if old is not None:
+                added -= old.size
+            kept[stored.id] = stored
+            added += stored.size
+        self.bytes += added
 
     def forget(self, response_id: str) -> None:
         old = self._kept.pop(response_id, None)
@@ -197,12 +207,14 @@ class ResponseStore:
     def written(self, batch: list[StoredResponse]) -> None:
         """A batch is in the database: from the pending ones to the recent ones (new there:
         a response read back from the database is never among the pending ones)."""
-        pending, recent = self.pending, self.recent
+        pending, moved, freed = self.pending, [], 0
         for stored in batch:
             if pending.pop(stored.id, None) is not None:
-                self.pending_bytes -= stored.size
-                recent.put(stored)
-        recent.trim()
+                moved.append(stored)
+                freed += stored.size
+        self.pending_bytes -= freed
+        self.recent.put_all(moved)
+        self.recent.trim()
 
     def forget_pending(self, response_id: str) -> None:
         stored = self.pending.pop(response_id, None)
