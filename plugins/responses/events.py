@@ -65,7 +65,8 @@ FORMATS = EventFormats()
 
 #: Each kind of delta event's format, up to the content part's position fields (``_part_at``),
 #: and from there on: its delta's JSON, and its end.
-DELTA_STARTS = {kind: head(f"response.{kind}.delta").replace(b"%", b"%%") + b"%d," for kind in ("output_text", "refusal")}
+DELTA_STARTS = {kind: head(f"response.{kind}.delta").replace(b"%", b"%%") + b"%d,"
+                for kind in ("output_text", "refusal")}
 DELTA_ENDS = {"output_text": b',"delta":%s,"logprobs":[]}\n\n', "refusal": b',"delta":%s}\n\n'}
 
 
@@ -235,7 +236,7 @@ class ResponseEvents:
             where = self._at(item)
             if not item["call_id"]:
                 item["call_id"] = "call_" + item["id"][3:]
-            item["arguments"] = orjson.Fragment(orjson.dumps(item["arguments"]))  # serialized once, as the text
+            item["arguments"] = orjson.Fragment(orjson.dumps(item["arguments"]))  # serialized once, as a part's text is
             events.append(self.event("response.function_call_arguments.done", {
                 **where, "name": item["name"], "arguments": item["arguments"]}))
             item["status"] = "completed"
