@@ -45,14 +45,12 @@ def new_request(data: dict[str, Any], principal: Principal | None, retention_s: 
     messages = [{"role": "system", "content": instructions}] if instructions else []
     messages.extend(chat_messages(items))
     echo = dict(ECHO_DEFAULTS)
-    passed_on: dict[str, Any] = {}
+    extra = chat_extra(read, echo)
     for name, value in read.items():  # the few fields sent, rather than every field that could be
         if name in ECHOED:
             echo[name] = value
         if name in PASSED_ON:
-            passed_on[name] = value
-    extra = chat_extra(read, echo)
-    extra.update(passed_on)
+            extra[name] = value
     request = ResponsesRequest(
         messages=messages,
         model=read.get("model", "auto"),
