@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from modelbroker import Completion, Usage
-from modelbroker.plugins.responses.request import ResponseCall
+from modelbroker.plugins.responses.request import ECHO_DEFAULTS, ECHO_DEFAULTS_JSON, ResponseCall
 
 #: A chat finish_reason that cut the answer short, as the Response's ``incomplete_details.reason``.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -41,7 +41,10 @@ def call_json_parts(call: ResponseCall) -> tuple[bytes, bytes]:
     comma), made when its first Response is written (``ResponseCall.json_parts``)."""
     head = b'{"id":%b,"object":"response","created_at":%d,"status":"' % (orjson.dumps(call.response_id),
                                                                            call.created_at)
-    echo = orjson.dumps(call.echo)[1:-1] + b"," if call.echo else b""
+    if call.echo is ECHO_DEFAULTS:
+        echo = ECHO_DEFAULTS_JSON
+    else:
+        echo = orjson.dumps(call.echo)[1:-1] + b"," if call.echo else b""
     call.json_parts = head, echo
     return head, echo
 

@@ -14,9 +14,11 @@ counting from 0::
 The events are written as bytes as they are made. The frequent ones, the text deltas, from
 a template made once per content part; the response object, in ``response.created`` and
 ``response.in_progress`` and again at the end, serialized once for each (and the last
-one's bytes are what the store keeps); the text of each content part and the arguments of
-each function call are serialized once, when closed, and put as they are into the events
-and the Response that repeat them (``orjson.Fragment``).
+one's bytes are what the store keeps). A message item and its content parts have a fixed
+shape, so their events are templates too, filled with the item's id and the part's text;
+the text of each content part and the arguments of each function call are serialized
+once, when closed, and put as they are into the events and the Response that repeat them
+(a closed message stays in ``output`` as its JSON, an ``orjson.Fragment``).
 
 A stream cut after content ends with ``response.failed``, the partial output in its
 response and ``error.code`` ``server_error``: the event OpenAI ends a failed response
@@ -69,6 +71,22 @@ DELTA_STARTS = {kind: head(f"response.{kind}.delta").replace(b"%", b"%%") + b"%d
                 for kind in ("output_text", "refusal")}
 DELTA_ENDS = {"output_text": b',"delta":%s,"logprobs":[]}\n\n', "refusal": b',"delta":%s}\n\n'}
 
+#: ``response.created`` and ``response.in_progress``, which hold the same Response.
+OPENING = (head("response.created").replace(b"%", b"%%") + b'0,"response":%b}\n\n'
+           + head("response.in_progress").replace(b"%", b"%%") + b'1,"response":%b}\n\n')
+#: A message item's fields in ``response.output_item.added`` (its position, then its id's
+#: JSON): a message is added before any content. ``answer.message_item`` makes the same.
+MESSAGE_ADDED = (b'"output_index":%d,"item":{"id":%b,"type":"message","status":"in_progress",'
+                 b'"role":"assistant","content":[]}')
+#: A closed message item: its id's JSON, its status, and its content parts' JSON.
+MESSAGE_DONE = b'{"id":%b,"type":"message","status":"%b","role":"assistant","content":[%b]}'
+#: Each kind of content part as ``response.content_part.added`` gives it, empty (after its
+#: position fields), and as a format of its text's JSON (``answer.output_text``).
+PART_ADDED = {"output_text": b',"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}',
+              "refusal": b',"part":{"type":"refusal","refusal":""}'}
+PART_DONE = {"output_text": b'{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}',
+             "refusal": b'{"type":"refusal","refusal":%b}'}
+
 
 class ResponseEvents:
     """The events of one streamed Response, in order; ``output`` is what it has said so far."""
@@ -77,8 +95,10 @@ class ResponseEvents:
         self.call = call
         self.model = model
         self.sequence = 0
-        self.output: list[dict[str, Any]] = []
+        #: The output items: a closed message as its JSON, the others as dicts.
+        self.output: list[dict[str, Any] | orjson.Fragment] = []
         self.message: dict[str, Any] | None = None  # the open message item, if any
+        self.message_id = b""  # its id, as JSON
         self.calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its open function_call item
         self.positions: dict[str, int] = {}  # item id -> output_index
         self.messages = 0  # message items so far
@@ -108,9 +128,11 @@ class ResponseEvents:
     def with_response(self, kind: str, response: bytes) -> bytes:
         return self.raw_event(kind, b'"response":' + response)
 
-    def opening(self) -> list[bytes]:
+    def opening(self) -> bytes:
+        """The first two events (the stream's first bytes)."""
         response = response_json(self.call, self.model, "in_progress", [], None)
-        return [self.with_response("response.created", response), self.with_response("response.in_progress", response)]
+        self.sequence = 2
+        return OPENING % (response, response)
 
     # --- chunks -------------------------------------------------------------------------
 
@@ -151,19 +173,21 @@ class ResponseEvents:
     def _text(self, text: str, kind: str, events: list[bytes]) -> None:
         """A piece of the answer's text (``output_text``) or of a refusal (``refusal``)."""
         if self.message is None:
-            self.message = message_item(self.call.response_id, [], "in_progress", self.messages)
+            self.message = message = message_item(self.call.response_id, [], "in_progress", self.messages)
             self.parts_at = []
             self.messages += 1
-            self._add_item(self.message, events)
+            self.message_id = orjson.dumps(message["id"])
+            events.append(self.raw_event("response.output_item.added", MESSAGE_ADDED % (self._place(message),
+                                                                                        self.message_id)))
         if self.part_kind != kind:
             self._sync_part()
             content = self.message["content"]
-            part = output_text("") if kind == "output_text" else {"type": "refusal", "refusal": ""}
-            content.append(part)
+            content.append(output_text("") if kind == "output_text" else {"type": "refusal", "refusal": ""})
             self.part_kind, self.pieces = kind, []
-            at = self._part_at(self.message, len(content) - 1)
+            at = b'"item_id":%b,"output_index":%d,"content_index":%d' % (
+                self.message_id, self.positions[self.message["id"]], len(content) - 1)
             self.parts_at.append(at)
-            events.append(self.raw_event("response.content_part.added", at + b',"part":' + orjson.dumps(part)))
+            events.append(self.raw_event("response.content_part.added", at + PART_ADDED[kind]))
             self.delta_format = DELTA_STARTS[kind] + at.replace(b"%", b"%%") + DELTA_ENDS[kind]
         if text:
             events.append(self._delta(text))
@@ -173,11 +197,6 @@ class ResponseEvents:
         if self.part_kind is not None and self.message is not None and self.pieces:
             self.message["content"][-1]["text" if self.part_kind == "output_text" else "refusal"] = \
                 "".join(self.pieces)
-
-    def _part_at(self, item: dict[str, Any], content_index: int) -> bytes:
-        """``item_id``, ``output_index`` and ``content_index`` of a content part, as JSON fields."""
-        return b'"item_id":%s,"output_index":%d,"content_index":%d' % (
-            orjson.dumps(item["id"]), self.positions[item["id"]], content_index)
 
     def _tool_call(self, call: dict[str, Any], events: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -203,9 +222,13 @@ class ResponseEvents:
 
     def _add_item(self, item: dict[str, Any], events: list[bytes]) -> None:
         """Each event is encoded as it is made, so an item may change after it was sent."""
-        self.positions[item["id"]] = len(self.output)
+        events.append(self.event("response.output_item.added", {"output_index": self._place(item), "item": item}))
+
+    def _place(self, item: dict[str, Any]) -> int:
+        """Put ``item`` at the end of the output; its position there."""
+        position = self.positions[item["id"]] = len(self.output)
         self.output.append(item)
-        events.append(self.event("response.output_item.added", {"output_index": len(self.output) - 1, "item": item}))
+        return position
 
     def _at(self, item: dict[str, Any]) -> dict[str, Any]:
         return {"item_id": item["id"], "output_index": self.positions[item["id"]]}
@@ -217,19 +240,21 @@ class ResponseEvents:
         message, self.message, self.part_kind = self.message, None, None
         if message is None:
             return
+        parts = []
         for part, at in zip(message["content"], self.parts_at):
             # The text, serialized once: the part, the item and the Response take it as it is.
-            field = "text" if part["type"] == "output_text" else "refusal"
-            text = orjson.dumps(part[field])
-            part[field] = orjson.Fragment(text)
-            if field == "text":
+            kind = part["type"]
+            text = orjson.dumps(part["text" if kind == "output_text" else "refusal"])
+            if kind == "output_text":
                 events.append(self.raw_event("response.output_text.done", at + b',"text":' + text + b',"logprobs":[]'))
             else:
                 events.append(self.raw_event("response.refusal.done", at + b',"refusal":' + text))
-            events.append(self.raw_event("response.content_part.done", at + b',"part":' + orjson.dumps(part)))
-        message["status"] = status
-        events.append(self.raw_event("response.output_item.done", b'"output_index":%d,"item":%s' % (
-            self.positions[message["id"]], orjson.dumps(message))))
+            parts.append(PART_DONE[kind] % text)
+            events.append(self.raw_event("response.content_part.done", at + b',"part":' + parts[-1]))
+        closed = MESSAGE_DONE % (self.message_id, status.encode(), b",".join(parts))
+        position = self.positions[message["id"]]
+        self.output[position] = orjson.Fragment(closed)
+        events.append(self.raw_event("response.output_item.done", b'"output_index":%d,"item":%b' % (position, closed)))
 
     def _close_calls(self, events: list[bytes]) -> None:
         for item in self.calls.values():
@@ -261,6 +286,8 @@ class ResponseEvents:
         """The event that ends a stream the upstream broke after content, and its Response's JSON."""
         self._sync_part()
         for item in self.output:
+            if isinstance(item, orjson.Fragment):  # a closed message
+                continue
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"
             if item["type"] == "function_call" and not item["call_id"]:

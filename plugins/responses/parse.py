@@ -9,25 +9,8 @@ from typing import Any
 from modelbroker import Principal
 from modelbroker.plugins.responses.convert import chat_messages
 from modelbroker.plugins.responses.fields import PASSED_ON, read_fields
-from modelbroker.plugins.responses.request import ResponseCall, ResponsesRequest, invalid
+from modelbroker.plugins.responses.request import ECHO_DEFAULTS, ResponseCall, ResponsesRequest, invalid
 
-#: What a Response repeats of a request that left the field out.
-ECHO_DEFAULTS = {
-    "instructions": None,
-    "max_output_tokens": None,
-    "max_tool_calls": None,
-    "metadata": {},
-    "parallel_tool_calls": True,
-    "previous_response_id": None,
-    "reasoning": {"effort": None, "summary": None},
-    "store": True,
-    "temperature": None,
-    "text": {"format": {"type": "text"}},
-    "tool_choice": "auto",
-    "tools": [],
-    "top_p": None,
-    "truncation": "disabled",
-}
 #: Fields a Response repeats as they were sent (strings that a Response never holds as null).
 ECHOED = frozenset(("instructions", "max_output_tokens", "max_tool_calls", "metadata", "parallel_tool_calls",
                     "previous_response_id", "reasoning", "store", "temperature", "top_p", "user", "prompt_cache_key",
@@ -44,13 +27,14 @@ def new_request(data: dict[str, Any], principal: Principal | None, retention_s: 
     instructions = read.get("instructions")
     messages = [{"role": "system", "content": instructions}] if instructions else []
     messages.extend(chat_messages(items))
-    echo = dict(ECHO_DEFAULTS)
-    extra = chat_extra(read, echo)
+    echoed: dict[str, Any] = {}
+    extra = chat_extra(read, echoed)
     for name, value in read.items():  # the few fields sent, rather than every field that could be
         if name in ECHOED:
-            echo[name] = value
+            echoed[name] = value
         if name in PASSED_ON:
             extra[name] = value
+    echo = {**ECHO_DEFAULTS, **echoed} if echoed else ECHO_DEFAULTS
     request = ResponsesRequest(
         messages=messages,
         model=read.get("model", "auto"),
@@ -91,7 +75,8 @@ def input_items(value: Any, continues: bool) -> list[dict[str, Any]]:
 
 def chat_extra(read: dict[str, Any], echo: dict[str, Any]) -> dict[str, Any]:
     """The chat-completions fields for the upstream (``ChatRequest.extra``); the Response's
-    ``tools``, ``tool_choice`` and ``text`` go to ``echo``."""
+    ``tools``, ``tool_choice`` and ``text`` go to ``echo`` (the fields it repeats otherwise
+    than ``ECHO_DEFAULTS``)."""
     extra: dict[str, Any] = {}
     if "tools" in read:
         tools, echo["tools"] = read["tools"]

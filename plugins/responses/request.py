@@ -3,10 +3,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
+import orjson
+
 from modelbroker import APIError, ChatRequest
+
+#: What a Response repeats of a request that left the field out. Never changed: a request
+#: that sent none of the fields a Response repeats has it as its ``echo``, and a Response
+#: then takes the JSON below instead of serializing it again.
+ECHO_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "metadata": {},
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": {"effort": None, "summary": None},
+    "store": True,
+    "temperature": None,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_p": None,
+    "truncation": "disabled",
+})
+ECHO_DEFAULTS_JSON = orjson.dumps(dict(ECHO_DEFAULTS))[1:-1] + b","
 
 
 @dataclass(slots=True)
@@ -21,7 +46,7 @@ class ResponseCall:
     response_id: str
     created_at: int
     input: list[dict[str, Any]]
-    echo: dict[str, Any]
+    echo: Mapping[str, Any]
     store: bool
     owner: str | None
     retention_s: float

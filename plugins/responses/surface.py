@@ -122,7 +122,7 @@ class Responses:
 
     async def _events(self, call: ResponseCall, routed: Routed) -> AsyncIterator[bytes]:
         events = ResponseEvents(call, routed.provider.model)
-        yield b"".join(events.opening())
+        yield events.opening()
         async with aclosing(routed.relay()) as items:
             async for item in items:
                 if isinstance(item, StreamEnd):

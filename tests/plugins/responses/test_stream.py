@@ -148,7 +148,7 @@ def test_a_closed_text_and_arguments_read_the_same_in_every_event_that_repeats_t
     text = 'He said "hi"\nthen\u2028left \\ ' + "é" * 500
     arguments = '{"q": "a \\"quoted\\" word\\n"}'
     events = ResponseEvents(ResponseCall("resp_x", 1, [], {}, True, None, 60.0), "m")
-    sent = b"".join(events.opening())
+    sent = events.opening()
     sent += events.chunk(chunk({"content": text[:300]})) + events.chunk(chunk({"content": text[300:]}))
     sent += events.chunk(chunk({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f",
                                                                                          "arguments": arguments}}]}))
