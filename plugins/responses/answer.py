@@ -13,6 +13,13 @@ from modelbroker.plugins.responses.request import ECHO_DEFAULTS, ECHO_DEFAULTS_J
 
 #: A chat finish_reason that cut the answer short, as the Response's ``incomplete_details.reason``.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+#: A message item's JSON once its content is known: its id's JSON, its status, and its
+#: content parts' JSON (``message_item`` makes the same item as a dict).
+MESSAGE_JSON = b'{"id":%b,"type":"message","status":"%b","role":"assistant","content":[%b]}'
+#: A content part's JSON from its text's JSON, per kind of part (``output_text`` makes the
+#: same part as a dict).
+PART_JSON = {"output_text": b'{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}',
+             "refusal": b'{"type":"refusal","refusal":%b}'}
 
 
 def response_json(call: ResponseCall, model: str, status: str, output: list[dict[str, Any]],
@@ -74,15 +81,18 @@ def whole_response(call: ResponseCall, completion: Completion) -> bytes:
                          completion.usage, reason=reason)
 
 
-def output_items(response_id: str, text: str, refusal: Any, tool_calls: Any, status: str) -> list[dict[str, Any]]:
-    """A message item (unless the answer is only tool calls), then a function_call item per call."""
+def output_items(response_id: str, text: str, refusal: Any, tool_calls: Any,
+                 status: str) -> list[dict[str, Any] | orjson.Fragment]:
+    """A message item (unless the answer is only tool calls; as its JSON), then a function_call
+    item per call."""
     calls = [call for call in tool_calls or () if isinstance(call, dict)]
-    output = []
+    output: list[dict[str, Any] | orjson.Fragment] = []
     if text or refusal or not calls:
-        content = [output_text(text)] if text or not refusal else []
+        parts = [PART_JSON["output_text"] % orjson.dumps(text)] if text or not refusal else []
         if refusal:
-            content.append({"type": "refusal", "refusal": str(refusal)})
-        output.append(message_item(response_id, content, status))
+            parts.append(PART_JSON["refusal"] % orjson.dumps(str(refusal)))
+        output.append(orjson.Fragment(MESSAGE_JSON % (orjson.dumps(message_id(response_id)), status.encode(),
+                                                      b",".join(parts))))
     for index, call in enumerate(calls):
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         output.append(function_call_item(response_id, index, call.get("id"), function.get("name"),
@@ -97,9 +107,12 @@ def output_text(text: str) -> dict[str, Any]:
 def message_item(response_id: str, content: list[dict[str, Any]], status: str, number: int = 0) -> dict[str, Any]:
     """An assistant message item; ``number`` tells apart the messages of one answer (rare: text
     after tool calls)."""
-    suffix = f"_{number}" if number else ""
-    return {"id": f"msg_{response_id[5:]}{suffix}", "type": "message", "status": status, "role": "assistant",
+    return {"id": message_id(response_id, number), "type": "message", "status": status, "role": "assistant",
             "content": content}
+
+
+def message_id(response_id: str, number: int = 0) -> str:
+    return f"msg_{response_id[5:]}_{number}" if number else f"msg_{response_id[5:]}"
 
 
 def function_call_item(response_id: str, index: int, call_id: Any, name: Any, arguments: Any,

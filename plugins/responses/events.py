@@ -35,6 +35,8 @@ import orjson
 from modelbroker import ProviderError, Usage
 from modelbroker.plugins.responses.answer import (
     INCOMPLETE,
+    MESSAGE_JSON,
+    PART_JSON,
     function_call_item,
     message_item,
     output_text,
@@ -54,38 +56,57 @@ def head(kind: str) -> bytes:
     return made
 
 
+def event_format(kind: str, fields: bytes) -> bytes:
+    """The bytes format of an event of type ``kind``: its sequence number (``%d``), then
+    ``fields``, its JSON fields after it (a format too)."""
+    return head(kind).replace(b"%", b"%%") + b"%d," + fields + b"}\n\n"
+
+
 class EventFormats(dict):
-    """Event type -> the bytes format of its events (the sequence number, then the JSON fields
-    after it), made the first time the type is written."""
+    """Event type -> the format of its events with their fields as one argument (JSON
+    already), made the first time the type is written."""
 
     def __missing__(self, kind: str) -> bytes:
-        made = self[kind] = head(kind).replace(b"%", b"%%") + b"%d,%b}\n\n"
+        made = self[kind] = event_format(kind, b"%b")
         return made
 
 
 FORMATS = EventFormats()
 
-#: Each kind of delta event's format, up to the content part's position fields (``_part_at``),
-#: and from there on: its delta's JSON, and its end.
+# The events whose shape is fixed, each a format made once. A content part's position
+# fields (``item_id``, ``output_index``, ``content_index``) are made when it opens and
+# passed as ``at``.
+
+#: ``response.created`` and ``response.in_progress``, which hold the same Response: the
+#: stream's first two events (sequence numbers 0 and 1).
+OPENING = event_format("response.created", b'"response":%b') + event_format("response.in_progress", b'"response":%b')
+#: A message item added (its position, then its id's JSON): a message is added before any
+#: content. ``answer.message_item`` makes the same item.
+MESSAGE_ADDED = event_format("response.output_item.added", b'"output_index":%d,"item":{"id":%b,"type":"message",'
+                                                           b'"status":"in_progress","role":"assistant","content":[]}')
+#: A content part added, empty (after ``at``), per kind of part.
+PART_ADDED = {
+    "output_text": event_format("response.content_part.added",
+                                b'%b,"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}'),
+    "refusal": event_format("response.content_part.added", b'%b,"part":{"type":"refusal","refusal":""}'),
+}
+#: Each kind of delta event's format, up to ``at``, and from there on: its delta's JSON,
+#: and its end.
 DELTA_STARTS = {kind: head(f"response.{kind}.delta").replace(b"%", b"%%") + b"%d,"
                 for kind in ("output_text", "refusal")}
 DELTA_ENDS = {"output_text": b',"delta":%s,"logprobs":[]}\n\n', "refusal": b',"delta":%s}\n\n'}
-
-#: ``response.created`` and ``response.in_progress``, which hold the same Response.
-OPENING = (head("response.created").replace(b"%", b"%%") + b'0,"response":%b}\n\n'
-           + head("response.in_progress").replace(b"%", b"%%") + b'1,"response":%b}\n\n')
-#: A message item's fields in ``response.output_item.added`` (its position, then its id's
-#: JSON): a message is added before any content. ``answer.message_item`` makes the same.
-MESSAGE_ADDED = (b'"output_index":%d,"item":{"id":%b,"type":"message","status":"in_progress",'
-                 b'"role":"assistant","content":[]}')
-#: A closed message item: its id's JSON, its status, and its content parts' JSON.
-MESSAGE_DONE = b'{"id":%b,"type":"message","status":"%b","role":"assistant","content":[%b]}'
-#: Each kind of content part as ``response.content_part.added`` gives it, empty (after its
-#: position fields), and as a format of its text's JSON (``answer.output_text``).
-PART_ADDED = {"output_text": b',"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}',
-              "refusal": b',"part":{"type":"refusal","refusal":""}'}
-PART_DONE = {"output_text": b'{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}',
-             "refusal": b'{"type":"refusal","refusal":%b}'}
+#: A content part closed: its text's done event (``at``, the text's JSON), then
+#: ``response.content_part.done`` (``at``, the part's JSON), per kind of part.
+PART_CLOSED = {
+    "output_text": event_format("response.output_text.done", b'%b,"text":%b,"logprobs":[]')
+    + event_format("response.content_part.done", b'%b,"part":%b'),
+    "refusal": event_format("response.refusal.done", b'%b,"refusal":%b')
+    + event_format("response.content_part.done", b'%b,"part":%b'),
+}
+#: An item closed: its position, then its JSON.
+ITEM_DONE = event_format("response.output_item.done", b'"output_index":%d,"item":%b')
+#: The event that ends a stream, per the Response's status.
+LAST = {status: event_format(f"response.{status}", b'"response":%b') for status in ("completed", "incomplete", "failed")}
 
 
 class ResponseEvents:
@@ -110,29 +131,28 @@ class ResponseEvents:
         #: The bytes format of the open content part's delta events (sequence number, then
         #: the delta's JSON), made when the part opens (``_text``).
         self.delta_format = b""
-        #: The position fields of each of the open message's content parts (``_part_at``).
+        #: The position fields (``at``) of each of the open message's content parts.
         self.parts_at: list[bytes] = []
 
     def event(self, kind: str, payload: dict[str, Any]) -> bytes:
         """One event: ``payload`` after its ``type`` and ``sequence_number``."""
-        body = orjson.dumps(payload)
-        return self.raw_event(kind, body[1:-1])
+        return FORMATS[kind] % (self.numbers(1), orjson.dumps(payload)[1:-1])
 
-    def raw_event(self, kind: str, fields: bytes) -> bytes:
-        """One event whose fields after the sequence number are ``fields``, JSON already (every
-        event has some)."""
-        sequence = self.sequence
-        self.sequence = sequence + 1
-        return FORMATS[kind] % (sequence, fields)
-
-    def with_response(self, kind: str, response: bytes) -> bytes:
-        return self.raw_event(kind, b'"response":' + response)
+    def numbers(self, count: int) -> int:
+        """The first of the next ``count`` sequence numbers, taken."""
+        first = self.sequence
+        self.sequence = first + count
+        return first
 
     def opening(self) -> bytes:
         """The first two events (the stream's first bytes)."""
         response = response_json(self.call, self.model, "in_progress", [], None)
         self.sequence = 2
-        return OPENING % (response, response)
+        return OPENING % (0, response, 1, response)
+
+    def last(self, status: str, response: bytes) -> bytes:
+        """The event that ends the stream, holding the Response with ``status``."""
+        return LAST[status] % (self.numbers(1), response)
 
     # --- chunks -------------------------------------------------------------------------
 
@@ -177,17 +197,16 @@ class ResponseEvents:
             self.parts_at = []
             self.messages += 1
             self.message_id = orjson.dumps(message["id"])
-            events.append(self.raw_event("response.output_item.added", MESSAGE_ADDED % (self._place(message),
-                                                                                        self.message_id)))
+            events.append(MESSAGE_ADDED % (self.numbers(1), self._place(message), self.message_id))
         if self.part_kind != kind:
             self._sync_part()
             content = self.message["content"]
             content.append(output_text("") if kind == "output_text" else {"type": "refusal", "refusal": ""})
             self.part_kind, self.pieces = kind, []
-            at = b'"item_id":%b,"output_index":%d,"content_index":%d' % (
+            at = b'"item_id":%b,"output_index":%d,"content_index":%d' % (  # the part's position
                 self.message_id, self.positions[self.message["id"]], len(content) - 1)
             self.parts_at.append(at)
-            events.append(self.raw_event("response.content_part.added", at + PART_ADDED[kind]))
+            events.append(PART_ADDED[kind] % (self.numbers(1), at))
             self.delta_format = DELTA_STARTS[kind] + at.replace(b"%", b"%%") + DELTA_ENDS[kind]
         if text:
             events.append(self._delta(text))
@@ -242,19 +261,16 @@ class ResponseEvents:
             return
         parts = []
         for part, at in zip(message["content"], self.parts_at):
-            # The text, serialized once: the part, the item and the Response take it as it is.
+            # The text, serialized once: the events, the item and the Response take it as it is.
             kind = part["type"]
             text = orjson.dumps(part["text" if kind == "output_text" else "refusal"])
-            if kind == "output_text":
-                events.append(self.raw_event("response.output_text.done", at + b',"text":' + text + b',"logprobs":[]'))
-            else:
-                events.append(self.raw_event("response.refusal.done", at + b',"refusal":' + text))
-            parts.append(PART_DONE[kind] % text)
-            events.append(self.raw_event("response.content_part.done", at + b',"part":' + parts[-1]))
-        closed = MESSAGE_DONE % (self.message_id, status.encode(), b",".join(parts))
+            parts.append(PART_JSON[kind] % text)
+            sequence = self.numbers(2)
+            events.append(PART_CLOSED[kind] % (sequence, at, text, sequence + 1, at, parts[-1]))
+        closed = MESSAGE_JSON % (self.message_id, status.encode(), b",".join(parts))
         position = self.positions[message["id"]]
         self.output[position] = orjson.Fragment(closed)
-        events.append(self.raw_event("response.output_item.done", b'"output_index":%d,"item":%b' % (position, closed)))
+        events.append(ITEM_DONE % (self.numbers(1), position, closed))
 
     def _close_calls(self, events: list[bytes]) -> None:
         for item in self.calls.values():
@@ -279,7 +295,7 @@ class ResponseEvents:
         self._close_calls(events)
         status = "incomplete" if reason else "completed"
         response = response_json(self.call, self.model, status, self.output, usage, reason=reason)
-        events.append(self.with_response(f"response.{status}", response))
+        events.append(self.last(status, response))
         return events, response
 
     def failed(self, error: ProviderError) -> tuple[list[bytes], bytes]:
@@ -295,4 +311,4 @@ class ResponseEvents:
         message = f"the upstream failed mid-stream; the answer is incomplete: {error.message}"
         response = response_json(self.call, self.model, "failed", self.output, error.usage,
                                  error={"code": "server_error", "message": message})
-        return [self.with_response("response.failed", response)], response
+        return [self.last("failed", response)], response
