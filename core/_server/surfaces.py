@@ -50,7 +50,7 @@ class Surface(Protocol):
     ``parse`` reads the body into a ``ChatRequest`` (raise ``APIError`` 400 naming the
     field for a bad one); the core fills in the request id, the caller, the deadline,
     ``route`` and ``surface``. ``answer`` gives the body of a whole answer: a dict (sent
-    as JSON) or a Starlette ``Response``. ``stream`` gives the bytes of a streamed answer
+    as JSON), bytes (JSON already) or a Starlette ``Response``. ``stream`` gives the bytes of a streamed answer
     (server-sent events), read from ``routed.relay()``. ``error`` gives the body of an
     error response in the surface's shape (``error.status`` is the status). ``parse``
     and ``answer`` may return awaitables; all run on the event loop for every request.
@@ -137,8 +137,10 @@ class SurfaceRoute:
             return EventStreamResponse(self.surface.stream(chat, routed), headers=headers)
         headers["x-modelbroker-cost"] = f"{routed.completion.cost:.8f}"
         answer = self.surface.answer(chat, routed)
-        if not isinstance(answer, (dict, Response)):
+        if not isinstance(answer, (dict, bytes, Response)):
             answer = await answer
+        if isinstance(answer, bytes):
+            return Response(answer, headers=headers, media_type="application/json")
         if isinstance(answer, Response):
             add_headers(answer, headers)
             return answer

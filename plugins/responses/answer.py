@@ -22,11 +22,11 @@ PART_JSON = {"output_text": b'{"type":"output_text","text":%b,"annotations":[],"
              "refusal": b'{"type":"refusal","refusal":%b}'}
 
 
-def response_json(call: ResponseCall, model: str, status: str, output: list[dict[str, Any]],
-                  usage: Usage | None, *, reason: str | None = None,
-                  error: dict[str, Any] | None = None) -> bytes:
-    """A whole Response, as JSON; ``status`` ``in_progress`` (no usage yet), ``completed``,
-    ``incomplete`` (with ``reason``) or ``failed`` (with ``error``).
+def response_json(call: ResponseCall, model: str, status: str, output: bytes, usage: Usage | None, *,
+                  reason: str | None = None, error: dict[str, Any] | None = None) -> bytes:
+    """A whole Response, as JSON, with ``output`` (the output items' array, as JSON);
+    ``status`` ``in_progress`` (no usage yet), ``completed``, ``incomplete`` (with ``reason``)
+    or ``failed`` (with ``error``).
 
     Put together from its parts' JSON rather than serialized from one dict: what stays the
     same for a request (its id and time, and the fields the echo holds: a third of the
@@ -37,7 +37,7 @@ def response_json(call: ResponseCall, model: str, status: str, output: list[dict
         b"%d" % time.time() if status == "completed" else b"null",
         b',"background":false,"error":', b"null" if error is None else orjson.dumps(error),
         b',"incomplete_details":', b'{"reason":%s}' % orjson.dumps(reason) if reason else b"null",
-        b",", echo, b'"model":', orjson.dumps(model), b',"output":', orjson.dumps(output),
+        b",", echo, b'"model":', orjson.dumps(model), b',"output":', output,
         # absent until the end: the published schema has no null usage
         usage_json(usage) if usage is not None else b"}",
     ))
@@ -69,35 +69,34 @@ def usage_json(usage: Usage) -> bytes:
 
 def whole_response(call: ResponseCall, completion: Completion) -> bytes:
     """The Response for a whole (not streamed) answer, as JSON."""
-    choices = (completion.raw or {}).get("choices") or ()
+    choices = (completion.raw or {}).get("choices")
     choice = choices[0] if choices and isinstance(choices[0], dict) else {}
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = choice.get("message")
     reason = INCOMPLETE.get(choice.get("finish_reason"))
-    item_status = "incomplete" if reason else "completed"
-    text = message.get("content") if message else completion.text
-    output = output_items(call.response_id, _text_of(text), message.get("refusal"), message.get("tool_calls"),
-                          item_status)
-    return response_json(call, completion.model, "incomplete" if reason else "completed", output,
-                         completion.usage, reason=reason)
+    status = "incomplete" if reason else "completed"
+    if message and isinstance(message, dict):
+        output = output_json(call.response_id, _text_of(message.get("content")), message.get("refusal"),
+                             message.get("tool_calls"), status)
+    else:
+        output = output_json(call.response_id, _text_of(completion.text), None, None, status)
+    return response_json(call, completion.model, status, output, completion.usage, reason=reason)
 
 
-def output_items(response_id: str, text: str, refusal: Any, tool_calls: Any,
-                 status: str) -> list[dict[str, Any] | orjson.Fragment]:
-    """A message item (unless the answer is only tool calls; as its JSON), then a function_call
-    item per call."""
-    calls = [call for call in tool_calls or () if isinstance(call, dict)]
-    output: list[dict[str, Any] | orjson.Fragment] = []
+def output_json(response_id: str, text: str, refusal: Any, tool_calls: Any, status: str) -> bytes:
+    """The output items, as a JSON array: a message item (unless the answer is only tool calls),
+    then a function_call item per call."""
+    calls = [call for call in tool_calls if isinstance(call, dict)] if tool_calls else ()
+    items = []
     if text or refusal or not calls:
         parts = [PART_JSON["output_text"] % orjson.dumps(text)] if text or not refusal else []
         if refusal:
             parts.append(PART_JSON["refusal"] % orjson.dumps(str(refusal)))
-        output.append(orjson.Fragment(MESSAGE_JSON % (orjson.dumps(message_id(response_id)), status.encode(),
-                                                      b",".join(parts))))
+        items.append(MESSAGE_JSON % (orjson.dumps(message_id(response_id)), status.encode(), b",".join(parts)))
     for index, call in enumerate(calls):
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        output.append(function_call_item(response_id, index, call.get("id"), function.get("name"),
-                                         function.get("arguments"), "completed"))
-    return output
+        items.append(orjson.dumps(function_call_item(response_id, index, call.get("id"), function.get("name"),
+                                                     function.get("arguments"), "completed")))
+    return b"[%b]" % b",".join(items)
 
 
 def output_text(text: str) -> dict[str, Any]:

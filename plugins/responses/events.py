@@ -146,7 +146,7 @@ class ResponseEvents:
 
     def opening(self) -> bytes:
         """The first two events (the stream's first bytes)."""
-        response = response_json(self.call, self.model, "in_progress", [], None)
+        response = response_json(self.call, self.model, "in_progress", b"[]", None)
         self.sequence = 2
         return OPENING % (0, response, 1, response)
 
@@ -294,7 +294,7 @@ class ResponseEvents:
         self._close_message(events, "incomplete" if reason else "completed")
         self._close_calls(events)
         status = "incomplete" if reason else "completed"
-        response = response_json(self.call, self.model, status, self.output, usage, reason=reason)
+        response = response_json(self.call, self.model, status, orjson.dumps(self.output), usage, reason=reason)
         events.append(self.last(status, response))
         return events, response
 
@@ -309,6 +309,6 @@ class ResponseEvents:
             if item["type"] == "function_call" and not item["call_id"]:
                 item["call_id"] = "call_" + item["id"][3:]
         message = f"the upstream failed mid-stream; the answer is incomplete: {error.message}"
-        response = response_json(self.call, self.model, "failed", self.output, error.usage,
+        response = response_json(self.call, self.model, "failed", orjson.dumps(self.output), error.usage,
                                  error={"code": "server_error", "message": message})
         return [self.last("failed", response)], response

@@ -23,10 +23,15 @@ def new_request(data: dict[str, Any], principal: Principal | None, retention_s: 
     previous response's conversation is put before them later (``with_history``)."""
     read = read_fields(data)
     previous = read.get("previous_response_id")
-    items = input_items(read.get("input"), previous is not None)
+    value = read.get("input")
+    if isinstance(value, str):  # the short form: one user message
+        items = [{"type": "message", "role": "user", "content": value}]
+        said = [{"role": "user", "content": value}]
+    else:
+        items = input_items(value, previous is not None)
+        said = chat_messages(items)
     instructions = read.get("instructions")
-    messages = [{"role": "system", "content": instructions}] if instructions else []
-    messages.extend(chat_messages(items))
+    messages = [{"role": "system", "content": instructions}, *said] if instructions else said
     echoed: dict[str, Any] = {}
     extra = chat_extra(read, echoed)
     for name, value in read.items():  # the few fields sent, rather than every field that could be
@@ -59,9 +64,7 @@ def new_request(data: dict[str, Any], principal: Principal | None, retention_s: 
 
 
 def input_items(value: Any, continues: bool) -> list[dict[str, Any]]:
-    """``input`` as a list of items: a string is one user message."""
-    if isinstance(value, str):
-        return [{"type": "message", "role": "user", "content": value}]
+    """``input`` given as a list of items (or left out, continuing a stored response)."""
     if isinstance(value, list) and (value or continues):
         return value
     if value is None and continues:

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
-from starlette.responses import Response
-
 from modelbroker import (
     APIError,
     Incoming,
@@ -112,10 +110,10 @@ class Responses:
         call.ancestors = chain
         return request
 
-    def answer(self, request: ResponsesRequest, routed: Routed) -> Response:
+    def answer(self, request: ResponsesRequest, routed: Routed) -> bytes:
         body = whole_response(request.call, routed.completion)  # for the client and for the store
         self._keep(request.call, body)
-        return Response(body, media_type="application/json")
+        return body
 
     def stream(self, request: ResponsesRequest, routed: Routed) -> AsyncIterator[bytes]:
         return self._events(request.call, routed)

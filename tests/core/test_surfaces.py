@@ -5,6 +5,7 @@ trailing slashes, x-request-id everywhere, 404 before 415, GET /v1/models/{id}, 
 from __future__ import annotations
 
 import contextlib
+import json
 
 import pytest
 
@@ -84,6 +85,32 @@ def test_hook_register_surfaces(gateway, provider, upstream):
     tried = [line for line in lines if line["attempt"] > 0]
     assert {line["surface"] for line in tried} == {"echo"}
     assert [(line["provider_id"], line["success"]) for line in tried[:2]] == [("down/down", False), ("up/up", True)]
+
+
+class MadeJSONSurface(EchoSurface):
+    """Answers with JSON it made itself (bytes), which the core sends as they are."""
+
+    paths = ("/v1/made",)
+
+    def answer(self, request, routed):
+        return b'{"made": %b}' % json.dumps(routed.completion.text).encode()
+
+
+class MadeJSONPlugin:
+    @hookimpl
+    def register_surfaces(self, register):
+        register("made", MadeJSONSurface)
+
+
+def test_a_surface_may_answer_json_it_made_as_bytes(gateway, provider):
+    gw = gateway({"providers": [provider("up")]}, plugins={"made": MadeJSONPlugin()})
+    answer = gw.post("/v1/made", json={"text": "hi"})
+    assert answer.status_code == 200, answer.text
+    assert answer.content == b'{"made": "Fake reply from up: hi"}'
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["content-length"] == str(len(answer.content))
+    assert answer.headers["x-modelbroker-provider"] == "up/up" and answer.headers["x-request-id"]
+    assert float(answer.headers["x-modelbroker-cost"]) >= 0
 
 
 class Claims:
