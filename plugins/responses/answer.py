@@ -14,10 +14,9 @@ from modelbroker.plugins.responses.request import ECHO_DEFAULTS, ECHO_DEFAULTS_J
 #: A chat finish_reason that cut the answer short, as the Response's ``incomplete_details.reason``.
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 #: A message item's JSON once its content is known: its id's JSON, its status, and its
-#: content parts' JSON (``message_item`` makes the same item as a dict).
+#: content parts' JSON.
 MESSAGE_JSON = b'{"id":%b,"type":"message","status":"%b","role":"assistant","content":[%b]}'
-#: A content part's JSON from its text's JSON, per kind of part (``output_text`` makes the
-#: same part as a dict).
+#: A content part's JSON from its text's JSON, per kind of part.
 PART_JSON = {"output_text": b'{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}',
              "refusal": b'{"type":"refusal","refusal":%b}'}
 
@@ -97,17 +96,6 @@ def output_json(response_id: str, text: str, refusal: Any, tool_calls: Any, stat
         items.append(orjson.dumps(function_call_item(response_id, index, call.get("id"), function.get("name"),
                                                      function.get("arguments"), "completed")))
     return b"[%b]" % b",".join(items)
-
-
-def output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-
-
-def message_item(response_id: str, content: list[dict[str, Any]], status: str, number: int = 0) -> dict[str, Any]:
-    """An assistant message item; ``number`` tells apart the messages of one answer (rare: text
-    after tool calls)."""
-    return {"id": message_id(response_id, number), "type": "message", "status": status, "role": "assistant",
-            "content": content}
 
 
 def message_id(response_id: str, number: int = 0) -> str:

@@ -38,8 +38,7 @@ from modelbroker.plugins.responses.answer import (
     MESSAGE_JSON,
     PART_JSON,
     function_call_item,
-    message_item,
-    output_text,
+    message_id,
     response_json,
 )
 from modelbroker.plugins.responses.request import ResponseCall
@@ -81,7 +80,7 @@ FORMATS = EventFormats()
 #: stream's first two events (sequence numbers 0 and 1).
 OPENING = event_format("response.created", b'"response":%b') + event_format("response.in_progress", b'"response":%b')
 #: A message item added (its position, then its id's JSON): a message is added before any
-#: content. ``answer.message_item`` makes the same item.
+#: content.
 MESSAGE_ADDED = event_format("response.output_item.added", b'"output_index":%d,"item":{"id":%b,"type":"message",'
                                                            b'"status":"in_progress","role":"assistant","content":[]}')
 #: A content part added, empty (after ``at``), per kind of part.
@@ -115,44 +114,39 @@ class ResponseEvents:
     def __init__(self, call: ResponseCall, model: str) -> None:
         self.call = call
         self.model = model
-        self.sequence = 0
-        #: The output items: a closed message as its JSON, the others as dicts.
-        self.output: list[dict[str, Any] | orjson.Fragment] = []
-        self.message: dict[str, Any] | None = None  # the open message item, if any
-        self.message_id = b""  # its id, as JSON
+        self.sequence = 0  # the next event's sequence number
+        #: The output items: a message as its JSON once closed (None in its place while it
+        #: is open), a function call as a dict.
+        self.output: list[dict[str, Any] | orjson.Fragment | None] = []
         self.calls: dict[int, dict[str, Any]] = {}  # chat tool-call index -> its open function_call item
-        self.positions: dict[str, int] = {}  # item id -> output_index
-        self.messages = 0  # message items so far
+        self.positions: dict[str, int] = {}  # a function call's item id -> output_index
         self.finish_reason: str | None = None
-        #: The open content part's kind (``output_text`` or ``refusal``), and its text so far
-        #: in pieces: joined into the part when it is closed (``_sync_part``), not once a delta.
+        self.messages = 0  # message items so far
+        #: The open message's output_index (None: no message is open), and its id as JSON.
+        self.message_at: int | None = None
+        self.message_id = b""
+        #: The open message's content parts: each one's kind (``output_text`` or
+        #: ``refusal``), position fields (``at``), and its text so far in pieces, joined
+        #: when the message is closed (not once a delta).
+        self.parts: list[tuple[str, bytes, list[str]]] = []
+        #: The open content part's kind, and its pieces (the last part's).
         self.part_kind: str | None = None
         self.pieces: list[str] = []
         #: The bytes format of the open content part's delta events (sequence number, then
         #: the delta's JSON), made when the part opens (``_text``).
         self.delta_format = b""
-        #: The position fields (``at``) of each of the open message's content parts.
-        self.parts_at: list[bytes] = []
 
     def event(self, kind: str, payload: dict[str, Any]) -> bytes:
         """One event: ``payload`` after its ``type`` and ``sequence_number``."""
-        return FORMATS[kind] % (self.numbers(1), orjson.dumps(payload)[1:-1])
-
-    def numbers(self, count: int) -> int:
-        """The first of the next ``count`` sequence numbers, taken."""
-        first = self.sequence
-        self.sequence = first + count
-        return first
+        sequence = self.sequence
+        self.sequence = sequence + 1
+        return FORMATS[kind] % (sequence, orjson.dumps(payload)[1:-1])
 
     def opening(self) -> bytes:
         """The first two events (the stream's first bytes)."""
         response = response_json(self.call, self.model, "in_progress", b"[]", None)
         self.sequence = 2
         return OPENING % (0, response, 1, response)
-
-    def last(self, status: str, response: bytes) -> bytes:
-        """The event that ends the stream, holding the Response with ``status``."""
-        return LAST[status] % (self.numbers(1), response)
 
     # --- chunks -------------------------------------------------------------------------
 
@@ -170,15 +164,18 @@ class ResponseEvents:
         text = delta.get("content")
         if text and self.part_kind == "output_text" and len(delta) == 1:  # more of the open text: the frequent case
             return self._delta(text)
+        refusal, calls = delta.get("refusal"), delta.get("tool_calls")
+        if not (text or refusal or calls):
+            return b""  # the role alone, or empty content
         events: list[bytes] = []
         if text:
             if self.part_kind == "output_text":
                 events.append(self._delta(text))
             else:
                 self._text(text, "output_text", events)
-        if delta.get("refusal"):
-            self._text(delta["refusal"], "refusal", events)
-        for call in delta.get("tool_calls") or ():
+        if refusal:
+            self._text(refusal, "refusal", events)
+        for call in calls or ():
             if isinstance(call, dict):
                 self._tool_call(call, events)
         return b"".join(events)
@@ -192,30 +189,26 @@ class ResponseEvents:
 
     def _text(self, text: str, kind: str, events: list[bytes]) -> None:
         """A piece of the answer's text (``output_text``) or of a refusal (``refusal``)."""
-        if self.message is None:
-            self.message = message = message_item(self.call.response_id, [], "in_progress", self.messages)
-            self.parts_at = []
+        if self.message_at is None:
+            self.message_at = position = len(self.output)
+            self.output.append(None)
+            self.message_id = orjson.dumps(message_id(self.call.response_id, self.messages))
             self.messages += 1
-            self.message_id = orjson.dumps(message["id"])
-            events.append(MESSAGE_ADDED % (self.numbers(1), self._place(message), self.message_id))
+            self.parts = []
+            sequence = self.sequence
+            self.sequence = sequence + 1
+            events.append(MESSAGE_ADDED % (sequence, position, self.message_id))
         if self.part_kind != kind:
-            self._sync_part()
-            content = self.message["content"]
-            content.append(output_text("") if kind == "output_text" else {"type": "refusal", "refusal": ""})
+            at = b'"item_id":%b,"output_index":%d,"content_index":%d' % (self.message_id, self.message_at,
+                                                                           len(self.parts))
             self.part_kind, self.pieces = kind, []
-            at = b'"item_id":%b,"output_index":%d,"content_index":%d' % (  # the part's position
-                self.message_id, self.positions[self.message["id"]], len(content) - 1)
-            self.parts_at.append(at)
-            events.append(PART_ADDED[kind] % (self.numbers(1), at))
+            self.parts.append((kind, at, self.pieces))
+            sequence = self.sequence
+            self.sequence = sequence + 1
+            events.append(PART_ADDED[kind] % (sequence, at))
             self.delta_format = DELTA_STARTS[kind] + at.replace(b"%", b"%%") + DELTA_ENDS[kind]
         if text:
             events.append(self._delta(text))
-
-    def _sync_part(self) -> None:
-        """The open content part's text, joined from its pieces into the part."""
-        if self.part_kind is not None and self.message is not None and self.pieces:
-            self.message["content"][-1]["text" if self.part_kind == "output_text" else "refusal"] = \
-                "".join(self.pieces)
 
     def _tool_call(self, call: dict[str, Any], events: list[bytes]) -> None:
         index = call.get("index", 0)
@@ -254,23 +247,27 @@ class ResponseEvents:
 
     # --- the end ------------------------------------------------------------------------
 
-    def _close_message(self, events: list[bytes], status: str) -> None:
-        self._sync_part()
-        message, self.message, self.part_kind = self.message, None, None
-        if message is None:
+    def _close_message(self, events: list[bytes] | None, status: str) -> None:
+        """Close the open message, if any: its JSON takes its place in the output, and its
+        done events are added to ``events`` (None: none are sent, as when a stream fails)."""
+        position = self.message_at
+        if position is None:
             return
+        self.message_at, self.part_kind = None, None
+        sequence = self.sequence
         parts = []
-        for part, at in zip(message["content"], self.parts_at):
+        for kind, at, pieces in self.parts:
             # The text, serialized once: the events, the item and the Response take it as it is.
-            kind = part["type"]
-            text = orjson.dumps(part["text" if kind == "output_text" else "refusal"])
+            text = orjson.dumps("".join(pieces))
             parts.append(PART_JSON[kind] % text)
-            sequence = self.numbers(2)
-            events.append(PART_CLOSED[kind] % (sequence, at, text, sequence + 1, at, parts[-1]))
+            if events is not None:
+                events.append(PART_CLOSED[kind] % (sequence, at, text, sequence + 1, at, parts[-1]))
+                sequence += 2
         closed = MESSAGE_JSON % (self.message_id, status.encode(), b",".join(parts))
-        position = self.positions[message["id"]]
         self.output[position] = orjson.Fragment(closed)
-        events.append(ITEM_DONE % (self.numbers(1), position, closed))
+        if events is not None:
+            events.append(ITEM_DONE % (sequence, position, closed))
+            self.sequence = sequence + 1
 
     def _close_calls(self, events: list[bytes]) -> None:
         for item in self.calls.values():
@@ -291,18 +288,20 @@ class ResponseEvents:
         events: list[bytes] = []
         if not self.output:  # an empty answer is an empty message, as in a whole answer
             self._text("", "output_text", events)
-        self._close_message(events, "incomplete" if reason else "completed")
-        self._close_calls(events)
         status = "incomplete" if reason else "completed"
+        self._close_message(events, status)
+        if self.calls:
+            self._close_calls(events)
         response = response_json(self.call, self.model, status, orjson.dumps(self.output), usage, reason=reason)
-        events.append(self.last(status, response))
+        events.append(LAST[status] % (self.sequence, response))
+        self.sequence += 1
         return events, response
 
     def failed(self, error: ProviderError) -> tuple[list[bytes], bytes]:
         """The event that ends a stream the upstream broke after content, and its Response's JSON."""
-        self._sync_part()
+        self._close_message(None, "incomplete")
         for item in self.output:
-            if isinstance(item, orjson.Fragment):  # a closed message
+            if isinstance(item, orjson.Fragment):  # a message
                 continue
             if item["status"] == "in_progress":
                 item["status"] = "incomplete"
@@ -311,4 +310,5 @@ class ResponseEvents:
         message = f"the upstream failed mid-stream; the answer is incomplete: {error.message}"
         response = response_json(self.call, self.model, "failed", orjson.dumps(self.output), error.usage,
                                  error={"code": "server_error", "message": message})
-        return [self.last("failed", response)], response
+        self.sequence += 1
+        return [LAST["failed"] % (self.sequence - 1, response)], response
