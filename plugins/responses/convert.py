@@ -32,67 +32,70 @@ CHAT_DETAIL = ("auto", "low", "high")
 
 
 def chat_messages(items: list[Any], first: int = 0) -> list[dict[str, Any]]:
-    """The chat messages for ``items``; ``first`` numbers the first item in error messages."""
+    """The chat messages for ``items``; ``first`` numbers the first item in error messages.
+
+    An item's place (``input[3].content[1]``) is written out only for an error: an agent
+    sends its whole conversation each turn, and every item is read on the event loop."""
     messages: list[dict[str, Any]] = []
     calls_may_join = False  # a function_call right after an assistant message joins it, as chat has it
     for number, item in enumerate(items, start=first):
-        where = f"input[{number}]"
         if not isinstance(item, dict):
-            raise invalid(where, "each input item must be an object", "invalid_type")
+            raise invalid(f"input[{number}]", "each input item must be an object", "invalid_type")
         kind = item.get("type", "message")
         if kind == "message":
-            messages.append(_message(item, where))
+            messages.append(_message(item, number))
             calls_may_join = messages[-1]["role"] == "assistant"
         elif kind == "function_call":
-            call = _function_call(item, where)
+            call = _function_call(item, number)
             if calls_may_join:
                 messages[-1].setdefault("tool_calls", []).append(call)
             else:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
             calls_may_join = True
         elif kind == "function_call_output":
-            messages.append(_function_output(item, where))
+            messages.append(_function_output(item, number))
             calls_may_join = False
         elif kind == "reasoning":
             continue  # see the module's docstring
         elif kind == "item_reference":
-            raise invalid(where, "item references cannot be resolved by the gateway; send the item itself, or "
+            raise invalid(f"input[{number}]", "item references cannot be resolved by the gateway; send the item itself, or "
                                  "continue a stored response with previous_response_id", "unsupported_parameter")
         elif kind in HOSTED_ITEMS:
-            raise invalid(f"{where}.type", f"{kind!r} items belong to tools that OpenAI hosts, which the gateway "
+            raise invalid(f"input[{number}].type", f"{kind!r} items belong to tools that OpenAI hosts, which the gateway "
                                            "cannot run; it carries messages and function calls",
                           "unsupported_parameter")
         else:
-            raise invalid(f"{where}.type", f"{kind!r} is not an input item type the gateway knows; it carries "
+            raise invalid(f"input[{number}].type", f"{kind!r} is not an input item type the gateway knows; it carries "
                                            "message, function_call and function_call_output items")
     return messages
 
 
-def _message(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _message(item: dict[str, Any], number: int) -> dict[str, Any]:
     role = ROLES.get(item.get("role"))
     if role is None:
-        raise invalid(f"{where}.role", "must be one of user, assistant, system, developer")
+        raise invalid(f"input[{number}].role", "must be one of user, assistant, system, developer")
     content = item.get("content")
     if isinstance(content, str):
         return {"role": role, "content": content}
     if not isinstance(content, list):
-        raise invalid(f"{where}.content", "must be a string or an array of content parts", "invalid_type")
-    parts = [_part(part, role, f"{where}.content[{index}]") for index, part in enumerate(content)]
+        raise invalid(f"input[{number}].content", "must be a string or an array of content parts", "invalid_type")
+    parts = [_part(part, role, number, index) for index, part in enumerate(content)]
     if len(parts) == 1 and parts[0]["type"] == "text":
         return {"role": role, "content": parts[0]["text"]}  # the plain form every chat upstream reads
     return {"role": role, "content": parts}
 
 
-def _part(part: Any, role: str, where: str) -> dict[str, Any]:
-    """One content part as chat's: text, image_url, file, input_audio or (assistant) refusal."""
+def _part(part: Any, role: str, number: int, index: int) -> dict[str, Any]:
+    """One content part (``input[number].content[index]``) as chat's: text, image_url, file,
+    input_audio or (assistant) refusal."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text") and isinstance(part.get("text"), str):
+        return {"type": "text", "text": part["text"]}
+    where = f"input[{number}].content[{index}]"
     if not isinstance(part, dict):
         raise invalid(where, "each content part must be an object", "invalid_type")
-    kind = part.get("type")
     if kind in ("input_text", "output_text"):
-        text = part.get("text")
-        if not isinstance(text, str):
-            raise invalid(f"{where}.text", "must be a string", "invalid_type")
-        return {"type": "text", "text": text}
+        raise invalid(f"{where}.text", "must be a string", "invalid_type")
     if role == "assistant":
         if kind == "refusal" and isinstance(part.get("refusal"), str):
             return {"type": "refusal", "refusal": part["refusal"]}
@@ -134,22 +137,23 @@ def _file(part: dict[str, Any], where: str) -> dict[str, Any]:
     return {"type": "file", "file": file}
 
 
-def _function_call(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _function_call(item: dict[str, Any], number: int) -> dict[str, Any]:
     call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments")
     for field, value in (("call_id", call_id), ("name", name), ("arguments", arguments)):
         if not isinstance(value, str):
-            raise invalid(f"{where}.{field}", "must be a string", "invalid_type")
+            raise invalid(f"input[{number}].{field}", "must be a string", "invalid_type")
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-def _function_output(item: dict[str, Any], where: str) -> dict[str, Any]:
+def _function_output(item: dict[str, Any], number: int) -> dict[str, Any]:
     call_id, output = item.get("call_id"), item.get("output")
     if not isinstance(call_id, str) or not call_id:
-        raise invalid(f"{where}.call_id", "must be the call_id of the function call it answers")
+        raise invalid(f"input[{number}].call_id", "must be the call_id of the function call it answers")
     if isinstance(output, list):
-        output = [_output_part(part, f"{where}.output[{index}]") for index, part in enumerate(output)]
+        output = [_output_part(part, f"input[{number}].output[{index}]") for index, part in enumerate(output)]
     elif not isinstance(output, str):
-        raise invalid(f"{where}.output", "must be a string or an array of input_text parts", "invalid_type")
+        raise invalid(f"input[{number}].output", "must be a string or an array of input_text parts",
+                      "invalid_type")
     return {"role": "tool", "tool_call_id": call_id, "content": output}
 
 
