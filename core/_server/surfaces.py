@@ -50,10 +50,11 @@ class Surface(Protocol):
     ``parse`` reads the body into a ``ChatRequest`` (raise ``APIError`` 400 naming the
     field for a bad one); the core fills in the request id, the caller, the deadline,
     ``route`` and ``surface``. ``answer`` gives the body of a whole answer: a dict (sent
-    as JSON), bytes (JSON already) or a Starlette ``Response``. ``stream`` gives the bytes of a streamed answer
-    (server-sent events), read from ``routed.relay()``. ``error`` gives the body of an
-    error response in the surface's shape (``error.status`` is the status). ``parse``
-    and ``answer`` may return awaitables; all run on the event loop for every request.
+    as JSON), bytes (JSON already) or a Starlette ``Response``. ``stream`` gives the
+    bytes of a streamed answer (server-sent events), read from ``routed.relay()``.
+    ``error`` gives the body of an error response in the surface's shape
+    (``error.status`` is the status). ``parse`` and ``answer`` may return awaitables;
+    all run on the event loop for every request.
     """
 
     paths: Sequence[str]

@@ -23,12 +23,12 @@ def new_request(data: dict[str, Any], principal: Principal | None, retention_s: 
     previous response's conversation is put before them later (``with_history``)."""
     read = read_fields(data)
     previous = read.get("previous_response_id")
-    value = read.get("input")
-    if isinstance(value, str):  # the short form: one user message
-        items = [{"type": "message", "role": "user", "content": value}]
-        said = [{"role": "user", "content": value}]
+    given = read.get("input")
+    if isinstance(given, str):  # the short form: one user message
+        items = [{"type": "message", "role": "user", "content": given}]
+        said = [{"role": "user", "content": given}]
     else:
-        items = input_items(value, previous is not None)
+        items = input_items(given, previous is not None)
         said = chat_messages(items)
     instructions = read.get("instructions")
     messages = [{"role": "system", "content": instructions}, *said] if instructions else said
