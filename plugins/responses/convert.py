@@ -58,15 +58,16 @@ def chat_messages(items: list[Any], first: int = 0) -> list[dict[str, Any]]:
         elif kind == "reasoning":
             continue  # see the module's docstring
         elif kind == "item_reference":
-            raise invalid(f"input[{number}]", "item references cannot be resolved by the gateway; send the item itself, or "
-                                 "continue a stored response with previous_response_id", "unsupported_parameter")
+            raise invalid(f"input[{number}]", "item references cannot be resolved by the gateway; send the item "
+                                              "itself, or continue a stored response with previous_response_id",
+                          "unsupported_parameter")
         elif kind in HOSTED_ITEMS:
-            raise invalid(f"input[{number}].type", f"{kind!r} items belong to tools that OpenAI hosts, which the gateway "
-                                           "cannot run; it carries messages and function calls",
+            raise invalid(f"input[{number}].type", f"{kind!r} items belong to tools that OpenAI hosts, which the "
+                                                   "gateway cannot run; it carries messages and function calls",
                           "unsupported_parameter")
         else:
-            raise invalid(f"input[{number}].type", f"{kind!r} is not an input item type the gateway knows; it carries "
-                                           "message, function_call and function_call_output items")
+            raise invalid(f"input[{number}].type", f"{kind!r} is not an input item type the gateway knows; it "
+                                                   "carries message, function_call and function_call_output items")
     return messages
 
 

@@ -96,16 +96,16 @@ DELTA_STARTS = {kind: head(f"response.{kind}.delta").replace(b"%", b"%%") + b"%d
 DELTA_ENDS = {"output_text": b',"delta":%s,"logprobs":[]}\n\n', "refusal": b',"delta":%s}\n\n'}
 #: A content part closed: its text's done event (``at``, the text's JSON), then
 #: ``response.content_part.done`` (``at``, the part's JSON), per kind of part.
+PART_DONE = event_format("response.content_part.done", b'%b,"part":%b')
 PART_CLOSED = {
-    "output_text": event_format("response.output_text.done", b'%b,"text":%b,"logprobs":[]')
-    + event_format("response.content_part.done", b'%b,"part":%b'),
-    "refusal": event_format("response.refusal.done", b'%b,"refusal":%b')
-    + event_format("response.content_part.done", b'%b,"part":%b'),
+    "output_text": event_format("response.output_text.done", b'%b,"text":%b,"logprobs":[]') + PART_DONE,
+    "refusal": event_format("response.refusal.done", b'%b,"refusal":%b') + PART_DONE,
 }
 #: An item closed: its position, then its JSON.
 ITEM_DONE = event_format("response.output_item.done", b'"output_index":%d,"item":%b')
 #: The event that ends a stream, per the Response's status.
-LAST = {status: event_format(f"response.{status}", b'"response":%b') for status in ("completed", "incomplete", "failed")}
+LAST = {status: event_format(f"response.{status}", b'"response":%b')
+        for status in ("completed", "incomplete", "failed")}
 
 
 class ResponseEvents:
@@ -234,13 +234,9 @@ class ResponseEvents:
 
     def _add_item(self, item: dict[str, Any], events: list[bytes]) -> None:
         """Each event is encoded as it is made, so an item may change after it was sent."""
-        events.append(self.event("response.output_item.added", {"output_index": self._place(item), "item": item}))
-
-    def _place(self, item: dict[str, Any]) -> int:
-        """Put ``item`` at the end of the output; its position there."""
         position = self.positions[item["id"]] = len(self.output)
         self.output.append(item)
-        return position
+        events.append(self.event("response.output_item.added", {"output_index": position, "item": item}))
 
     def _at(self, item: dict[str, Any]) -> dict[str, Any]:
         return {"item_id": item["id"], "output_index": self.positions[item["id"]]}

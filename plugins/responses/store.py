@@ -201,7 +201,8 @@ class ResponseStore:
         # The writer is woken when a batch fills (it then writes every whole batch waiting), or
         # when too much waits: not again for each response that comes in while it writes.
         writer, waiting = self.writer, len(pending)
-        if waiting == writer.batch_size or waiting > writer.max_pending or self.pending_bytes > writer.max_pending_bytes:
+        if (waiting == writer.batch_size or waiting > writer.max_pending
+                or self.pending_bytes > writer.max_pending_bytes):
             writer.batch_waits()
 
     def written(self, batch: list[StoredResponse]) -> None:
